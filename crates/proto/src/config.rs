@@ -1,0 +1,84 @@
+//! Protocol limits and behaviour switches.
+
+/// How the core delivers data messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReceiveMode {
+    /// Reassemble fragmented messages and deliver each whole ([`crate::Event::Message`]).
+    #[default]
+    Messages,
+    /// Deliver every data frame as it completes ([`crate::Event::Fragment`]), so a large
+    /// message can be processed piece by piece without holding all of it. The message size
+    /// limit still applies to the sum of the fragments, and text is still validated across them.
+    Fragments,
+}
+
+/// Limits and switches of a [`crate::Connection`]. Every size a peer controls is bounded here.
+///
+/// ```
+/// use fullduplex_proto::Config;
+/// let config = Config::default().max_message_size(1 << 20).auto_pong(false);
+/// assert_eq!(config.max_message_size, 1 << 20);
+/// assert_eq!(config.max_frame_size, 16 << 20);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Largest frame payload accepted, in bytes. Default 16 MiB. A larger announced length fails
+    /// the connection with 1009 before any of it is buffered.
+    pub max_frame_size: usize,
+    /// Largest message accepted (the sum of its fragments), in bytes. Default 64 MiB. Exceeding
+    /// it fails with 1009 as soon as a frame header announces it.
+    pub max_message_size: usize,
+    /// Largest HTTP head (request or response line plus headers) the shells accept during the
+    /// opening handshake, in bytes. Default 16 KiB; a server answers a larger one with 431.
+    pub max_handshake_size: usize,
+    /// Answer every ping with a pong carrying the same payload. Default true. The ping is
+    /// delivered to the application either way.
+    pub auto_pong: bool,
+    /// Whole messages or fragments. Default [`ReceiveMode::Messages`].
+    pub receive_mode: ReceiveMode,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            max_frame_size: 16 << 20,
+            max_message_size: 64 << 20,
+            max_handshake_size: 16 << 10,
+            auto_pong: true,
+            receive_mode: ReceiveMode::Messages,
+        }
+    }
+}
+
+impl Config {
+    /// Sets [`Config::max_frame_size`].
+    pub fn max_frame_size(mut self, bytes: usize) -> Config {
+        self.max_frame_size = bytes;
+        self
+    }
+
+    /// Sets [`Config::max_message_size`].
+    pub fn max_message_size(mut self, bytes: usize) -> Config {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Sets [`Config::max_handshake_size`].
+    pub fn max_handshake_size(mut self, bytes: usize) -> Config {
+        self.max_handshake_size = bytes;
+        self
+    }
+
+    /// Sets [`Config::auto_pong`].
+    pub fn auto_pong(mut self, on: bool) -> Config {
+        self.auto_pong = on;
+        self
+    }
+
+    /// Sets [`Config::receive_mode`].
+    pub fn receive_mode(mut self, mode: ReceiveMode) -> Config {
+        self.receive_mode = mode;
+        self
+    }
+}

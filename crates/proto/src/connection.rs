@@ -1,0 +1,656 @@
+//! The connection state machine: bytes in, events out; messages in, bytes out.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+
+use crate::close::CloseFrame;
+use crate::config::{Config, ReceiveMode};
+use crate::error::{ProtocolError, SendError};
+use crate::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
+use crate::mask::apply_mask;
+use crate::message::{DataKind, Message, Utf8Bytes};
+use crate::out::{OutQueue, COPY_THRESHOLD};
+use crate::utf8::Utf8Validator;
+
+/// Which end of the connection this is. Servers require masked frames and send unmasked ones;
+/// clients the reverse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The end that sent the HTTP upgrade request.
+    Client,
+    /// The end that accepted it.
+    Server,
+}
+
+/// Where the close handshake stands (RFC 6455 section 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Messages flow both ways.
+    Open,
+    /// We sent a close frame and wait for the peer's. Received messages are still delivered.
+    Closing,
+    /// The close handshake is done, or the connection failed: only the transport is left to
+    /// close (the server closes TCP first; a client waits for it).
+    Closed,
+}
+
+/// A frame of a message delivered in [`ReceiveMode::Fragments`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fragment {
+    /// Text or binary: the kind of the whole message.
+    pub kind: DataKind,
+    /// This frame's payload. For text, a fragment may end inside a code point; the message as
+    /// a whole has been validated once the last fragment is delivered.
+    pub payload: Bytes,
+    /// The first frame of its message.
+    pub is_first: bool,
+    /// The last frame of its message.
+    pub is_last: bool,
+}
+
+/// What the core delivers to the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A whole message, or a control message (ping, pong, close).
+    Message(Message),
+    /// One frame of a data message, in [`ReceiveMode::Fragments`].
+    Fragment(Fragment),
+}
+
+/// The frame being received: its header is parsed and validated, its payload may be partial.
+#[derive(Debug, Clone, Copy)]
+struct IncomingFrame {
+    header: FrameHeader,
+    header_len: usize,
+    payload_len: usize,
+    /// Payload bytes already unmasked (and, for text, validated) in place.
+    processed: usize,
+}
+
+/// The data message being received.
+#[derive(Debug)]
+struct IncomingMessage {
+    kind: DataKind,
+    mode: ReceiveMode,
+    /// Payload bytes received so far, counted against the message limit.
+    size: usize,
+    frames: usize,
+    /// Fragments joined so far (Messages mode, multi-frame messages only).
+    joined: BytesMut,
+    utf8: Utf8Validator,
+}
+
+/// A WebSocket connection after the opening handshake, without I/O.
+///
+/// Methods come in three groups, as in `quinn-proto`:
+/// * **inputs**: [`recv_buf`](Connection::recv_buf) (append received bytes),
+///   [`recv_eof`](Connection::recv_eof);
+/// * **outputs**: [`next_event`](Connection::next_event), [`output`](Connection::output)
+///   (bytes to write), [`state`](Connection::state);
+/// * **commands**: [`send`](Connection::send), [`send_fragment`](Connection::send_fragment),
+///   [`send_encoded`](Connection::send_encoded), [`close`](Connection::close).
+///
+/// Parsing never panics on any input: a protocol violation queues a close frame with the right
+/// code, is returned once as a [`ProtocolError`], and the connection delivers nothing more.
+///
+/// ```
+/// use fullduplex_proto::{Config, Connection, Event, Message, Role};
+/// let mut client = Connection::new(Role::Client, Config::default());
+/// let mut server = Connection::new(Role::Server, Config::default());
+/// client.send(Message::text("hello")).unwrap();
+/// // The shell would write the client's output to the socket; here we move it by hand.
+/// let bytes = client.take_output();
+/// server.recv_buf().extend_from_slice(&bytes);
+/// assert_eq!(server.next_event().unwrap(), Some(Event::Message(Message::text("hello"))));
+/// assert_eq!(server.next_event().unwrap(), None); // needs more bytes
+/// ```
+#[derive(Debug)]
+pub struct Connection {
+    role: Role,
+    config: Config,
+    recv: BytesMut,
+    out: OutQueue,
+    frame: Option<IncomingFrame>,
+    message: Option<IncomingMessage>,
+    /// The kind of the fragmented message being sent, and its running UTF-8 check.
+    sending: Option<(DataKind, Utf8Validator)>,
+    close_sent: bool,
+    close_received: bool,
+    failed: bool,
+    eof: bool,
+    /// Mask keys for a client; servers never mask and carry no generator.
+    rng: Option<Box<StdRng>>,
+}
+
+impl Connection {
+    /// A connection in the open state.
+    pub fn new(role: Role, config: Config) -> Connection {
+        let rng = match role {
+            Role::Client => Some(Box::new(StdRng::from_os_rng())),
+            Role::Server => None,
+        };
+        Connection {
+            role,
+            config,
+            recv: BytesMut::new(),
+            out: OutQueue::new(),
+            frame: None,
+            message: None,
+            sending: None,
+            close_sent: false,
+            close_received: false,
+            failed: false,
+            eof: false,
+            rng,
+        }
+    }
+
+    /// A connection whose receive buffer starts with `leftover`: the bytes that arrived after
+    /// the HTTP head in the same read. They belong to the WebSocket stream and are kept.
+    pub fn with_leftover(role: Role, config: Config, leftover: BytesMut) -> Connection {
+        let mut connection = Connection::new(role, config);
+        connection.recv = leftover;
+        connection
+    }
+
+    /// This end's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Changes how data messages are delivered, from the next message on.
+    pub fn set_receive_mode(&mut self, mode: ReceiveMode) {
+        self.config.receive_mode = mode;
+    }
+
+    /// Where the close handshake stands.
+    pub fn state(&self) -> State {
+        if self.failed || self.close_received {
+            State::Closed
+        } else if self.close_sent {
+            State::Closing
+        } else {
+            State::Open
+        }
+    }
+
+    /// True once a close frame has been sent or queued (no more data may be sent).
+    pub fn is_close_sent(&self) -> bool {
+        self.close_sent
+    }
+
+    /// True once the peer's close frame has been received.
+    pub fn is_close_received(&self) -> bool {
+        self.close_received
+    }
+
+    // ----- inputs -----
+
+    /// The receive buffer: append bytes read from the transport, then call
+    /// [`next_event`](Connection::next_event) until it returns `Ok(None)`.
+    pub fn recv_buf(&mut self) -> &mut BytesMut {
+        &mut self.recv
+    }
+
+    /// How many more bytes the frame being received needs (0 when unknown). A shell may use it
+    /// to size its next read; it is bounded by the frame limit.
+    pub fn read_hint(&self) -> usize {
+        match self.frame {
+            Some(frame) => (frame.header_len + frame.payload_len).saturating_sub(self.recv.len()),
+            None => 0,
+        }
+    }
+
+    /// The transport reached end of stream.
+    pub fn recv_eof(&mut self) {
+        self.eof = true;
+    }
+
+    // ----- outputs -----
+
+    /// The next event, `Ok(None)` when more bytes are needed (or the connection is closed).
+    ///
+    /// On a protocol violation the connection fails: a close frame with the error's code is
+    /// queued, the error is returned once, and later calls return `Ok(None)`.
+    pub fn next_event(&mut self) -> Result<Option<Event>, ProtocolError> {
+        if self.failed || self.close_received {
+            return Ok(None);
+        }
+        match self.parse_next() {
+            Ok(Some(event)) => Ok(Some(event)),
+            Ok(None) if self.eof => {
+                self.failed = true;
+                Err(ProtocolError::UnexpectedEof)
+            }
+            Ok(None) => Ok(None),
+            Err(error) => {
+                self.fail(&error);
+                Err(error)
+            }
+        }
+    }
+
+    /// The bytes waiting to be written. Write them (vectored) and `advance` by what was written.
+    pub fn output(&mut self) -> &mut OutQueue {
+        &mut self.out
+    }
+
+    /// Takes all pending output as one contiguous buffer (convenient for tests and simple
+    /// shells; it copies).
+    pub fn take_output(&mut self) -> Bytes {
+        let out = &mut self.out;
+        out.copy_to_bytes(out.remaining())
+    }
+
+    // ----- commands -----
+
+    /// Queues a message. Text and binary messages are sent as one frame; ping and pong payloads
+    /// must be at most 125 bytes; `Message::Close` is [`close`](Connection::close).
+    ///
+    /// A server queues `Bytes` payloads of at least [`COPY_THRESHOLD`] bytes without copying;
+    /// a client copies once, to mask.
+    pub fn send(&mut self, message: Message) -> Result<(), SendError> {
+        match message {
+            Message::Text(text) => self.send_data(OpCode::Text, text.into_bytes()),
+            Message::Binary(data) => self.send_data(OpCode::Binary, data),
+            Message::Ping(data) => self.send_control(OpCode::Ping, data),
+            Message::Pong(data) => self.send_control(OpCode::Pong, data),
+            Message::Close(frame) => self.close(frame),
+        }
+    }
+
+    /// Queues one frame of a fragmented message: the first call starts a message of `kind`,
+    /// later calls continue it (with the same `kind`), and `is_last` ends it. Control messages
+    /// may be sent in between; other data messages may not. Text fragments may cut a code point
+    /// but must add up to valid UTF-8.
+    ///
+    /// ```
+    /// use fullduplex_proto::{Config, Connection, DataKind, Event, Message, Role};
+    /// let mut client = Connection::new(Role::Client, Config::default());
+    /// let mut server = Connection::new(Role::Server, Config::default());
+    /// client.send_fragment(DataKind::Text, "Hel".into(), false).unwrap();
+    /// client.send_fragment(DataKind::Text, "lo".into(), true).unwrap();
+    /// let bytes = client.take_output();
+    /// server.recv_buf().extend_from_slice(&bytes);
+    /// assert_eq!(server.next_event().unwrap(), Some(Event::Message(Message::text("Hello"))));
+    /// ```
+    pub fn send_fragment(
+        &mut self,
+        kind: DataKind,
+        payload: Bytes,
+        is_last: bool,
+    ) -> Result<(), SendError> {
+        if self.close_sent {
+            return Err(SendError::Closed);
+        }
+        let opcode = match &self.sending {
+            Some((sending_kind, _)) if *sending_kind != kind => {
+                return Err(SendError::FragmentInProgress)
+            }
+            Some(_) => OpCode::Continuation,
+            None => match kind {
+                DataKind::Text => OpCode::Text,
+                DataKind::Binary => OpCode::Binary,
+            },
+        };
+        let mut utf8 = match self.sending.take() {
+            Some((_, utf8)) => utf8,
+            None => Utf8Validator::new(),
+        };
+        if kind == DataKind::Text {
+            let valid = utf8.feed(&payload).is_ok() && (!is_last || utf8.is_complete());
+            if !valid {
+                // Keep the message open as it was: the caller may send a corrected fragment.
+                if opcode == OpCode::Continuation {
+                    self.sending = Some((kind, utf8));
+                }
+                return Err(SendError::InvalidUtf8);
+            }
+        }
+        let mut header = FrameHeader::new(opcode, payload.len() as u64);
+        header.fin = is_last;
+        self.queue_frame(header, payload);
+        if !is_last {
+            self.sending = Some((kind, utf8));
+        }
+        Ok(())
+    }
+
+    /// Queues a frame that was encoded once for many connections (a server's fan-out): the
+    /// bytes must be one or more complete, unmasked frames. Clients cannot use this.
+    pub fn send_encoded(&mut self, frames: Bytes) -> Result<(), SendError> {
+        if self.role == Role::Client {
+            return Err(SendError::EncodedFrameFromClient);
+        }
+        if self.close_sent {
+            return Err(SendError::Closed);
+        }
+        if self.sending.is_some() {
+            return Err(SendError::FragmentInProgress);
+        }
+        if frames.len() < COPY_THRESHOLD {
+            self.out.push_copy(&frames);
+        } else {
+            self.out.push_bytes(frames);
+        }
+        Ok(())
+    }
+
+    /// Starts (or answers) the close handshake. After it no data may be sent. Calling it again
+    /// once a close frame is queued does nothing.
+    ///
+    /// ```
+    /// use fullduplex_proto::{CloseCode, CloseFrame, Config, Connection, Role, SendError, State};
+    /// let mut server = Connection::new(Role::Server, Config::default());
+    /// server.close(Some(CloseFrame::new(CloseCode::NORMAL, "bye"))).unwrap();
+    /// assert_eq!(server.state(), State::Closing);
+    /// assert_eq!(server.send("late".into()), Err(SendError::Closed));
+    /// assert_eq!(server.close(Some(CloseFrame::new(CloseCode(1005), ""))),
+    ///            Ok(())); // already closing: ignored
+    /// ```
+    pub fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), SendError> {
+        if self.close_sent {
+            return Ok(());
+        }
+        if let Some(frame) = &frame {
+            if !frame.code.is_valid_on_wire() {
+                return Err(SendError::InvalidCloseCode(frame.code.0));
+            }
+        }
+        self.queue_close(frame.as_ref());
+        Ok(())
+    }
+
+    // ----- receiving -----
+
+    fn parse_next(&mut self) -> Result<Option<Event>, ProtocolError> {
+        loop {
+            let mut frame = match self.frame {
+                Some(frame) => frame,
+                None => {
+                    let Some((header, header_len)) = FrameHeader::parse(&self.recv)? else {
+                        return Ok(None);
+                    };
+                    let payload_len = self.check_header(&header)?;
+                    IncomingFrame {
+                        header,
+                        header_len,
+                        payload_len,
+                        processed: 0,
+                    }
+                }
+            };
+            let available = (self.recv.len() - frame.header_len).min(frame.payload_len);
+            if available > frame.processed {
+                let range = frame.header_len + frame.processed..frame.header_len + available;
+                let chunk = &mut self.recv[range];
+                if let Some(key) = frame.header.mask {
+                    apply_mask(chunk, key, frame.processed);
+                }
+                if !frame.header.opcode.is_control() {
+                    if let Some(message) = &mut self.message {
+                        if message.kind == DataKind::Text {
+                            message
+                                .utf8
+                                .feed(chunk)
+                                .map_err(|_| ProtocolError::InvalidUtf8)?;
+                        }
+                    }
+                }
+                frame.processed = available;
+            }
+            if available < frame.payload_len {
+                self.frame = Some(frame);
+                return Ok(None);
+            }
+            self.frame = None;
+            self.recv.advance(frame.header_len);
+            let payload = self.recv.split_to(frame.payload_len).freeze();
+            if let Some(event) = self.on_frame(frame.header, payload)? {
+                return Ok(Some(event));
+            }
+        }
+    }
+
+    /// Validates a header against the role, the message in progress and the limits, and starts
+    /// a message on its first data frame. Returns the payload length.
+    fn check_header(&mut self, header: &FrameHeader) -> Result<usize, ProtocolError> {
+        if header.rsv1 || header.rsv2 || header.rsv3 {
+            return Err(ProtocolError::ReservedBits);
+        }
+        match (self.role, header.mask.is_some()) {
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedFrame),
+            (Role::Client, true) => return Err(ProtocolError::MaskedFrame),
+            _ => {}
+        }
+        let opcode = header.opcode;
+        if opcode.is_control() {
+            if !header.fin {
+                return Err(ProtocolError::FragmentedControlFrame);
+            }
+            if header.payload_len > 125 {
+                return Err(ProtocolError::ControlFrameTooLarge);
+            }
+            return Ok(header.payload_len as usize);
+        }
+        if header.payload_len > self.config.max_frame_size as u64 {
+            return Err(ProtocolError::FrameTooLarge {
+                size: header.payload_len,
+                limit: self.config.max_frame_size,
+            });
+        }
+        // Bounded by max_frame_size, which is a usize.
+        let payload_len = header.payload_len as usize;
+        let kind = match (opcode, &self.message) {
+            (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Continuation, Some(message)) => message.kind,
+            (_, Some(_)) => return Err(ProtocolError::ExpectedContinuation),
+            (OpCode::Text, None) => DataKind::Text,
+            (_, None) => DataKind::Binary,
+        };
+        let size_so_far = self.message.as_ref().map_or(0, |m| m.size);
+        if size_so_far + payload_len > self.config.max_message_size {
+            return Err(ProtocolError::MessageTooLarge {
+                limit: self.config.max_message_size,
+            });
+        }
+        if self.message.is_none() {
+            self.message = Some(IncomingMessage {
+                kind,
+                mode: self.config.receive_mode,
+                size: 0,
+                frames: 0,
+                joined: BytesMut::new(),
+                utf8: Utf8Validator::new(),
+            });
+        }
+        Ok(payload_len)
+    }
+
+    fn on_frame(
+        &mut self,
+        header: FrameHeader,
+        payload: Bytes,
+    ) -> Result<Option<Event>, ProtocolError> {
+        match header.opcode {
+            OpCode::Ping => {
+                if self.config.auto_pong && !self.close_sent {
+                    self.queue_frame(FrameHeader::new(OpCode::Pong, payload.len() as u64), {
+                        payload.clone()
+                    });
+                }
+                Ok(Some(Event::Message(Message::Ping(payload))))
+            }
+            OpCode::Pong => Ok(Some(Event::Message(Message::Pong(payload)))),
+            OpCode::Close => {
+                let frame = CloseFrame::parse(payload)?;
+                self.close_received = true;
+                if !self.close_sent {
+                    // Echo the code (section 5.5.1); the reason is ours to choose: none.
+                    let echo = frame.as_ref().map(|f| CloseFrame::new(f.code, ""));
+                    self.queue_close(echo.as_ref());
+                }
+                Ok(Some(Event::Message(Message::Close(frame))))
+            }
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => self.on_data_frame(header, payload),
+        }
+    }
+
+    fn on_data_frame(
+        &mut self,
+        header: FrameHeader,
+        payload: Bytes,
+    ) -> Result<Option<Event>, ProtocolError> {
+        let Some(message) = self.message.as_mut() else {
+            // check_header started the message; unreachable, but never panic on input.
+            return Err(ProtocolError::UnexpectedContinuation);
+        };
+        message.size += payload.len();
+        message.frames += 1;
+        if header.fin && message.kind == DataKind::Text {
+            message
+                .utf8
+                .finish()
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        let event = match message.mode {
+            ReceiveMode::Fragments => Some(Event::Fragment(Fragment {
+                kind: message.kind,
+                payload,
+                is_first: message.frames == 1,
+                is_last: header.fin,
+            })),
+            ReceiveMode::Messages if header.fin => {
+                let data = if message.frames == 1 {
+                    payload
+                } else {
+                    message.joined.extend_from_slice(&payload);
+                    std::mem::take(&mut message.joined).freeze()
+                };
+                Some(Event::Message(match message.kind {
+                    DataKind::Text => Message::Text(Utf8Bytes::from_validated(data)),
+                    DataKind::Binary => Message::Binary(data),
+                }))
+            }
+            ReceiveMode::Messages => {
+                message.joined.extend_from_slice(&payload);
+                None
+            }
+        };
+        if header.fin {
+            self.message = None;
+        }
+        Ok(event)
+    }
+
+    fn fail(&mut self, error: &ProtocolError) {
+        self.failed = true;
+        self.frame = None;
+        self.message = None;
+        if !self.close_sent && *error != ProtocolError::UnexpectedEof {
+            let reason = error.to_string();
+            self.queue_close(Some(&CloseFrame::new(error.close_code(), reason.as_str())));
+        }
+    }
+
+    // ----- sending -----
+
+    fn send_data(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), SendError> {
+        if self.close_sent {
+            return Err(SendError::Closed);
+        }
+        if self.sending.is_some() {
+            return Err(SendError::FragmentInProgress);
+        }
+        self.queue_frame(FrameHeader::new(opcode, payload.len() as u64), payload);
+        Ok(())
+    }
+
+    fn send_control(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), SendError> {
+        if self.close_sent {
+            return Err(SendError::Closed);
+        }
+        if payload.len() > 125 {
+            return Err(SendError::ControlFrameTooLarge);
+        }
+        self.queue_frame(FrameHeader::new(opcode, payload.len() as u64), payload);
+        Ok(())
+    }
+
+    fn queue_close(&mut self, frame: Option<&CloseFrame>) {
+        let payload = match frame {
+            Some(frame) => {
+                let mut buf = BytesMut::with_capacity(frame.encoded_len());
+                frame.encode(&mut buf);
+                buf.freeze()
+            }
+            None => Bytes::new(),
+        };
+        self.close_sent = true;
+        self.sending = None;
+        self.queue_frame(FrameHeader::new(OpCode::Close, payload.len() as u64), payload);
+    }
+
+    /// Encodes a frame into the output queue, masking it for a client.
+    fn queue_frame(&mut self, mut header: FrameHeader, payload: Bytes) {
+        let mut head = [0u8; MAX_HEADER_LEN];
+        match self.rng.as_mut() {
+            Some(rng) => {
+                let mut key = [0u8; 4];
+                rng.fill_bytes(&mut key);
+                header.mask = Some(key);
+                let n = header.encode(&mut head);
+                self.out.push_with(n + payload.len(), |buf| {
+                    buf.put_slice(&head[..n]);
+                    let start = buf.len();
+                    buf.put_slice(&payload);
+                    apply_mask(&mut buf[start..], key, 0);
+                });
+            }
+            None => {
+                let n = header.encode(&mut head);
+                self.out.push_copy(&head[..n]);
+                if payload.len() < COPY_THRESHOLD {
+                    self.out.push_copy(&payload);
+                } else {
+                    self.out.push_bytes(payload);
+                }
+            }
+        }
+    }
+}
+
+/// Encodes one unmasked (server-to-client) frame holding a whole message, for
+/// [`Connection::send_encoded`]: encode once, queue the same `Bytes` on many connections.
+///
+/// ```
+/// use fullduplex_proto::connection::encode_server_message;
+/// use fullduplex_proto::{Config, Connection, Event, Message, Role};
+/// let frame = encode_server_message(&Message::text("news"));
+/// let mut server = Connection::new(Role::Server, Config::default());
+/// let mut client = Connection::new(Role::Client, Config::default());
+/// server.send_encoded(frame).unwrap();
+/// client.recv_buf().extend_from_slice(&server.take_output());
+/// assert_eq!(client.next_event().unwrap(), Some(Event::Message(Message::text("news"))));
+/// ```
+pub fn encode_server_message(message: &Message) -> Bytes {
+    let (opcode, payload) = match message {
+        Message::Text(text) => (OpCode::Text, text.as_bytes().clone()),
+        Message::Binary(data) => (OpCode::Binary, data.clone()),
+        Message::Ping(data) => (OpCode::Ping, data.clone()),
+        Message::Pong(data) => (OpCode::Pong, data.clone()),
+        Message::Close(_) => (OpCode::Close, message.clone().into_payload()),
+    };
+    let mut head = [0u8; MAX_HEADER_LEN];
+    let n = FrameHeader::new(opcode, payload.len() as u64).encode(&mut head);
+    let mut out = BytesMut::with_capacity(n + payload.len());
+    out.put_slice(&head[..n]);
+    out.put_slice(&payload);
+    out.freeze()
+}

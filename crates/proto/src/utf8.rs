@@ -1,0 +1,177 @@
+//! Incremental UTF-8 validation (RFC 6455 section 8.1).
+//!
+//! A text message may arrive in many fragments, and a fragment in many reads; a code point may
+//! be cut anywhere. [`Utf8Validator`] is fed the pieces in order and fails as soon as the bytes
+//! seen so far can no longer begin a valid UTF-8 string: `ED A0` fails at once (a surrogate),
+//! without waiting for the end of the frame or message. Complete runs are checked with
+//! `simdutf8`; only the at most three bytes of a code point cut by a piece boundary are kept.
+
+use thiserror::Error;
+
+/// The bytes are not, and cannot become, valid UTF-8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("invalid UTF-8")]
+pub struct Utf8Error;
+
+/// Validates UTF-8 fed in pieces. Allocates nothing.
+///
+/// ```
+/// use fullduplex_proto::utf8::Utf8Validator;
+/// let mut v = Utf8Validator::new();
+/// let euro = "€".as_bytes(); // E2 82 AC
+/// assert!(v.feed(&euro[..1]).is_ok());
+/// assert!(v.feed(&euro[1..]).is_ok());
+/// assert!(v.finish().is_ok());
+///
+/// let mut v = Utf8Validator::new();
+/// assert!(v.feed(&[0xce, 0xba, 0xe1, 0xbd]).is_ok()); // "κ" then the start of "ό"
+/// assert!(v.feed(&[0xed, 0xa0]).is_err()); // ... but 0xED cannot continue it
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Utf8Validator {
+    pending: [u8; 4],
+    pending_len: u8,
+}
+
+impl Utf8Validator {
+    /// A validator at the start of a string.
+    pub fn new() -> Utf8Validator {
+        Utf8Validator::default()
+    }
+
+    /// Feeds the next piece. Fails if the input so far cannot be the prefix of valid UTF-8.
+    pub fn feed(&mut self, mut input: &[u8]) -> Result<(), Utf8Error> {
+        if self.pending_len > 0 {
+            let need = sequence_len(self.pending[0]);
+            while (self.pending_len as usize) < need {
+                let Some((&byte, rest)) = input.split_first() else {
+                    break;
+                };
+                self.pending[self.pending_len as usize] = byte;
+                self.pending_len += 1;
+                input = rest;
+            }
+            match std::str::from_utf8(&self.pending[..self.pending_len as usize]) {
+                Ok(_) => self.pending_len = 0,
+                // A valid but incomplete prefix: `input` is used up.
+                Err(e) if e.error_len().is_none() => return Ok(()),
+                Err(_) => return Err(Utf8Error),
+            }
+        }
+        match simdutf8::compat::from_utf8(input) {
+            Ok(_) => Ok(()),
+            Err(e) if e.error_len().is_none() => {
+                let rest = &input[e.valid_up_to()..];
+                self.pending[..rest.len()].copy_from_slice(rest);
+                self.pending_len = rest.len() as u8;
+                Ok(())
+            }
+            Err(_) => Err(Utf8Error),
+        }
+    }
+
+    /// True when no code point is cut open.
+    pub fn is_complete(&self) -> bool {
+        self.pending_len == 0
+    }
+
+    /// Ends the string: fails if it stops inside a code point. Resets the validator.
+    pub fn finish(&mut self) -> Result<(), Utf8Error> {
+        let complete = self.is_complete();
+        self.pending_len = 0;
+        if complete {
+            Ok(())
+        } else {
+            Err(Utf8Error)
+        }
+    }
+}
+
+/// Validates a complete string in one go (the fast path for single-frame text messages).
+pub fn validate(input: &[u8]) -> Result<(), Utf8Error> {
+    simdutf8::basic::from_utf8(input)
+        .map(|_| ())
+        .map_err(|_| Utf8Error)
+}
+
+/// The length of the sequence a lead byte starts. Only called on bytes that began a valid
+/// incomplete prefix, so they are lead bytes of 2, 3 or 4 byte sequences.
+fn sequence_len(lead: u8) -> usize {
+    match lead {
+        0xc0..=0xdf => 2,
+        0xe0..=0xef => 3,
+        _ => 4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reference: a prefix is acceptable when std says it is valid or only incomplete.
+    fn std_prefix_ok(bytes: &[u8]) -> bool {
+        match std::str::from_utf8(bytes) {
+            Ok(_) => true,
+            Err(e) => e.error_len().is_none(),
+        }
+    }
+
+    fn feed_split(bytes: &[u8], split: usize) -> Result<(), Utf8Error> {
+        let mut v = Utf8Validator::new();
+        v.feed(&bytes[..split])?;
+        v.feed(&bytes[split..])
+    }
+
+    #[test]
+    fn agrees_with_std_on_all_short_sequences_at_every_split() {
+        // Every 1-3 byte sequence over a set of interesting bytes, then some tails.
+        let interesting: Vec<u8> = vec![
+            0x00, 0x41, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0, 0xc1, 0xc2, 0xdf, 0xe0,
+            0xe1, 0xec, 0xed, 0xee, 0xef, 0xf0, 0xf1, 0xf3, 0xf4, 0xf5, 0xff,
+        ];
+        let mut cases = Vec::new();
+        for &a in &interesting {
+            for &b in &interesting {
+                for &c in &interesting {
+                    cases.push(vec![a, b, c]);
+                    cases.push(vec![a, b, c, 0x80]);
+                    cases.push(vec![a, b]);
+                }
+            }
+        }
+        for bytes in cases {
+            let expected = std_prefix_ok(&bytes);
+            for split in 0..=bytes.len() {
+                assert_eq!(feed_split(&bytes, split).is_ok(), expected, "{bytes:x?} at {split}");
+            }
+        }
+    }
+
+    #[test]
+    fn fails_fast_inside_a_frame() {
+        // Autobahn 6.4.x: the bad byte must be caught before the rest arrives.
+        let mut v = Utf8Validator::new();
+        assert!(v.feed("κόσμε".as_bytes()).is_ok());
+        assert!(v.feed(&[0xf4, 0x90]).is_err());
+    }
+
+    #[test]
+    fn byte_by_byte() {
+        let text = "Hello-µ@ßöäüàá-UTF-8!! κόσμε 𝄞 €";
+        let mut v = Utf8Validator::new();
+        for b in text.as_bytes() {
+            v.feed(std::slice::from_ref(b)).unwrap();
+        }
+        v.finish().unwrap();
+    }
+
+    #[test]
+    fn finish_rejects_cut_code_point() {
+        let mut v = Utf8Validator::new();
+        v.feed(&[0xe2, 0x82]).unwrap();
+        assert_eq!(v.finish(), Err(Utf8Error));
+        // reset after finish
+        assert!(v.feed(b"ok").is_ok());
+        assert!(v.finish().is_ok());
+    }
+}
