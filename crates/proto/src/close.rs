@@ -173,7 +173,9 @@ mod tests {
         ] {
             assert!(CloseCode(code).is_valid_on_wire(), "{code}");
         }
-        for code in [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
+        for code in [
+            0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        ] {
             assert!(!CloseCode(code).is_valid_on_wire(), "{code}");
         }
     }

@@ -241,6 +241,11 @@ impl Connection {
         &mut self.out
     }
 
+    /// Bytes queued and not yet written.
+    pub fn output_len(&self) -> usize {
+        self.out.len()
+    }
+
     /// Takes all pending output as one contiguous buffer (convenient for tests and simple
     /// shells; it copies).
     pub fn take_output(&mut self) -> Bytes {
@@ -498,7 +503,9 @@ impl Connection {
                 }
                 Ok(Some(Event::Message(Message::Close(frame))))
             }
-            OpCode::Text | OpCode::Binary | OpCode::Continuation => self.on_data_frame(header, payload),
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                self.on_data_frame(header, payload)
+            }
         }
     }
 
@@ -594,7 +601,10 @@ impl Connection {
         };
         self.close_sent = true;
         self.sending = None;
-        self.queue_frame(FrameHeader::new(OpCode::Close, payload.len() as u64), payload);
+        self.queue_frame(
+            FrameHeader::new(OpCode::Close, payload.len() as u64),
+            payload,
+        );
     }
 
     /// Encodes a frame into the output queue, masking it for a client.

@@ -247,7 +247,17 @@ mod tests {
 
     #[test]
     fn all_length_forms_roundtrip() {
-        for len in [0, 1, 125, 126, 127, 0xffff, 0x1_0000, 1 << 40, (1 << 63) - 1] {
+        for len in [
+            0,
+            1,
+            125,
+            126,
+            127,
+            0xffff,
+            0x1_0000,
+            1 << 40,
+            (1 << 63) - 1,
+        ] {
             roundtrip(FrameHeader::new(OpCode::Binary, len));
             let mut masked = FrameHeader::new(OpCode::Text, len);
             masked.mask = Some([9, 8, 7, 6]);
@@ -279,7 +289,9 @@ mod tests {
         // minimal form, see `all_length_forms_roundtrip`); receivers stay lenient.
         let (h, n) = FrameHeader::parse(&[0x82, 126, 0, 5]).unwrap().unwrap();
         assert_eq!((h.payload_len, n), (5, 4));
-        let (h, n) = FrameHeader::parse(&[0x82, 127, 0, 0, 0, 0, 0, 0, 0, 5]).unwrap().unwrap();
+        let (h, n) = FrameHeader::parse(&[0x82, 127, 0, 0, 0, 0, 0, 0, 0, 5])
+            .unwrap()
+            .unwrap();
         assert_eq!((h.payload_len, n), (5, 10));
     }
 

@@ -142,7 +142,11 @@ mod tests {
         for bytes in cases {
             let expected = std_prefix_ok(&bytes);
             for split in 0..=bytes.len() {
-                assert_eq!(feed_split(&bytes, split).is_ok(), expected, "{bytes:x?} at {split}");
+                assert_eq!(
+                    feed_split(&bytes, split).is_ok(),
+                    expected,
+                    "{bytes:x?} at {split}"
+                );
             }
         }
     }

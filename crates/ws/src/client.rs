@@ -1,0 +1,290 @@
+//! The client side: `connect` and `connect_with` for `ws://` and `wss://` URLs.
+
+use bytes::{Bytes, BytesMut};
+use fullduplex_proto::handshake::{self, HandshakeError};
+use fullduplex_proto::Role;
+use http::{HeaderName, HeaderValue, Request, Response, Uri};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::config::Config;
+use crate::error::{Error, TimeoutKind};
+use crate::socket::WebSocket;
+use crate::stream::MaybeTlsStream;
+
+/// The most of a non-101 response body kept for the error.
+const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// Builds a client upgrade request: URL, Origin, subprotocols, any extra header.
+///
+/// ```
+/// use fullduplex::ClientRequest;
+/// let request = ClientRequest::new("wss://example.com/chat?room=1")
+///     .origin("https://example.com")
+///     .protocol("chat.v2")
+///     .header("Cookie", "session=abc")
+///     .header("Authorization", "Bearer t0k3n")
+///     .build()
+///     .unwrap();
+/// assert_eq!(request.uri(), "wss://example.com/chat?room=1");
+/// assert_eq!(request.headers()["sec-websocket-protocol"], "chat.v2");
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientRequest {
+    url: String,
+    headers: Vec<(String, String)>,
+    protocols: Vec<String>,
+}
+
+impl ClientRequest {
+    /// A request for a `ws://` or `wss://` URL.
+    pub fn new(url: impl Into<String>) -> ClientRequest {
+        ClientRequest {
+            url: url.into(),
+            headers: Vec::new(),
+            protocols: Vec::new(),
+        }
+    }
+
+    /// Sets the `Origin` header.
+    pub fn origin(self, origin: &str) -> ClientRequest {
+        self.header("Origin", origin)
+    }
+
+    /// Offers a subprotocol (repeatable; offered in order of preference).
+    pub fn protocol(mut self, protocol: &str) -> ClientRequest {
+        self.protocols.push(protocol.to_owned());
+        self
+    }
+
+    /// Adds a header (repeatable).
+    pub fn header(mut self, name: &str, value: &str) -> ClientRequest {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The `http::Request`, before the handshake fields (key, version, ...) are filled in.
+    pub fn build(self) -> Result<Request<()>, Error> {
+        let uri: Uri = self
+            .url
+            .parse()
+            .map_err(|e| Error::Url(format!("{}: {e}", self.url)))?;
+        let mut request = Request::get(uri)
+            .body(())
+            .map_err(|e| Error::Url(e.to_string()))?;
+        let headers = request.headers_mut();
+        for (name, value) in &self.headers {
+            let name = HeaderName::try_from(name.as_str())
+                .map_err(|_| Error::Url(format!("invalid header name {name:?}")))?;
+            let value = HeaderValue::try_from(value.as_str())
+                .map_err(|_| Error::Url(format!("invalid value for header {name}")))?;
+            headers.append(name, value);
+        }
+        if !self.protocols.is_empty() {
+            let value = HeaderValue::try_from(self.protocols.join(", "))
+                .map_err(|_| Error::Url("invalid subprotocol".into()))?;
+            headers.insert(http::header::SEC_WEBSOCKET_PROTOCOL, value);
+        }
+        Ok(request)
+    }
+}
+
+/// Anything `connect_with` takes as a request: a URL string, a [`Uri`], a [`ClientRequest`]
+/// or a complete `http::Request<()>`.
+pub trait IntoClientRequest {
+    /// The request.
+    fn into_client_request(self) -> Result<Request<()>, Error>;
+}
+
+impl IntoClientRequest for &str {
+    fn into_client_request(self) -> Result<Request<()>, Error> {
+        ClientRequest::new(self).build()
+    }
+}
+
+impl IntoClientRequest for String {
+    fn into_client_request(self) -> Result<Request<()>, Error> {
+        ClientRequest::new(self).build()
+    }
+}
+
+impl IntoClientRequest for &String {
+    fn into_client_request(self) -> Result<Request<()>, Error> {
+        ClientRequest::new(self.as_str()).build()
+    }
+}
+
+impl IntoClientRequest for Uri {
+    fn into_client_request(self) -> Result<Request<()>, Error> {
+        Request::get(self)
+            .body(())
+            .map_err(|e| Error::Url(e.to_string()))
+    }
+}
+
+impl IntoClientRequest for ClientRequest {
+    fn into_client_request(self) -> Result<Request<()>, Error> {
+        self.build()
+    }
+}
+
+impl IntoClientRequest for Request<()> {
+    fn into_client_request(self) -> Result<Request<()>, Error> {
+        Ok(self)
+    }
+}
+
+/// Connects to a `ws://` or `wss://` URL with the default configuration.
+///
+/// Returns the connection and the server's `101` response (its headers, the chosen
+/// subprotocol). Any other status is [`Error::Http`], carrying status, headers and body.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), fullduplex::Error> {
+/// let (mut ws, response) = fullduplex::connect("ws://[::1]:9001/chat").await?;
+/// println!("{:?}", response.headers());
+/// ws.send("hi".into()).await?;
+/// ws.close(None).await?;
+/// # Ok(()) }
+/// ```
+pub async fn connect(
+    url: impl IntoClientRequest,
+) -> Result<(WebSocket<MaybeTlsStream<TcpStream>>, Response<()>), Error> {
+    connect_with(url, Config::default()).await
+}
+
+/// Connects with a request (URL, Origin, subprotocols, cookies, `Authorization`, any header)
+/// and a configuration. TCP connect, TLS and the upgrade are bounded together by
+/// [`Config::handshake_timeout`].
+pub async fn connect_with(
+    request: impl IntoClientRequest,
+    config: Config,
+) -> Result<(WebSocket<MaybeTlsStream<TcpStream>>, Response<()>), Error> {
+    let request = request.into_client_request()?;
+    let timeout = config.handshake_timeout;
+    let attempt = async {
+        let uri = request.uri().clone();
+        let secure = match uri.scheme_str() {
+            Some("ws") => false,
+            Some("wss") => true,
+            _ => return Err(Error::Handshake(HandshakeError::UnsupportedScheme)),
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| Error::Url(format!("{uri}: no host")))?;
+        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        // `Uri::host` keeps the brackets of an IPv6 literal; the resolver wants them off.
+        let bare_host = host.trim_start_matches('[').trim_end_matches(']');
+        let tcp = TcpStream::connect((bare_host, port)).await?;
+        tcp.set_nodelay(true)?;
+        let stream = if secure {
+            tls_connect(tcp, bare_host, &config).await?
+        } else {
+            MaybeTlsStream::Plain(tcp)
+        };
+        client_handshake(stream, request, config.clone()).await
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Timeout(TimeoutKind::Handshake)),
+    }
+}
+
+#[cfg(feature = "rustls")]
+async fn tls_connect(
+    tcp: TcpStream,
+    host: &str,
+    config: &Config,
+) -> Result<MaybeTlsStream<TcpStream>, Error> {
+    let tls_config = match &config.tls {
+        Some(tls) => tls.clone(),
+        None => crate::tls::default_client_config()?,
+    };
+    let name = rustls_pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|_| Error::Url(format!("invalid TLS server name {host:?}")))?;
+    let connector = tokio_rustls::TlsConnector::from(tls_config);
+    let tls = connector.connect(name, tcp).await?;
+    Ok(MaybeTlsStream::Rustls(Box::new(tls)))
+}
+
+#[cfg(not(feature = "rustls"))]
+async fn tls_connect(
+    _tcp: TcpStream,
+    _host: &str,
+    _config: &Config,
+) -> Result<MaybeTlsStream<TcpStream>, Error> {
+    Err(Error::Url("wss:// needs the `rustls` feature".into()))
+}
+
+/// Runs the client side of the opening handshake on an established transport (plain TCP,
+/// TLS, a proxy tunnel, an in-memory pipe). Not bounded by a timeout: wrap it in one.
+pub async fn client_handshake<S>(
+    mut stream: S,
+    request: Request<()>,
+    config: Config,
+) -> Result<(WebSocket<S>, Response<()>), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (request, key) = handshake::prepare_request(request)?;
+    let offered_protocols = handshake::offered_protocols(&request);
+    let offered_extensions = handshake::offered_extensions(&request)?;
+    let mut out = BytesMut::with_capacity(512);
+    handshake::encode_request(&request, &mut out);
+    stream.write_all(&out).await?;
+    stream.flush().await?;
+
+    let max_head = config.protocol.max_handshake_size;
+    let mut buf = BytesMut::with_capacity(1024);
+    let (response, head_len) = loop {
+        if let Some(parsed) = handshake::parse_response(&buf, max_head)? {
+            break parsed;
+        }
+        let room = (max_head + 1).saturating_sub(buf.len()).clamp(1, 4096);
+        buf.reserve(room);
+        let n = (&mut stream).take(room as u64).read_buf(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "server closed the connection during the opening handshake",
+            )
+            .into());
+        }
+    };
+    let mut leftover = buf.split_off(head_len);
+    if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        let body = read_error_body(&mut stream, &response, leftover).await;
+        let (parts, ()) = response.into_parts();
+        return Err(Error::Http(Box::new(Response::from_parts(parts, body))));
+    }
+    let accepted =
+        handshake::validate_response(&response, &key, &offered_protocols, &offered_extensions)?;
+    // Keep what followed the head: the server may have sent frames right after it.
+    let leftover = std::mem::take(&mut leftover);
+    let mut ws = WebSocket::from_raw(stream, Role::Client, config, leftover);
+    ws.set_protocol(accepted.protocol);
+    Ok((ws, response))
+}
+
+/// Reads the body of a refusal, as far as `Content-Length` says (or to end of stream), up to
+/// [`MAX_ERROR_BODY`] bytes.
+async fn read_error_body<S>(stream: &mut S, response: &Response<()>, mut body: BytesMut) -> Bytes
+where
+    S: AsyncRead + Unpin,
+{
+    let declared = response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let limit = declared.unwrap_or(MAX_ERROR_BODY).min(MAX_ERROR_BODY);
+    while body.len() < limit {
+        body.reserve(limit - body.len());
+        match stream.read_buf(&mut body).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    body.truncate(limit);
+    body.freeze()
+}

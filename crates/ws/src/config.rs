@@ -1,0 +1,124 @@
+//! Configuration of the tokio layer: protocol limits plus timers and buffers.
+
+use std::time::Duration;
+
+/// Keepalive: ping every `interval`, fail the connection if no pong arrives within `timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Time between pings.
+    pub interval: Duration,
+    /// How long to wait for the pong.
+    pub timeout: Duration,
+}
+
+/// Configuration for [`crate::WebSocket`], [`crate::accept_with`] and [`crate::connect_with`].
+///
+/// ```
+/// use std::time::Duration;
+/// use fullduplex::Config;
+/// let config = Config::default()
+///     .keepalive(Duration::from_secs(20), Duration::from_secs(10))
+///     .idle_timeout(Some(Duration::from_secs(300)))
+///     .max_message_size(1 << 20);
+/// assert!(config.keepalive.is_some());
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// The core's limits and switches (frame, message and handshake sizes, auto-pong, receive
+    /// mode).
+    pub protocol: fullduplex_proto::Config,
+    /// Keepalive pings. Default: off (Autobahn's runner, for one, treats unsolicited pings as
+    /// protocol events). Pings are sent while the connection is being read.
+    pub keepalive: Option<Keepalive>,
+    /// Fail the connection when nothing has been received for this long. Default: off.
+    pub idle_timeout: Option<Duration>,
+    /// How long the close handshake may take: waiting for the peer's close frame after ours,
+    /// and (for a client) for the server to close TCP. Default 5 s.
+    pub close_timeout: Duration,
+    /// Bound on TCP connect + TLS + HTTP upgrade (client), or on reading the request and
+    /// answering it (server). Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Sends wait (backpressure) while this many bytes are queued and not yet written.
+    /// Reading also pauses while automatic replies (pongs) exceed it. Default 1 MiB.
+    pub write_buffer_limit: usize,
+    /// Bytes to reserve for each socket read when the frame being read needs no more. Default
+    /// 8 KiB; reads of large frames grow up to the frame's size, in steps of at most 1 MiB.
+    pub read_size: usize,
+    /// TLS client configuration for `wss://` URLs. Default: webpki roots, ring provider.
+    #[cfg(feature = "rustls")]
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            protocol: fullduplex_proto::Config::default(),
+            keepalive: None,
+            idle_timeout: None,
+            close_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(10),
+            write_buffer_limit: 1 << 20,
+            read_size: 8 << 10,
+            #[cfg(feature = "rustls")]
+            tls: None,
+        }
+    }
+}
+
+impl Config {
+    /// Turns keepalive on.
+    pub fn keepalive(mut self, interval: Duration, timeout: Duration) -> Config {
+        self.keepalive = Some(Keepalive { interval, timeout });
+        self
+    }
+
+    /// Sets [`Config::idle_timeout`].
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Config {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::close_timeout`].
+    pub fn close_timeout(mut self, timeout: Duration) -> Config {
+        self.close_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::handshake_timeout`].
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Config {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::write_buffer_limit`].
+    pub fn write_buffer_limit(mut self, bytes: usize) -> Config {
+        self.write_buffer_limit = bytes;
+        self
+    }
+
+    /// Sets the core's maximum message size.
+    pub fn max_message_size(mut self, bytes: usize) -> Config {
+        self.protocol.max_message_size = bytes;
+        self
+    }
+
+    /// Sets the core's maximum frame size.
+    pub fn max_frame_size(mut self, bytes: usize) -> Config {
+        self.protocol.max_frame_size = bytes;
+        self
+    }
+
+    /// Replaces the core's configuration.
+    pub fn protocol(mut self, protocol: fullduplex_proto::Config) -> Config {
+        self.protocol = protocol;
+        self
+    }
+
+    /// Uses this TLS client configuration for `wss://` (custom roots, client certificates).
+    #[cfg(feature = "rustls")]
+    pub fn tls(mut self, tls: std::sync::Arc<rustls::ClientConfig>) -> Config {
+        self.tls = Some(tls);
+        self
+    }
+}

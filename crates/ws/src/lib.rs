@@ -1,0 +1,60 @@
+//! # fullduplex
+//!
+//! WebSocket (RFC 6455) for tokio, on the sans-I/O core [`fullduplex_proto`].
+//!
+//! * Server: [`accept`] and [`accept_with`] (inspect the request: path, Origin, cookies,
+//!   subprotocols; accept or reject with any status) over any `AsyncRead + AsyncWrite`.
+//! * Client: [`connect`] and [`connect_with`] for `ws://` and `wss://` (rustls).
+//! * [`WebSocket`]: `recv`/`send`/`feed`/`flush`/`close`, `Stream` and `Sink`, [`split`]
+//!   halves, keepalive, idle, close and handshake timeouts.
+//!
+//! ```no_run
+//! use fullduplex::Message;
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), fullduplex::Error> {
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:9001").await?;
+//!     loop {
+//!         let (tcp, _) = listener.accept().await?;
+//!         tokio::spawn(async move {
+//!             let mut ws = fullduplex::accept(tcp).await?;
+//!             while let Some(message) = ws.recv().await {
+//!                 let message = message?;
+//!                 if let Message::Text(_) | Message::Binary(_) = message {
+//!                     ws.send(message).await?;
+//!                 }
+//!             }
+//!             Ok::<_, fullduplex::Error>(())
+//!         });
+//!     }
+//! }
+//! ```
+//!
+//! [`split`]: WebSocket::split
+#![warn(missing_docs)]
+
+mod client;
+mod config;
+mod error;
+mod server;
+mod socket;
+mod split;
+mod stream;
+mod timers;
+#[cfg(feature = "rustls")]
+pub mod tls;
+
+pub use client::{client_handshake, connect, connect_with, ClientRequest, IntoClientRequest};
+pub use config::{Config, Keepalive};
+pub use error::{Error, TimeoutKind};
+pub use server::{accept, accept_with, Accept, Reject};
+pub use socket::WebSocket;
+pub use split::{ReadHalf, WriteHalf};
+pub use stream::MaybeTlsStream;
+
+pub use bytes::Bytes;
+pub use fullduplex_proto as proto;
+pub use fullduplex_proto::handshake::UpgradeRequest;
+pub use fullduplex_proto::{
+    CloseCode, CloseFrame, DataKind, Event, Fragment, Message, ReceiveMode, Role, State, Utf8Bytes,
+};

@@ -1,0 +1,454 @@
+//! `WebSocket<S>`: a [`Connection`] driven over an `AsyncRead + AsyncWrite` transport.
+
+use std::future::poll_fn;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes};
+use fullduplex_proto::{
+    CloseFrame, Connection, DataKind, Event, Message, ProtocolError, ReceiveMode, Role, State,
+};
+use futures_core::Stream;
+use futures_sink::Sink;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::io::poll_read_buf;
+
+use crate::config::Config;
+use crate::error::{Error, TimeoutKind};
+use crate::timers::Timers;
+
+/// How many buffers one vectored write may carry.
+const MAX_IOVECS: usize = 64;
+/// The largest single read reservation when a big frame is being received.
+const MAX_READ_STEP: usize = 1 << 20;
+
+/// A WebSocket connection over a transport `S` (a `TcpStream`, a TLS stream, anything
+/// `AsyncRead + AsyncWrite + Unpin`).
+///
+/// Receive with [`recv`](WebSocket::recv) or as a [`Stream`] of messages; send with
+/// [`send`](WebSocket::send) (queue and flush), [`feed`](WebSocket::feed) (queue only; what is
+/// queued leaves in one write at the next flush or when the connection next waits to read) or
+/// as a [`Sink`]. A normal close ends the stream (`None`); it is not an error.
+///
+/// Everything the connection needs lives in this struct, not in futures: dropping a `recv()`
+/// future (in `tokio::select!`, say) loses no data.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), fullduplex::Error> {
+/// let (mut ws, _response) = fullduplex::connect("ws://127.0.0.1:9001/").await?;
+/// ws.send("hello".into()).await?;
+/// while let Some(message) = ws.recv().await {
+///     println!("{:?}", message?);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct WebSocket<S> {
+    stream: S,
+    conn: Connection,
+    timers: Timers,
+    read_size: usize,
+    write_limit: usize,
+    protocol: Option<String>,
+    /// The transport reported end of stream.
+    read_closed: bool,
+    /// The stream of events has ended; nothing more is read.
+    done: bool,
+    /// The error that failed the connection, reported once the close frame is out.
+    pending_error: Option<Error>,
+}
+
+impl<S> WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Wraps a transport on which the opening handshake is already done. `leftover` holds bytes
+    /// that arrived after the HTTP head (they are the first WebSocket bytes).
+    ///
+    /// Most code gets a `WebSocket` from [`crate::accept`] or [`crate::connect`] instead.
+    pub fn from_raw(stream: S, role: Role, config: Config, leftover: bytes::BytesMut) -> Self {
+        let conn = Connection::with_leftover(role, config.protocol.clone(), leftover);
+        WebSocket {
+            stream,
+            conn,
+            timers: Timers::new(&config),
+            read_size: config.read_size.max(512),
+            write_limit: config.write_buffer_limit.max(1),
+            protocol: None,
+            read_closed: false,
+            done: false,
+            pending_error: None,
+        }
+    }
+
+    pub(crate) fn set_protocol(&mut self, protocol: Option<String>) {
+        self.protocol = protocol;
+    }
+
+    /// The subprotocol agreed in the handshake, if any.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// The transport.
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+
+    /// The transport, mutably. Reading or writing it directly corrupts the connection.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
+    /// The protocol state machine (state, role, configuration).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Where the close handshake stands.
+    pub fn state(&self) -> State {
+        self.conn.state()
+    }
+
+    /// Switches between whole messages and fragments, from the next message on.
+    pub fn set_receive_mode(&mut self, mode: ReceiveMode) {
+        self.conn.set_receive_mode(mode);
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn buffered_amount(&self) -> usize {
+        self.conn.output_len()
+    }
+
+    // ----- receiving -----
+
+    /// Receives the next message: `None` once the connection has closed normally.
+    ///
+    /// Pings are answered automatically (unless turned off) and still delivered; the close
+    /// frame is delivered as `Message::Close`, then the stream ends. In
+    /// [`ReceiveMode::Fragments`] use [`recv_event`](WebSocket::recv_event) instead.
+    pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Receives the next event: a message, or in [`ReceiveMode::Fragments`] a fragment.
+    pub async fn recv_event(&mut self) -> Option<Result<Event, Error>> {
+        poll_fn(|cx| self.poll_next_event(cx)).await
+    }
+
+    /// Polls for the next message (the `Stream` implementation).
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
+        self.poll_next_event(cx).map(|event| {
+            event.map(|result| {
+                result.and_then(|event| match event {
+                    Event::Message(message) => Ok(message),
+                    Event::Fragment(_) => Err(Error::FragmentMode),
+                })
+            })
+        })
+    }
+
+    /// Polls for the next event. The engine of the connection: it delivers what the core has
+    /// parsed, writes what the core has queued (pongs, close echoes, and anything fed), runs
+    /// the timers, and reads from the transport only when the core needs more bytes.
+    pub fn poll_next_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event, Error>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            match self.conn.next_event() {
+                Ok(Some(event)) => {
+                    if matches!(event, Event::Message(Message::Pong(_))) {
+                        self.timers.pong_received();
+                    }
+                    return Poll::Ready(Some(Ok(event)));
+                }
+                Ok(None) => {}
+                Err(ProtocolError::UnexpectedEof) => {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(Error::Protocol(ProtocolError::UnexpectedEof))));
+                }
+                Err(error) => self.pending_error = Some(error.into()),
+            }
+            if self.conn.state() == State::Closed {
+                self.timers.start_close_timer();
+                ready!(self.poll_finish(cx));
+                self.done = true;
+                return Poll::Ready(self.pending_error.take().map(Err));
+            }
+            if let Err(error) = self.poll_timers(cx) {
+                return Poll::Ready(Some(Err(self.abort(cx, error))));
+            }
+            if !self.conn.output().is_empty() {
+                match self.poll_write_out(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(error)) => {
+                        return Poll::Ready(Some(Err(self.abort(cx, error))))
+                    }
+                    // Keep reading while the peer is slow, unless our replies pile up.
+                    Poll::Pending if self.conn.output().len() >= self.write_limit => {
+                        return Poll::Pending
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            match ready!(self.poll_read(cx)) {
+                Ok(()) => {}
+                Err(error) => return Poll::Ready(Some(Err(self.abort(cx, error)))),
+            }
+        }
+    }
+
+    /// Reads once from the transport into the core's buffer.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let want = self.conn.read_hint().clamp(self.read_size, MAX_READ_STEP);
+        let buf = self.conn.recv_buf();
+        if buf.capacity() - buf.len() < want {
+            buf.reserve(want);
+        }
+        match ready!(poll_read_buf(Pin::new(&mut self.stream), cx, buf)) {
+            Ok(0) => {
+                self.read_closed = true;
+                self.conn.recv_eof();
+            }
+            Ok(_) => self.timers.received(),
+            Err(error) => return Poll::Ready(Err(error.into())),
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// The close handshake is over (or the connection failed): write what is queued, then
+    /// close the transport. A server closes TCP first; a client waits for the server to do it
+    /// (RFC 6455 section 7.1.1), within the close timeout.
+    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.conn.output().is_empty() {
+            match self.poll_write_out(cx) {
+                Poll::Ready(_) => {}
+                Poll::Pending if self.timers.close_expired(cx) => {}
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if self.conn.role() == Role::Client {
+            while !self.read_closed {
+                self.conn.recv_buf().clear();
+                match poll_read_buf(Pin::new(&mut self.stream), cx, self.conn.recv_buf()) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => self.read_closed = true,
+                    Poll::Ready(Ok(_)) => {}
+                    Poll::Pending if self.timers.close_expired(cx) => break,
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        }
+        // Errors here change nothing: the connection is over either way.
+        match Pin::new(&mut self.stream).poll_shutdown(cx) {
+            Poll::Pending if !self.timers.close_expired(cx) => Poll::Pending,
+            _ => Poll::Ready(()),
+        }
+    }
+
+    fn poll_timers(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
+        if !self.timers.is_active() {
+            return Ok(());
+        }
+        let fired = self.timers.poll(cx)?;
+        if fired.send_ping {
+            // A ping carries nothing the peer needs; its payload only identifies it in traces.
+            self.conn
+                .send(Message::Ping(Bytes::from_static(b"fullduplex-keepalive")))
+                .ok();
+        }
+        Ok(())
+    }
+
+    /// Ends the connection after a local failure (I/O error, timeout): one attempt to push out
+    /// a close frame, then the stream is over.
+    fn abort(&mut self, cx: &mut Context<'_>, error: Error) -> Error {
+        self.done = true;
+        let code = match &error {
+            Error::Timeout(TimeoutKind::Keepalive) => Some(1011),
+            Error::Timeout(TimeoutKind::Idle) => Some(1001),
+            _ => None,
+        };
+        if let Some(code) = code {
+            let reason = error.to_string();
+            if self
+                .conn
+                .close(Some(CloseFrame::new(code.into(), reason.as_str())))
+                .is_ok()
+            {
+                let _ = self.poll_write_out(cx);
+            }
+        }
+        error
+    }
+
+    // ----- sending -----
+
+    /// Queues a message and writes everything queued. Waits while the write buffer is full.
+    pub async fn send(&mut self, message: Message) -> Result<(), Error> {
+        self.feed(message).await?;
+        self.flush().await
+    }
+
+    /// Queues a message without flushing, waiting first if the write buffer is full. What is
+    /// queued is written by the next [`flush`](WebSocket::flush), or by
+    /// [`recv`](WebSocket::recv) as soon as it has to wait for the peer: an echo loop of
+    /// `recv` and `feed` writes all replies to one batch of reads in a single write.
+    pub async fn feed(&mut self, message: Message) -> Result<(), Error> {
+        poll_fn(|cx| self.poll_ready_send(cx)).await?;
+        self.start_send_message(message)
+    }
+
+    /// Writes everything queued.
+    pub async fn flush(&mut self) -> Result<(), Error> {
+        poll_fn(|cx| self.poll_write_out(cx)).await
+    }
+
+    /// Sends one frame of a fragmented message (see
+    /// [`Connection::send_fragment`](fullduplex_proto::Connection::send_fragment)), and
+    /// flushes.
+    pub async fn send_fragment(
+        &mut self,
+        kind: DataKind,
+        payload: Bytes,
+        is_last: bool,
+    ) -> Result<(), Error> {
+        poll_fn(|cx| self.poll_ready_send(cx)).await?;
+        self.start_send_fragment(kind, payload, is_last)?;
+        self.flush().await
+    }
+
+    /// Queues one or more complete server frames encoded once for many connections (see
+    /// [`fullduplex_proto::connection::encode_server_message`]), and flushes.
+    pub async fn send_encoded(&mut self, frames: Bytes) -> Result<(), Error> {
+        poll_fn(|cx| self.poll_ready_send(cx)).await?;
+        self.ensure_open()?;
+        self.conn.send_encoded(frames)?;
+        self.flush().await
+    }
+
+    /// Closes the connection: sends a close frame (if none was sent yet), then reads until the
+    /// peer's close frame arrives and the transport is closed, discarding data that arrives in
+    /// between. Bounded by the close timeout.
+    pub async fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), Error> {
+        if !self.done {
+            self.start_close(frame)?;
+        }
+        while let Some(event) = self.recv_event().await {
+            event?;
+        }
+        Ok(())
+    }
+
+    /// Waits until another message can be queued (the write buffer is below its limit).
+    pub fn poll_ready_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.conn.output().len() < self.write_limit {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_write_out(cx)
+    }
+
+    /// Queues a message (after [`poll_ready_send`](WebSocket::poll_ready_send)).
+    pub fn start_send_message(&mut self, message: Message) -> Result<(), Error> {
+        self.ensure_open()?;
+        match message {
+            Message::Close(frame) => self.start_close(frame),
+            message => Ok(self.conn.send(message)?),
+        }
+    }
+
+    /// Queues one frame of a fragmented message (after
+    /// [`poll_ready_send`](WebSocket::poll_ready_send)).
+    pub fn start_send_fragment(
+        &mut self,
+        kind: DataKind,
+        payload: Bytes,
+        is_last: bool,
+    ) -> Result<(), Error> {
+        self.ensure_open()?;
+        Ok(self.conn.send_fragment(kind, payload, is_last)?)
+    }
+
+    fn start_close(&mut self, frame: Option<CloseFrame>) -> Result<(), Error> {
+        if !self.conn.is_close_sent() {
+            self.conn.close(frame)?;
+            self.timers.start_close_timer();
+        }
+        Ok(())
+    }
+
+    fn ensure_open(&self) -> Result<(), Error> {
+        if self.done {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Writes all queued bytes with vectored writes, then flushes the transport.
+    pub fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let vectored = self.stream.is_write_vectored();
+        loop {
+            let out = self.conn.output();
+            if out.is_empty() {
+                break;
+            }
+            let written = if vectored {
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let n = out.chunks_vectored(&mut slices);
+                ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, &slices[..n]))?
+            } else {
+                ready!(Pin::new(&mut self.stream).poll_write(cx, out.chunk()))?
+            };
+            if written == 0 {
+                return Poll::Ready(Err(
+                    std::io::Error::from(std::io::ErrorKind::WriteZero).into()
+                ));
+            }
+            self.conn.output().advance(written);
+        }
+        ready!(Pin::new(&mut self.stream).poll_flush(cx))?;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S> Stream for WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    type Item = Result<Message, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_recv(cx)
+    }
+}
+
+impl<S> Sink<Message> for WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.get_mut().poll_ready_send(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, message: Message) -> Result<(), Error> {
+        self.get_mut().start_send_message(message)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.get_mut().poll_write_out(cx)
+    }
+
+    /// Sends a close frame (if none was sent) and flushes it. Keep reading the stream to see
+    /// the peer's answer and let the transport close.
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let this = self.get_mut();
+        if !this.done {
+            this.start_close(None)?;
+        }
+        this.poll_write_out(cx)
+    }
+}
