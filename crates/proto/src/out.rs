@@ -10,6 +10,11 @@ use bytes::{Buf, Bytes, BytesMut};
 /// and it lets many small frames leave in one contiguous write.
 pub const COPY_THRESHOLD: usize = 256;
 
+/// The tail grows in steps of at least this much. Headers of many frames then share one
+/// buffer: sealing the tail before a shared chunk does not allocate, and a new buffer is needed
+/// only once per few hundred frames while earlier ones are still being written.
+const TAIL_STEP: usize = 4096;
+
 /// Bytes waiting to be written, in order: shared chunks (large payloads, pre-encoded frames)
 /// followed by a contiguous tail where headers and small payloads are written.
 ///
@@ -55,6 +60,7 @@ impl OutQueue {
 
     /// Appends a copy of `bytes`.
     pub fn push_copy(&mut self, bytes: &[u8]) {
+        self.reserve_tail(bytes.len());
         self.tail.extend_from_slice(bytes);
         self.len += bytes.len();
     }
@@ -72,10 +78,16 @@ impl OutQueue {
     /// Appends `len` bytes written by `fill` directly into the tail (used to mask in place).
     pub(crate) fn push_with(&mut self, len: usize, fill: impl FnOnce(&mut BytesMut)) {
         let before = self.tail.len();
-        self.tail.reserve(len);
+        self.reserve_tail(len);
         fill(&mut self.tail);
         debug_assert_eq!(self.tail.len() - before, len);
         self.len += self.tail.len() - before;
+    }
+
+    fn reserve_tail(&mut self, len: usize) {
+        if self.tail.capacity() - self.tail.len() < len {
+            self.tail.reserve(len.max(TAIL_STEP));
+        }
     }
 
     /// Moves what the tail holds into the chunk list so that later chunks follow it.

@@ -1,0 +1,170 @@
+//! Keepalive, idle, close and handshake timeouts, on tokio's paused clock (no real waiting).
+
+mod common;
+
+use std::time::Duration;
+
+use common::duplex_pair;
+use fullduplex::{ClientRequest, Config, Error, Message, TimeoutKind};
+use tokio::io::AsyncReadExt;
+
+#[tokio::test(start_paused = true)]
+async fn keepalive_pings_and_a_live_peer_keeps_the_connection() {
+    let client_config =
+        Config::default().keepalive(Duration::from_secs(10), Duration::from_secs(5));
+    let (mut client, mut server) = duplex_pair(64 << 10, client_config, Config::default()).await;
+    // The server reads (and so answers pings automatically), counting them.
+    let server_task = tokio::spawn(async move {
+        let mut pings = 0;
+        while let Some(Ok(message)) = server.recv().await {
+            if let Message::Ping(_) = message {
+                pings += 1;
+            }
+        }
+        pings
+    });
+    // The client reads for 65 s of (paused) time: pings at 10, 20, ..., 60 s, each answered
+    // by a pong that the application also sees.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(65);
+    let mut pongs = 0;
+    while let Ok(message) = tokio::time::timeout_at(deadline, client.recv()).await {
+        match message {
+            Some(Ok(Message::Pong(payload))) => {
+                assert_eq!(payload.as_ref(), b"fullduplex-keepalive");
+                pongs += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(pongs, 6);
+    client.close(None).await.unwrap();
+    assert_eq!(server_task.await.unwrap(), 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn keepalive_fails_when_no_pong_arrives() {
+    let client_config =
+        Config::default().keepalive(Duration::from_secs(10), Duration::from_secs(5));
+    // The server never reads, so it never answers.
+    let (mut client, _server) = duplex_pair(64 << 10, client_config, Config::default()).await;
+    let start = tokio::time::Instant::now();
+    match client.recv().await {
+        Some(Err(Error::Timeout(TimeoutKind::Keepalive))) => {}
+        other => panic!("expected a keepalive timeout, got {other:?}"),
+    }
+    assert_eq!(start.elapsed(), Duration::from_secs(15));
+    assert!(client.recv().await.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_timeout_fires_only_without_traffic() {
+    let server_config = Config::default().idle_timeout(Some(Duration::from_secs(30)));
+    let (mut client, mut server) = duplex_pair(64 << 10, Config::default(), server_config).await;
+    let start = tokio::time::Instant::now();
+    let client_task = tokio::spawn(async move {
+        // Traffic every 20 s keeps the connection alive, then silence.
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            client.send(Message::text("tick")).await.unwrap();
+        }
+        // Wait for the server's close frame (1001) and the end.
+        let mut saw_close = None;
+        while let Some(Ok(message)) = client.recv().await {
+            if let Message::Close(frame) = message {
+                saw_close = frame.map(|f| f.code.0);
+            }
+        }
+        saw_close
+    });
+    for _ in 0..3 {
+        assert_eq!(server.recv().await.unwrap().unwrap(), Message::text("tick"));
+    }
+    match server.recv().await {
+        Some(Err(Error::Timeout(TimeoutKind::Idle))) => {}
+        other => panic!("expected an idle timeout, got {other:?}"),
+    }
+    assert_eq!(start.elapsed(), Duration::from_secs(90));
+    drop(server);
+    assert_eq!(client_task.await.unwrap(), Some(1001));
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_is_bounded_by_the_close_timeout() {
+    let client_config = Config::default().close_timeout(Duration::from_secs(3));
+    // The server never reads: our close frame is never answered.
+    let (mut client, _server) = duplex_pair(64 << 10, client_config, Config::default()).await;
+    let start = tokio::time::Instant::now();
+    match client.close(None).await {
+        Err(Error::Timeout(TimeoutKind::Close)) => {}
+        other => panic!("expected a close timeout, got {other:?}"),
+    }
+    assert_eq!(start.elapsed(), Duration::from_secs(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn client_waits_for_server_tcp_close_at_most_the_close_timeout() {
+    // A raw "server" that answers the close frame but never closes TCP.
+    let (client_io, mut server_io) = tokio::io::duplex(64 << 10);
+    let server = tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        let n = server_io.read(&mut buf).await.unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let key = head
+            .lines()
+            .find_map(|l| {
+                l.split_once(':')
+                    .filter(|(k, _)| k.eq_ignore_ascii_case("sec-websocket-key"))
+            })
+            .map(|(_, v)| v.trim().to_owned())
+            .unwrap();
+        let accept = fullduplex::proto::handshake::accept_key(key.as_bytes());
+        use tokio::io::AsyncWriteExt;
+        server_io
+            .write_all(format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        // Read the client's close frame and answer with an empty close, then hang.
+        let _ = server_io.read(&mut buf).await.unwrap();
+        server_io.write_all(&[0x88, 0x00]).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        drop(server_io);
+    });
+    let config = Config::default().close_timeout(Duration::from_secs(2));
+    let request = ClientRequest::new("ws://localhost/").build().unwrap();
+    let (mut client, _) = fullduplex::client_handshake(client_io, request, config)
+        .await
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    client.close(None).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+    server.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn handshake_timeout_bounds_a_silent_client() {
+    let (_client_io, server_io) = tokio::io::duplex(1024);
+    let config = Config::default().handshake_timeout(Duration::from_secs(7));
+    let start = tokio::time::Instant::now();
+    let result =
+        fullduplex::accept_with(server_io, config, |_| Ok(fullduplex::Accept::new())).await;
+    assert!(matches!(
+        result,
+        Err(Error::Timeout(TimeoutKind::Handshake))
+    ));
+    assert_eq!(start.elapsed(), Duration::from_secs(7));
+}
+
+#[tokio::test(start_paused = true)]
+async fn handshake_timeout_bounds_a_silent_server() {
+    let (client_io, _server_io) = tokio::io::duplex(1024);
+    let request = ClientRequest::new("ws://localhost/").build().unwrap();
+    let result = tokio::time::timeout(
+        Duration::from_secs(5),
+        fullduplex::client_handshake(client_io, request, Config::default()),
+    )
+    .await;
+    assert!(
+        result.is_err(),
+        "client_handshake itself has no timer; connect_with wraps it"
+    );
+}
