@@ -185,6 +185,11 @@ impl Connection {
         self.close_sent
     }
 
+    /// True once nothing more may be sent: a close frame went out, or the connection failed.
+    fn is_send_closed(&self) -> bool {
+        self.close_sent || self.failed
+    }
+
     /// True once the peer's close frame has been received.
     pub fn is_close_received(&self) -> bool {
         self.close_received
@@ -202,7 +207,10 @@ impl Connection {
     /// to size its next read; it is bounded by the frame limit.
     pub fn read_hint(&self) -> usize {
         match self.frame {
-            Some(frame) => (frame.header_len + frame.payload_len).saturating_sub(self.recv.len()),
+            Some(frame) => frame
+                .header_len
+                .saturating_add(frame.payload_len)
+                .saturating_sub(self.recv.len()),
             None => 0,
         }
     }
@@ -291,7 +299,7 @@ impl Connection {
         payload: Bytes,
         is_last: bool,
     ) -> Result<(), SendError> {
-        if self.close_sent {
+        if self.is_send_closed() {
             return Err(SendError::Closed);
         }
         let opcode = match &self.sending {
@@ -304,26 +312,21 @@ impl Connection {
                 DataKind::Binary => OpCode::Binary,
             },
         };
-        let mut utf8 = match self.sending.take() {
-            Some((_, utf8)) => utf8,
+        let mut utf8 = match &self.sending {
+            Some((_, utf8)) => utf8.clone(),
             None => Utf8Validator::new(),
         };
         if kind == DataKind::Text {
             let valid = utf8.feed(&payload).is_ok() && (!is_last || utf8.is_complete());
             if !valid {
-                // Keep the message open as it was: the caller may send a corrected fragment.
-                if opcode == OpCode::Continuation {
-                    self.sending = Some((kind, utf8));
-                }
+                // The message stays open as it was: the caller may send a corrected fragment.
                 return Err(SendError::InvalidUtf8);
             }
         }
         let mut header = FrameHeader::new(opcode, payload.len() as u64);
         header.fin = is_last;
         self.queue_frame(header, payload);
-        if !is_last {
-            self.sending = Some((kind, utf8));
-        }
+        self.sending = (!is_last).then_some((kind, utf8));
         Ok(())
     }
 
@@ -333,7 +336,7 @@ impl Connection {
         if self.role == Role::Client {
             return Err(SendError::EncodedFrameFromClient);
         }
-        if self.close_sent {
+        if self.is_send_closed() {
             return Err(SendError::Closed);
         }
         if self.sending.is_some() {
@@ -360,7 +363,7 @@ impl Connection {
     ///            Ok(())); // already closing: ignored
     /// ```
     pub fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), SendError> {
-        if self.close_sent {
+        if self.is_send_closed() {
             return Ok(());
         }
         if let Some(frame) = &frame {
@@ -460,7 +463,7 @@ impl Connection {
             (_, None) => DataKind::Binary,
         };
         let size_so_far = self.message.as_ref().map_or(0, |m| m.size);
-        if size_so_far + payload_len > self.config.max_message_size {
+        if size_so_far.saturating_add(payload_len) > self.config.max_message_size {
             return Err(ProtocolError::MessageTooLarge {
                 limit: self.config.max_message_size,
             });
@@ -485,7 +488,9 @@ impl Connection {
     ) -> Result<Option<Event>, ProtocolError> {
         match header.opcode {
             OpCode::Ping => {
-                if self.config.auto_pong && !self.close_sent {
+                // Section 5.5.2: "MUST send a Pong frame in response, unless it already
+                // received a Close frame" - so also while our own close is in flight.
+                if self.config.auto_pong {
                     self.queue_frame(FrameHeader::new(OpCode::Pong, payload.len() as u64), {
                         payload.clone()
                     });
@@ -569,7 +574,7 @@ impl Connection {
     // ----- sending -----
 
     fn send_data(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), SendError> {
-        if self.close_sent {
+        if self.is_send_closed() {
             return Err(SendError::Closed);
         }
         if self.sending.is_some() {
@@ -580,7 +585,7 @@ impl Connection {
     }
 
     fn send_control(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), SendError> {
-        if self.close_sent {
+        if self.is_send_closed() {
             return Err(SendError::Closed);
         }
         if payload.len() > 125 {
