@@ -58,3 +58,8 @@ pub use fullduplex_proto::handshake::UpgradeRequest;
 pub use fullduplex_proto::{
     CloseCode, CloseFrame, DataKind, Event, Fragment, Message, ReceiveMode, Role, State, Utf8Bytes,
 };
+
+/// The README's examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
