@@ -1,5 +1,7 @@
 //! Protocol limits and behaviour switches.
 
+use crate::deflate::DeflateConfig;
+
 /// How the core delivers data messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ReceiveMode {
@@ -37,6 +39,10 @@ pub struct Config {
     pub auto_pong: bool,
     /// Whole messages or fragments. Default [`ReceiveMode::Messages`].
     pub receive_mode: ReceiveMode,
+    /// permessage-deflate (RFC 7692): what a client offers and a server accepts. Default: on,
+    /// with [`DeflateConfig::default`]; `None` turns compression off. The shells negotiate it
+    /// during the handshake and call [`crate::Connection::enable_deflate`].
+    pub deflate: Option<DeflateConfig>,
 }
 
 impl Default for Config {
@@ -47,6 +53,7 @@ impl Default for Config {
             max_handshake_size: 16 << 10,
             auto_pong: true,
             receive_mode: ReceiveMode::Messages,
+            deflate: Some(DeflateConfig::default()),
         }
     }
 }
@@ -73,6 +80,12 @@ impl Config {
     /// Sets [`Config::auto_pong`].
     pub fn auto_pong(mut self, on: bool) -> Config {
         self.auto_pong = on;
+        self
+    }
+
+    /// Sets [`Config::deflate`] (`None`: no compression).
+    pub fn deflate(mut self, deflate: Option<DeflateConfig>) -> Config {
+        self.deflate = deflate;
         self
     }
 

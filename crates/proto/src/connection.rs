@@ -6,6 +6,7 @@ use rand::{RngCore, SeedableRng};
 
 use crate::close::CloseFrame;
 use crate::config::{Config, ReceiveMode};
+use crate::deflate::{Compressor, Decompressor, DeflateParams};
 use crate::error::{ProtocolError, SendError};
 use crate::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use crate::mask::apply_mask;
@@ -73,11 +74,23 @@ struct IncomingFrame {
 struct IncomingMessage {
     kind: DataKind,
     mode: ReceiveMode,
-    /// Payload bytes received so far, counted against the message limit.
+    /// Payload bytes received so far (as on the wire), counted against the message limit.
     size: usize,
     frames: usize,
-    /// Fragments joined so far (Messages mode, multi-frame messages only).
+    /// RSV1 was set on the first frame: the payload is permessage-deflate data.
+    compressed: bool,
+    /// Inflated bytes already delivered as fragments (Fragments mode, compressed messages).
+    delivered: usize,
+    /// Fragments joined so far (Messages mode, multi-frame messages), or inflated bytes.
     joined: BytesMut,
+    utf8: Utf8Validator,
+}
+
+/// The fragmented message being sent.
+#[derive(Debug)]
+struct OutgoingMessage {
+    kind: DataKind,
+    compressed: bool,
     utf8: Utf8Validator,
 }
 
@@ -113,14 +126,17 @@ pub struct Connection {
     out: OutQueue,
     frame: Option<IncomingFrame>,
     message: Option<IncomingMessage>,
-    /// The kind of the fragmented message being sent, and its running UTF-8 check.
-    sending: Option<(DataKind, Utf8Validator)>,
+    /// The fragmented message being sent.
+    sending: Option<OutgoingMessage>,
     close_sent: bool,
     close_received: bool,
     failed: bool,
     eof: bool,
     /// Mask keys for a client; servers never mask and carry no generator.
     rng: Option<Box<StdRng>>,
+    /// permessage-deflate, once negotiated.
+    compressor: Option<Box<Compressor>>,
+    decompressor: Option<Box<Decompressor>>,
 }
 
 impl Connection {
@@ -143,6 +159,8 @@ impl Connection {
             failed: false,
             eof: false,
             rng,
+            compressor: None,
+            decompressor: None,
         }
     }
 
@@ -152,6 +170,21 @@ impl Connection {
         let mut connection = Connection::new(role, config);
         connection.recv = leftover;
         connection
+    }
+
+    /// Turns on permessage-deflate with the parameters the handshake agreed on (see
+    /// [`crate::deflate::server_negotiate`] and [`crate::deflate::client_accept`]). From now
+    /// on RSV1 marks compressed messages, and messages at least as long as the configured
+    /// threshold are sent compressed.
+    pub fn enable_deflate(&mut self, params: DeflateParams) {
+        let config = self.config.deflate.clone().unwrap_or_default();
+        self.compressor = Some(Box::new(Compressor::new(&params, self.role, &config)));
+        self.decompressor = Some(Box::new(Decompressor::new(&params, self.role)));
+    }
+
+    /// True once permessage-deflate is on.
+    pub fn is_deflate_enabled(&self) -> bool {
+        self.decompressor.is_some()
     }
 
     /// This end's role.
@@ -269,9 +302,19 @@ impl Connection {
     /// A server queues `Bytes` payloads of at least [`COPY_THRESHOLD`] bytes without copying;
     /// a client copies once, to mask.
     pub fn send(&mut self, message: Message) -> Result<(), SendError> {
+        self.send_message(message, true)
+    }
+
+    /// Queues a message without compressing it, even when permessage-deflate is on (for data
+    /// that is already compressed, say, or too small to gain).
+    pub fn send_uncompressed(&mut self, message: Message) -> Result<(), SendError> {
+        self.send_message(message, false)
+    }
+
+    fn send_message(&mut self, message: Message, may_compress: bool) -> Result<(), SendError> {
         match message {
-            Message::Text(text) => self.send_data(OpCode::Text, text.into_bytes()),
-            Message::Binary(data) => self.send_data(OpCode::Binary, data),
+            Message::Text(text) => self.send_data(OpCode::Text, text.into_bytes(), may_compress),
+            Message::Binary(data) => self.send_data(OpCode::Binary, data, may_compress),
             Message::Ping(data) => self.send_control(OpCode::Ping, data),
             Message::Pong(data) => self.send_control(OpCode::Pong, data),
             Message::Close(frame) => self.close(frame),
@@ -302,19 +345,21 @@ impl Connection {
         if self.is_send_closed() {
             return Err(SendError::Closed);
         }
-        let opcode = match &self.sending {
-            Some((sending_kind, _)) if *sending_kind != kind => {
-                return Err(SendError::FragmentInProgress)
-            }
-            Some(_) => OpCode::Continuation,
-            None => match kind {
-                DataKind::Text => OpCode::Text,
-                DataKind::Binary => OpCode::Binary,
-            },
-        };
-        let mut utf8 = match &self.sending {
-            Some((_, utf8)) => utf8.clone(),
-            None => Utf8Validator::new(),
+        let (opcode, compressed, mut utf8) = match &self.sending {
+            Some(sending) if sending.kind != kind => return Err(SendError::FragmentInProgress),
+            Some(sending) => (
+                OpCode::Continuation,
+                sending.compressed,
+                sending.utf8.clone(),
+            ),
+            None => (
+                match kind {
+                    DataKind::Text => OpCode::Text,
+                    DataKind::Binary => OpCode::Binary,
+                },
+                self.compressor.is_some(),
+                Utf8Validator::new(),
+            ),
         };
         if kind == DataKind::Text {
             let valid = utf8.feed(&payload).is_ok() && (!is_last || utf8.is_complete());
@@ -323,10 +368,25 @@ impl Connection {
                 return Err(SendError::InvalidUtf8);
             }
         }
+        let payload = match self.compressor.as_mut().filter(|_| compressed) {
+            Some(compressor) => {
+                let mut out = BytesMut::new();
+                compressor
+                    .compress_fragment(&payload, is_last, &mut out)
+                    .map_err(SendError::Compression)?;
+                out.freeze()
+            }
+            None => payload,
+        };
         let mut header = FrameHeader::new(opcode, payload.len() as u64);
         header.fin = is_last;
+        header.rsv1 = compressed && opcode != OpCode::Continuation;
         self.queue_frame(header, payload);
-        self.sending = (!is_last).then_some((kind, utf8));
+        self.sending = (!is_last).then_some(OutgoingMessage {
+            kind,
+            compressed,
+            utf8,
+        });
         Ok(())
     }
 
@@ -403,7 +463,8 @@ impl Connection {
                 }
                 if !frame.header.opcode.is_control() {
                     if let Some(message) = &mut self.message {
-                        if message.kind == DataKind::Text {
+                        // Compressed text is validated after inflating, in on_data_frame.
+                        if message.kind == DataKind::Text && !message.compressed {
                             message
                                 .utf8
                                 .feed(chunk)
@@ -429,7 +490,11 @@ impl Connection {
     /// Validates a header against the role, the message in progress and the limits, and starts
     /// a message on its first data frame. Returns the payload length.
     fn check_header(&mut self, header: &FrameHeader) -> Result<usize, ProtocolError> {
-        if header.rsv1 || header.rsv2 || header.rsv3 {
+        // RSV1 is permessage-deflate's "compressed" bit, allowed on the first frame of a data
+        // message once negotiated (RFC 7692 section 6); everything else is reserved.
+        let rsv1_allowed =
+            self.decompressor.is_some() && matches!(header.opcode, OpCode::Text | OpCode::Binary);
+        if (header.rsv1 && !rsv1_allowed) || header.rsv2 || header.rsv3 {
             return Err(ProtocolError::ReservedBits);
         }
         match (self.role, header.mask.is_some()) {
@@ -474,6 +539,8 @@ impl Connection {
                 mode: self.config.receive_mode,
                 size: 0,
                 frames: 0,
+                compressed: header.rsv1,
+                delivered: 0,
                 joined: BytesMut::new(),
                 utf8: Utf8Validator::new(),
             });
@@ -525,33 +592,67 @@ impl Connection {
         };
         message.size += payload.len();
         message.frames += 1;
+        let data = if message.compressed {
+            let Some(decompressor) = self.decompressor.as_mut() else {
+                return Err(ProtocolError::ReservedBits);
+            };
+            let before = message.joined.len();
+            // The inflated size counts against the message limit, checked while inflating.
+            let limit = self
+                .config
+                .max_message_size
+                .saturating_sub(message.delivered);
+            decompressor
+                .decompress(&payload, header.fin, &mut message.joined, limit)
+                .map_err(ProtocolError::Deflate)?;
+            if message.kind == DataKind::Text {
+                message
+                    .utf8
+                    .feed(&message.joined[before..])
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+            None
+        } else {
+            Some(payload)
+        };
         if header.fin && message.kind == DataKind::Text {
             message
                 .utf8
                 .finish()
                 .map_err(|_| ProtocolError::InvalidUtf8)?;
         }
-        let event = match message.mode {
-            ReceiveMode::Fragments => Some(Event::Fragment(Fragment {
-                kind: message.kind,
-                payload,
-                is_first: message.frames == 1,
-                is_last: header.fin,
-            })),
-            ReceiveMode::Messages if header.fin => {
-                let data = if message.frames == 1 {
-                    payload
-                } else {
-                    message.joined.extend_from_slice(&payload);
-                    std::mem::take(&mut message.joined).freeze()
+        let event = match (message.mode, data) {
+            (ReceiveMode::Fragments, data) => {
+                let payload = match data {
+                    Some(payload) => payload,
+                    None => message.joined.split().freeze(),
+                };
+                message.delivered += payload.len();
+                Some(Event::Fragment(Fragment {
+                    kind: message.kind,
+                    payload,
+                    is_first: message.frames == 1,
+                    is_last: header.fin,
+                }))
+            }
+            (ReceiveMode::Messages, data) if header.fin => {
+                let data = match data {
+                    Some(payload) if message.frames == 1 => payload,
+                    Some(payload) => {
+                        message.joined.extend_from_slice(&payload);
+                        std::mem::take(&mut message.joined).freeze()
+                    }
+                    None => std::mem::take(&mut message.joined).freeze(),
                 };
                 Some(Event::Message(match message.kind {
                     DataKind::Text => Message::Text(Utf8Bytes::from_validated(data)),
                     DataKind::Binary => Message::Binary(data),
                 }))
             }
-            ReceiveMode::Messages => {
-                message.joined.extend_from_slice(&payload);
+            (ReceiveMode::Messages, data) => {
+                if let Some(payload) = data {
+                    message.joined.extend_from_slice(&payload);
+                }
                 None
             }
         };
@@ -573,14 +674,34 @@ impl Connection {
 
     // ----- sending -----
 
-    fn send_data(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), SendError> {
+    fn send_data(
+        &mut self,
+        opcode: OpCode,
+        payload: Bytes,
+        may_compress: bool,
+    ) -> Result<(), SendError> {
         if self.is_send_closed() {
             return Err(SendError::Closed);
         }
         if self.sending.is_some() {
             return Err(SendError::FragmentInProgress);
         }
-        self.queue_frame(FrameHeader::new(opcode, payload.len() as u64), payload);
+        let compressor = self
+            .compressor
+            .as_mut()
+            .filter(|c| may_compress && c.should_compress(payload.len()));
+        match compressor {
+            Some(compressor) => {
+                let mut out = BytesMut::new();
+                compressor
+                    .compress(&payload, &mut out)
+                    .map_err(SendError::Compression)?;
+                let mut header = FrameHeader::new(opcode, out.len() as u64);
+                header.rsv1 = true;
+                self.queue_frame(header, out.freeze());
+            }
+            None => self.queue_frame(FrameHeader::new(opcode, payload.len() as u64), payload),
+        }
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 use thiserror::Error;
 
 use crate::close::CloseCode;
+use crate::deflate::DeflateError;
 use crate::frame::FrameError;
 
 /// The peer broke the protocol (or hung up). The connection is failed: the core has queued a
@@ -58,6 +59,10 @@ pub enum ProtocolError {
         /// The limit.
         limit: usize,
     },
+    /// A compressed message could not be inflated (1007), or inflates past the message limit
+    /// (1009).
+    #[error("permessage-deflate: {0}")]
+    Deflate(DeflateError),
     /// The stream ended without a close handshake (code 1006, never sent).
     #[error("connection closed without a close frame")]
     UnexpectedEof,
@@ -78,6 +83,7 @@ impl ProtocolError {
                 CloseCode::MESSAGE_TOO_BIG
             }
             ProtocolError::UnexpectedEof => CloseCode::ABNORMAL,
+            ProtocolError::Deflate(error) => error.close_code(),
             _ => CloseCode::PROTOCOL_ERROR,
         }
     }
@@ -102,6 +108,9 @@ pub enum SendError {
     /// Text fragments that are not valid UTF-8.
     #[error("text fragments are not valid UTF-8")]
     InvalidUtf8,
+    /// Compressing the message failed (an internal error of the compressor).
+    #[error("compression failed: {0}")]
+    Compression(DeflateError),
     /// Pre-encoded frames can only be sent by a server (clients mask every frame).
     #[error("pre-encoded frames can only be sent by a server")]
     EncodedFrameFromClient,

@@ -1,7 +1,8 @@
 //! The client side: `connect` and `connect_with` for `ws://` and `wss://` URLs.
 
 use bytes::{Bytes, BytesMut};
-use fullduplex_proto::handshake::{self, HandshakeError};
+use fullduplex_proto::deflate::{self, DeflateParams};
+use fullduplex_proto::handshake::{self, Accepted, HandshakeError};
 use fullduplex_proto::Role;
 use http::{HeaderName, HeaderValue, Request, Response, Uri};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -226,6 +227,17 @@ pub async fn client_handshake<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut request = request;
+    // Offer permessage-deflate unless the caller wrote its own extension offers.
+    if let Some(deflate_config) = &config.protocol.deflate {
+        let headers = request.headers_mut();
+        if !headers.contains_key(http::header::SEC_WEBSOCKET_EXTENSIONS) {
+            let offer = handshake::format_extensions(&[deflate::client_offer(deflate_config)]);
+            let value =
+                HeaderValue::try_from(offer).map_err(|_| HandshakeError::InvalidHeaderValue)?;
+            headers.insert(http::header::SEC_WEBSOCKET_EXTENSIONS, value);
+        }
+    }
     let (request, key) = handshake::prepare_request(request)?;
     let offered_protocols = handshake::offered_protocols(&request);
     let offered_extensions = handshake::offered_extensions(&request)?;
@@ -259,11 +271,39 @@ where
     }
     let accepted =
         handshake::validate_response(&response, &key, &offered_protocols, &offered_extensions)?;
+    let deflate = negotiated_deflate(&accepted, &config)?;
     // Keep what followed the head: the server may have sent frames right after it.
     let leftover = std::mem::take(&mut leftover);
     let mut ws = WebSocket::from_raw(stream, Role::Client, config, leftover);
     ws.set_protocol(accepted.protocol);
+    if let Some(params) = deflate {
+        ws.enable_deflate(params);
+    }
     Ok((ws, response))
+}
+
+/// The permessage-deflate parameters the server's answer sets, checked against our offer.
+fn negotiated_deflate(
+    accepted: &Accepted,
+    config: &Config,
+) -> Result<Option<DeflateParams>, Error> {
+    let mut answers = accepted
+        .extensions
+        .iter()
+        .filter(|e| e.name.eq_ignore_ascii_case(deflate::EXTENSION_NAME));
+    let Some(answer) = answers.next() else {
+        return Ok(None);
+    };
+    if answers.next().is_some() {
+        return Err(HandshakeError::UnexpectedExtension("permessage-deflate, twice".into()).into());
+    }
+    match &config.protocol.deflate {
+        Some(deflate_config) => Ok(Some(
+            deflate::client_accept(answer, deflate_config).map_err(HandshakeError::from)?,
+        )),
+        // Offered by the caller's own header, but we cannot decode it.
+        None => Err(HandshakeError::UnexpectedExtension(answer.name.clone()).into()),
+    }
 }
 
 /// Reads the body of a refusal, as far as `Content-Length` says (or to end of stream), up to

@@ -109,6 +109,19 @@ impl Config {
         self
     }
 
+    /// Turns permessage-deflate on (with default parameters) or off. On by default: a client
+    /// offers it and a server accepts an offer.
+    pub fn compression(mut self, on: bool) -> Config {
+        self.protocol.deflate = on.then(fullduplex_proto::deflate::DeflateConfig::default);
+        self
+    }
+
+    /// Sets the permessage-deflate parameters (offer, acceptance, level, threshold).
+    pub fn deflate(mut self, deflate: fullduplex_proto::deflate::DeflateConfig) -> Config {
+        self.protocol.deflate = Some(deflate);
+        self
+    }
+
     /// Replaces the core's configuration.
     pub fn protocol(mut self, protocol: fullduplex_proto::Config) -> Config {
         self.protocol = protocol;

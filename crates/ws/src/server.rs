@@ -1,6 +1,7 @@
 //! The server side of the opening handshake: `accept` and `accept_with`.
 
 use bytes::{Bytes, BytesMut};
+use fullduplex_proto::deflate;
 use fullduplex_proto::handshake::{self, HandshakeError, UpgradeRequest};
 use fullduplex_proto::Role;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
@@ -18,10 +19,21 @@ use crate::socket::WebSocket;
 /// let accept = Accept::new().protocol("chat").header("set-cookie", "session=abc");
 /// # let _ = accept;
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Accept {
     protocol: Option<String>,
     headers: HeaderMap,
+    compression: bool,
+}
+
+impl Default for Accept {
+    fn default() -> Accept {
+        Accept {
+            protocol: None,
+            headers: HeaderMap::new(),
+            compression: true,
+        }
+    }
 }
 
 impl Accept {
@@ -35,6 +47,13 @@ impl Accept {
     /// returns the error.
     pub fn protocol(mut self, protocol: impl Into<String>) -> Accept {
         self.protocol = Some(protocol.into());
+        self
+    }
+
+    /// Whether to accept a permessage-deflate offer on this connection (default true, if the
+    /// configuration allows compression at all).
+    pub fn compression(mut self, on: bool) -> Accept {
+        self.compression = on;
         self
     }
 
@@ -199,8 +218,21 @@ where
             return Err(Error::Rejected(status));
         }
     };
-    let mut response = match handshake::accept_response(&upgrade, accept.protocol.as_deref(), None)
-    {
+    // permessage-deflate: the first acceptable offer, answered within what it allows.
+    let deflate = match (&config.protocol.deflate, accept.compression) {
+        (Some(deflate_config), true) => {
+            deflate::server_negotiate(upgrade.extensions(), deflate_config)
+        }
+        _ => None,
+    };
+    let extensions = deflate
+        .as_ref()
+        .map(|(_, answer)| handshake::format_extensions(std::slice::from_ref(answer)));
+    let mut response = match handshake::accept_response(
+        &upgrade,
+        accept.protocol.as_deref(),
+        extensions.as_deref(),
+    ) {
         Ok(response) => response,
         Err(error) => {
             let mut failure = Response::new(Bytes::from_static(
@@ -221,6 +253,9 @@ where
     let leftover = buf.split_off(head_len);
     let mut ws = WebSocket::from_raw(stream, Role::Server, config, leftover);
     ws.set_protocol(accept.protocol);
+    if let Some((params, _)) = deflate {
+        ws.enable_deflate(params);
+    }
     Ok(ws)
 }
 

@@ -86,6 +86,15 @@ where
         self.protocol = protocol;
     }
 
+    pub(crate) fn enable_deflate(&mut self, params: fullduplex_proto::deflate::DeflateParams) {
+        self.conn.enable_deflate(params);
+    }
+
+    /// True when permessage-deflate was negotiated.
+    pub fn is_compressed(&self) -> bool {
+        self.conn.is_deflate_enabled()
+    }
+
     /// The subprotocol agreed in the handshake, if any.
     pub fn protocol(&self) -> Option<&str> {
         self.protocol.as_deref()
@@ -298,6 +307,14 @@ where
     pub async fn feed(&mut self, message: Message) -> Result<(), Error> {
         poll_fn(|cx| self.poll_ready_send(cx)).await?;
         self.start_send_message(message)
+    }
+
+    /// Queues a message uncompressed even when permessage-deflate is on, and flushes.
+    pub async fn send_uncompressed(&mut self, message: Message) -> Result<(), Error> {
+        poll_fn(|cx| self.poll_ready_send(cx)).await?;
+        self.ensure_open()?;
+        self.conn.send_uncompressed(message)?;
+        self.flush().await
     }
 
     /// Writes everything queued.

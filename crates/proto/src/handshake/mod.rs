@@ -219,6 +219,10 @@ pub enum HandshakeError {
     /// The server accepted an extension we did not offer.
     #[error("server accepted extension {0:?}, which was not offered")]
     UnexpectedExtension(String),
+    /// The server's permessage-deflate answer is not one our offer allows (RFC 7692
+    /// section 7.1: the client must fail the connection), or it was answered twice.
+    #[error("permessage-deflate negotiation: {0}")]
+    Deflate(#[from] crate::deflate::DeflateNegotiationError),
 }
 
 impl HandshakeError {
@@ -258,6 +262,7 @@ impl HandshakeError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             Self::UnexpectedStatus(_)
+            | Self::Deflate(_)
             | Self::ResponseNoUpgradeWebSocket
             | Self::ResponseNoConnectionUpgrade
             | Self::WrongAccept
