@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora under fuzz/seeds/<target>/. Run from anywhere; idempotent."""
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+KEY = bytes([0x37, 0xFA, 0x21, 0x3D])
+
+
+def frame(opcode, payload, fin=True, mask=None):
+    b0 = (0x80 if fin else 0) | opcode
+    n = len(payload)
+    m = 0x80 if mask else 0
+    if n < 126:
+        head = bytes([b0, m | n])
+    elif n < 65536:
+        head = bytes([b0, m | 126]) + struct.pack(">H", n)
+    else:
+        head = bytes([b0, m | 127]) + struct.pack(">Q", n)
+    if mask:
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        head += mask
+    return head + payload
+
+
+def stream(mask):
+    f = lambda *a, **k: frame(*a, mask=mask, **k)
+    return [
+        f(0x1, b"Hello"),
+        f(0x2, bytes(range(200))),
+        f(0x9, b"ping") + f(0x1, "κόσ".encode(), fin=False) + f(0x0, "με".encode()),
+        f(0x1, b"frag", fin=False) + f(0xA, b"") + f(0x0, b"ment", fin=False) + f(0x0, b"!"),
+        f(0x2, b"x" * 300) + f(0x8, struct.pack(">H", 1000) + b"bye"),
+        f(0x1, b"\xce\xba\xe1\xbd\xed\xa0\x80"),  # invalid UTF-8 (surrogate)
+        f(0x8, b"\x03"),  # 1-byte close payload
+        f(0x2, b"\x00" * 70000)[:20],  # frame over the 64 KiB limit
+    ]
+
+
+def write(target, name, data):
+    d = os.path.join(HERE, target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as fh:
+        fh.write(data)
+
+
+def main():
+    # flags, layout (low 3 bits: number of sizes, high 4 bits: close-after chunk, 15 = never)
+    variants = [
+        (0x00, 0xF0, b""),  # messages, one chunk
+        (0x04, 0xF3, b"\x01\x03\x07"),  # echo, small chunks
+        (0x05, 0x22, b"\x02\x05"),  # fragments + echo, close after chunk 2
+        (0x2E, 0xF1, b"\x01"),  # no auto-pong, echo, ping per chunk, eof, byte by byte
+    ]
+    for target, mask in (("frame_stream_server", KEY), ("frame_stream_client", None)):
+        for i, body in enumerate(stream(mask)):
+            for j, (flags, layout, sizes) in enumerate(variants):
+                write(target, f"seed-{i}-{j}", bytes([flags, layout]) + sizes + body)
+        everything = b"".join(stream(mask)[:5])
+        write(target, "seed-all", bytes([0x04, 0xF2, 0x05, 0x0D]) + everything)
+        # At the limits: a 64 KiB frame (the frame limit) then a ping, in 255- and 200-byte
+        # reads; a 128 KiB message (the message limit) that one more byte overflows.
+        big = frame(0x2, bytes(range(256)) * 256, mask=mask) + frame(0x9, b"p", mask=mask)
+        write(target, "limit-frame", bytes([0x04, 0xF2, 0xFF, 0xC8]) + big)
+        half = b"a" * (64 << 10)
+        over = (
+            frame(0x1, half, fin=False, mask=mask)
+            + frame(0x0, half, fin=False, mask=mask)
+            + frame(0x0, b"a", mask=mask)
+        )
+        write(target, "limit-message", bytes([0x00, 0xF1, 0x00]) + over)
+        write(target, "limit-message-fragments", bytes([0x05, 0xF1, 0xFF]) + over)
+
+    req = (
+        b"GET /chat?room=1 HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n"
+        b"Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\nOrigin: http://example.com\r\nCookie: a=1; b=2\r\n"
+    )
+    write("handshake_request", "minimal", req + b"\r\n")
+    write(
+        "handshake_request",
+        "protocols-deflate",
+        req
+        + b"Sec-WebSocket-Protocol: chat, superchat\r\n"
+        b"Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=10; "
+        b'client_max_window_bits, permessage-deflate; client_no_context_takeover, x-foo; a="b"\r\n'
+        b"\r\n\x81\x80\x00\x00\x00\x00",
+    )
+    write("handshake_request", "version-8", req.replace(b"13", b"8") + b"\r\n")
+    write("handshake_request", "post", b"POST / HTTP/1.1\r\nHost: h\r\n\r\n")
+
+    resp = (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+    )
+    write("handshake_response", "minimal", resp + b"\r\n")
+    write(
+        "handshake_response",
+        "protocol-deflate",
+        resp
+        + b"Sec-WebSocket-Protocol: chat\r\n"
+        b"Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=10; "
+        b"client_max_window_bits=12; server_no_context_takeover\r\n\r\n\x81\x02hi",
+    )
+    write("handshake_response", "wrong-accept", resp.replace(b"s3p", b"x3p") + b"\r\n")
+    write("handshake_response", "forbidden", b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+
+
+if __name__ == "__main__":
+    main()
