@@ -1,24 +1,68 @@
 #!/usr/bin/env node
 // Node `ws` scripted echo server for fullduplex's interop_client.
 //
-// Usage: node interop/node_server.mjs PORT [--compress]   (PORT 0 = pick one)
+// Usage: node interop/node_server.mjs PORT [--compress MODE]   (PORT 0 = pick one)
+//
+// MODE (permessage-deflate): `off` (default), `takeover` ({ threshold: 0 }: context takeover,
+// every message compressed) or `no-takeover` ({ serverNoContextTakeover: true,
+// clientNoContextTakeover: true, threshold: 0 }).
 //
 // Same behaviour as py_server.py (see interop/README.md): prints `listening 127.0.0.1:PORT`,
-// echoes text/binary, `fragment-me` -> "frag"+"men"+"ted" in 3 fragments, `ping-me` -> ping
-// `server-ping`, wait for the matching pong (5 s), then `pong-ok`; prints `CLOSE <code> <reason>`
-// when the client's close frame arrives (ws echoes it). Exits after the first connection closes,
-// or after 60 s (exit 2).
+// `EXTENSIONS <Sec-WebSocket-Extensions answered, or none>` after the handshake, echoes
+// text/binary, `fragment-me` -> "frag"+"men"+"ted" in 3 fragments, `ping-me` -> ping
+// `server-ping`, wait for the matching pong (5 s), then `pong-ok`; when the connection ends
+// prints `STATS received=N compressed=M small_wire=W small_plain=P` (data messages received,
+// how many were compressed, and for the compressed ones under 1 KiB their bytes on the wire
+// and decompressed) and, if the client's close frame arrived,
+// `CLOSE <code> <reason>` (ws echoes it). Exits after the first connection closes, or after
+// 60 s (exit 2).
+import { createRequire } from 'node:module';
 import { WebSocketServer } from 'ws';
 
+// ws's own PerMessageDeflate class: count the compressed messages received (decompress() is
+// called per frame of a compressed message; fin marks its end) and, for those under 1 KiB,
+// their bytes on the wire and decompressed.
+const PerMessageDeflate = createRequire(import.meta.url)('./node_modules/ws/lib/permessage-deflate.js');
+const stats = { compressed: 0, smallWire: 0, smallPlain: 0 };
+{
+  // Wire and decompressed bytes of the message being decompressed (it may span frames).
+  let wire = 0;
+  let plain = 0;
+  const decompress = PerMessageDeflate.prototype.decompress;
+  PerMessageDeflate.prototype.decompress = function (data, fin, callback) {
+    wire += data.length;
+    return decompress.call(this, data, fin, (err, buf) => {
+      if (!err) {
+        plain += buf.length;
+        if (fin) {
+          stats.compressed++;
+          if (plain < 1024) {
+            stats.smallWire += wire;
+            stats.smallPlain += plain;
+          }
+          wire = plain = 0;
+        }
+      }
+      callback(err, buf);
+    });
+  };
+}
+
 const NAME = 'node_server';
+const MODES = ['off', 'takeover', 'no-takeover'];
 const args = process.argv.slice(2);
-const portArg = args.find((a) => !a.startsWith('--'));
-// TODO(--compress): off until fullduplex negotiates permessage-deflate.
-const compress = args.includes('--compress');
-if (portArg === undefined) {
-  console.log('usage: node_server.mjs PORT [--compress]');
+const portArg = args.find((a, i) => !a.startsWith('--') && (i === 0 || !args[i - 1].startsWith('--')));
+const ci = args.indexOf('--compress');
+const mode = ci >= 0 ? args[ci + 1] : 'off';
+if (portArg === undefined || !MODES.includes(mode)) {
+  console.log('usage: node_server.mjs PORT [--compress off|takeover|no-takeover]');
   process.exit(2);
 }
+const perMessageDeflate = {
+  off: false,
+  takeover: { threshold: 0 },
+  'no-takeover': { serverNoContextTakeover: true, clientNoContextTakeover: true, threshold: 0 },
+}[mode];
 
 setTimeout(() => {
   console.log(`${NAME}: hard timeout of 60s reached, exiting`);
@@ -28,10 +72,14 @@ setTimeout(() => {
 const wss = new WebSocketServer({
   host: '127.0.0.1',
   port: Number(portArg),
-  perMessageDeflate: compress,
+  perMessageDeflate,
   maxPayload: 64 * 1024 * 1024,
 });
 
+wss.on('headers', (headers) => {
+  const ext = headers.find((h) => /^sec-websocket-extensions:/i.test(h));
+  console.log(`EXTENSIONS ${ext ? ext.replace(/^[^:]*:\s*/, '') : 'none'}`);
+});
 wss.on('listening', () => console.log(`listening 127.0.0.1:${wss.address().port}`));
 wss.on('error', (err) => {
   console.log(`${NAME}: server error: ${err.message}`);
@@ -46,8 +94,10 @@ wss.on('connection', (ws) => {
   }
   served = true;
   let pongWaiter = null;
+  let received = 0;
 
   ws.on('message', (data, isBinary) => {
+    received++;
     const text = isBinary ? null : data.toString('utf8');
     if (text === 'fragment-me') {
       ws.send('frag', { fin: false });
@@ -80,6 +130,7 @@ wss.on('connection', (ws) => {
   // ws answers a close frame with a close frame carrying the same code and reason; the
   // 'close' event fires once the connection is closed, with the code/reason received.
   ws.on('close', (code, reason) => {
+    console.log(`STATS received=${received} compressed=${stats.compressed} small_wire=${stats.smallWire} small_plain=${stats.smallPlain}`);
     if (code === 1006) {
       console.log(`${NAME}: connection ended without a close frame from the client (1006)`);
     } else {

@@ -1,15 +1,24 @@
 #!/usr/bin/env python3
 """Python `websockets` scripted echo server for fullduplex's interop_client.
 
-Usage: .venv/bin/python interop/py_server.py PORT [--compress]   (PORT 0 = pick one)
+Usage: .venv/bin/python interop/py_server.py PORT [--compress MODE]   (PORT 0 = pick one)
+
+MODE (permessage-deflate): `off` (default), `takeover` (websockets' default server factory:
+context takeover, server_max_window_bits=12, client_max_window_bits=12 when offered) or
+`no-takeover` (answers server_no_context_takeover and client_no_context_takeover, 15-bit
+windows). With compression websockets compresses every message it sends.
 
 Listens on 127.0.0.1:PORT and prints `listening 127.0.0.1:PORT` when ready. Behaviour
 (see interop/README.md):
+  * after the handshake: print `EXTENSIONS <Sec-WebSocket-Extensions answered, or none>`
   * text/binary messages are echoed unchanged, except
   * text `fragment-me` -> one text message sent as 3 fragments "frag", "men", "ted"
   * text `ping-me`     -> ping with payload `server-ping`, wait (5 s) for the matching pong,
                           then send text `pong-ok` (or `pong-timeout` if it never came)
-  * on a close frame: print `CLOSE <code> <reason>`; websockets echoes the close.
+  * when the connection ends: print `STATS received=N compressed=M small_wire=W small_plain=P`
+    (data messages received, how many of them had RSV1 set, and for the compressed ones under
+    1 KiB their bytes on the wire and decompressed), then on a close frame `CLOSE <code> <reason>`;
+    websockets echoes the close.
 Exits after the first connection ends (0), or after 60 s in any case (exit 2).
 """
 
@@ -21,19 +30,64 @@ import sys
 
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
+from websockets.extensions.permessage_deflate import PerMessageDeflate, ServerPerMessageDeflateFactory
+from websockets.frames import Opcode
 
 NAME = "py_server"
 MAX_SIZE = 64 * 1024 * 1024
 HARD_TIMEOUT = 60.0
+MODES = ("off", "takeover", "no-takeover")
+
+# Data messages received, how many had RSV1 set, and for the small single-frame compressed
+# ones the bytes on the wire and decompressed, counted by wrapping the extension's decoder (it
+# sees every frame while permessage-deflate is active).
+STATS = {"data": 0, "compressed": 0, "small_wire": 0, "small_plain": 0}
+SMALL = 1024  # messages below this size (uncompressed) count towards small_wire/small_plain
+_decode = PerMessageDeflate.decode
+
+
+def _counting_decode(self, frame, *, max_size=None):
+    out = _decode(self, frame, max_size=max_size)
+    if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
+        STATS["data"] += 1
+        if frame.rsv1:
+            STATS["compressed"] += 1
+            if frame.fin and len(out.data) < SMALL:
+                STATS["small_wire"] += len(frame.data)
+                STATS["small_plain"] += len(out.data)
+    return out
+
+
+def small_ratio() -> str:
+    w, p = STATS["small_wire"], STATS["small_plain"]
+    return f"small compressed messages {w} bytes on the wire for {p} ({w / p:.0%})" if p else "none"
+
+
+PerMessageDeflate.decode = _counting_decode
 
 
 def out(line: str) -> None:
     print(line, flush=True)
 
 
+def server_options(mode: str) -> dict:
+    if mode == "off":
+        return {"compression": None}
+    if mode == "takeover":
+        return {"compression": "deflate"}  # websockets' default factory
+    return {
+        "compression": None,
+        "extensions": [ServerPerMessageDeflateFactory(
+            server_no_context_takeover=True, client_no_context_takeover=True)],
+    }
+
+
 async def handler(ws, done: asyncio.Event) -> None:
+    received = 0
+    out(f"EXTENSIONS {ws.response.headers.get('Sec-WebSocket-Extensions') or 'none'}")
     try:
         async for msg in ws:
+            received += 1
             if msg == "fragment-me":
                 await ws.send(["frag", "men", "ted"])
             elif msg == "ping-me":
@@ -50,6 +104,9 @@ async def handler(ws, done: asyncio.Event) -> None:
     except ConnectionClosed:
         pass
     finally:
+        # Without the extension nothing was decoded: every message arrived uncompressed.
+        out(f"STATS received={received} compressed={STATS['compressed']} "
+            f"small_wire={STATS['small_wire']} small_plain={STATS['small_plain']}")
         rcvd = ws.protocol.close_rcvd
         if rcvd is not None:
             out(f"CLOSE {rcvd.code} {rcvd.reason}")
@@ -62,15 +119,14 @@ async def handler(ws, done: asyncio.Event) -> None:
 async def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("port", type=int)
-    ap.add_argument("--compress", action="store_true",
-                    help="TODO: allow permessage-deflate (off until fullduplex supports it)")
+    ap.add_argument("--compress", choices=MODES, default="off", help="permessage-deflate mode")
     args = ap.parse_args()
     done = asyncio.Event()
     async with serve(
         lambda ws: handler(ws, done),
         "127.0.0.1",
         args.port,
-        compression="deflate" if args.compress else None,
+        **server_options(args.compress),
         max_size=MAX_SIZE,
         ping_interval=None,
         close_timeout=5,
