@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 
 use crate::config::Config;
 use crate::error::{Error, TimeoutKind};
+use crate::head::read_head_piece;
 use crate::socket::WebSocket;
 use crate::stream::MaybeTlsStream;
 
@@ -252,16 +253,7 @@ where
         if let Some(parsed) = handshake::parse_response(&buf, max_head)? {
             break parsed;
         }
-        let room = (max_head + 1).saturating_sub(buf.len()).clamp(1, 4096);
-        buf.reserve(room);
-        let n = (&mut stream).take(room as u64).read_buf(&mut buf).await?;
-        if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "server closed the connection during the opening handshake",
-            )
-            .into());
-        }
+        read_head_piece(&mut stream, &mut buf, max_head, "the server").await?;
     };
     let mut leftover = buf.split_off(head_len);
     if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {

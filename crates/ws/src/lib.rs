@@ -36,6 +36,7 @@
 mod client;
 mod config;
 mod error;
+mod head;
 mod server;
 mod socket;
 mod split;

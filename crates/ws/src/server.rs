@@ -5,10 +5,11 @@ use fullduplex_proto::deflate;
 use fullduplex_proto::handshake::{self, HandshakeError, UpgradeRequest};
 use fullduplex_proto::Role;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::config::Config;
 use crate::error::{Error, TimeoutKind};
+use crate::head::read_head_piece;
 use crate::socket::WebSocket;
 
 /// The application's yes to an upgrade request: an optional subprotocol and extra response
@@ -194,17 +195,7 @@ where
             Ok(None) => {}
             Err(error) => return Err(reject_malformed(&mut stream, error).await),
         }
-        // Read at most one byte past the limit: enough to know the head is too large.
-        let room = (max_head + 1).saturating_sub(buf.len()).clamp(1, 4096);
-        buf.reserve(room);
-        let n = (&mut stream).take(room as u64).read_buf(&mut buf).await?;
-        if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "connection closed during the opening handshake",
-            )
-            .into());
-        }
+        read_head_piece(&mut stream, &mut buf, max_head, "the client").await?;
     };
     let upgrade = match handshake::validate_request(request) {
         Ok(upgrade) => upgrade,
