@@ -96,14 +96,6 @@ impl OutQueue {
             self.chunks.push_back(self.tail.split().freeze());
         }
     }
-
-    /// Frees the tail's buffer when nothing is queued, so an idle connection holds no write
-    /// buffer.
-    pub fn shrink_if_empty(&mut self) {
-        if self.len == 0 && self.tail.capacity() > 0 {
-            self.tail = BytesMut::new();
-        }
-    }
 }
 
 impl Buf for OutQueue {
