@@ -156,8 +156,11 @@ pub async fn connect(
 }
 
 /// Connects with a request (URL, Origin, subprotocols, cookies, `Authorization`, any header)
-/// and a configuration. TCP connect, TLS and the upgrade are bounded together by
-/// [`Config::handshake_timeout`].
+/// and a configuration. TCP connect, the proxy tunnel ([`Config::proxy`]), TLS and the upgrade
+/// are bounded together by [`Config::handshake_timeout`].
+///
+/// Through a proxy, TLS and the WebSocket handshake run end to end with the target: the
+/// server name checked and the `Host` header are the target's, not the proxy's.
 pub async fn connect_with(
     request: impl IntoClientRequest,
     config: Config,
@@ -177,8 +180,14 @@ pub async fn connect_with(
         let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
         // `Uri::host` keeps the brackets of an IPv6 literal; the resolver wants them off.
         let bare_host = host.trim_start_matches('[').trim_end_matches(']');
-        let tcp = TcpStream::connect((bare_host, port)).await?;
-        tcp.set_nodelay(true)?;
+        let tcp = match config.proxy.resolve(bare_host, secure)? {
+            Some(proxy) => proxy.connect(bare_host, port).await?,
+            None => {
+                let tcp = TcpStream::connect((bare_host, port)).await?;
+                tcp.set_nodelay(true)?;
+                tcp
+            }
+        };
         let stream = if secure {
             tls_connect(tcp, bare_host, &config).await?
         } else {

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::proxy::{Proxy, ProxySetting};
+
 /// Keepalive: ping every `interval`, fail the connection if no pong arrives within `timeout`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keepalive {
@@ -45,6 +47,11 @@ pub struct Config {
     /// Bytes to reserve for each socket read when the frame being read needs no more. Default
     /// 8 KiB; reads of large frames grow up to the frame's size, in steps of at most 1 MiB.
     pub read_size: usize,
+    /// Whether clients connect directly (the default), through a given proxy, or through
+    /// the proxy the environment names (`https_proxy`, `http_proxy`, `all_proxy`,
+    /// `no_proxy`, read at each connect). See [`ProxySetting`] for why the default ignores
+    /// the environment.
+    pub proxy: ProxySetting,
     /// TLS client configuration for `wss://` URLs. Default: webpki roots, ring provider.
     #[cfg(feature = "rustls")]
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
@@ -60,6 +67,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             write_buffer_limit: 1 << 20,
             read_size: 8 << 10,
+            proxy: ProxySetting::Direct,
             #[cfg(feature = "rustls")]
             tls: None,
         }
@@ -125,6 +133,32 @@ impl Config {
     /// Replaces the core's configuration.
     pub fn protocol(mut self, protocol: fullduplex_proto::Config) -> Config {
         self.protocol = protocol;
+        self
+    }
+
+    /// Connects through this proxy ([`ProxySetting::Proxy`]).
+    ///
+    /// ```
+    /// use fullduplex::{Config, Proxy, ProxySetting};
+    /// let proxy = Proxy::parse("socks5://127.0.0.1:1080").unwrap();
+    /// let config = Config::default().proxy(proxy.clone());
+    /// assert_eq!(config.proxy, ProxySetting::Proxy(proxy));
+    /// ```
+    pub fn proxy(mut self, proxy: Proxy) -> Config {
+        self.proxy = ProxySetting::Proxy(proxy);
+        self
+    }
+
+    /// Connects through the proxy the environment names, like curl ([`ProxySetting::FromEnv`],
+    /// rules in [`Proxy::from_env`]).
+    pub fn proxy_from_env(mut self) -> Config {
+        self.proxy = ProxySetting::FromEnv;
+        self
+    }
+
+    /// Sets [`Config::proxy`] (for example back to [`ProxySetting::Direct`]).
+    pub fn proxy_setting(mut self, setting: ProxySetting) -> Config {
+        self.proxy = setting;
         self
     }
 

@@ -7,6 +7,8 @@ use fullduplex_proto::handshake::HandshakeError;
 use fullduplex_proto::{ProtocolError, SendError};
 use thiserror::Error;
 
+use crate::proxy::ProxyError;
+
 /// Which timer ran out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeoutKind {
@@ -46,6 +48,10 @@ pub enum Error {
     /// A timer ran out.
     #[error("{0:?} timeout")]
     Timeout(TimeoutKind),
+    /// The proxy could not be used: bad proxy URL, proxy unreachable, or it refused the
+    /// tunnel (an HTTP status such as `407`, a SOCKS5 reply code).
+    #[error("proxy: {0}")]
+    Proxy(#[from] ProxyError),
     /// The URL could not be used (scheme, host, port).
     #[error("invalid URL: {0}")]
     Url(String),

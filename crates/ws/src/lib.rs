@@ -4,7 +4,8 @@
 //!
 //! * Server: [`accept`] and [`accept_with`] (inspect the request: path, Origin, cookies,
 //!   subprotocols; accept or reject with any status) over any `AsyncRead + AsyncWrite`.
-//! * Client: [`connect`] and [`connect_with`] for `ws://` and `wss://` (rustls).
+//! * Client: [`connect`] and [`connect_with`] for `ws://` and `wss://` (rustls), directly or
+//!   through an HTTP `CONNECT` or SOCKS5 [`Proxy`] (explicit, or from `https_proxy` & co.).
 //! * [`WebSocket`]: `recv`/`send`/`feed`/`flush`/`close`, `Stream` and `Sink`, [`split`]
 //!   halves, keepalive, idle, close and handshake timeouts.
 //!
@@ -37,6 +38,7 @@ mod client;
 mod config;
 mod error;
 mod head;
+mod proxy;
 mod server;
 mod socket;
 mod split;
@@ -48,6 +50,10 @@ pub mod tls;
 pub use client::{client_handshake, connect, connect_with, ClientRequest, IntoClientRequest};
 pub use config::{Config, Keepalive};
 pub use error::{Error, TimeoutKind};
+pub use proxy::{
+    no_proxy_matches, Proxy, ProxyEnv, ProxyError, ProxyKind, ProxySetting, Socks5Reply,
+    DEFAULT_PROXY_PORT, MAX_CONNECT_RESPONSE,
+};
 pub use server::{accept, accept_with, Accept, Reject};
 pub use socket::WebSocket;
 pub use split::{ReadHalf, WriteHalf};
