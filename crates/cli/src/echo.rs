@@ -1,0 +1,54 @@
+//! `fdx echo`: a WebSocket echo server.
+
+use fullduplex::Accept;
+
+use crate::serve::{ServeOptions, Server, ServerSocket, DEFAULT_ADDR};
+use crate::Failure;
+
+const HELP: &str = "\
+Every text and binary message comes back unchanged; pings are answered. Prints
+`listening on ws://ADDR` (or wss://) on stdout once bound; port 0 picks a free port.
+
+Examples:
+  fdx echo                                     ws://127.0.0.1:9001
+  fdx echo 0.0.0.0:8080 --allowed-origin https://app.example.com
+  fdx echo 127.0.0.1:9443 --tls-cert cert.pem --tls-key key.pem";
+
+/// Arguments of `fdx echo`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = HELP)]
+pub struct EchoArgs {
+    /// Address to listen on.
+    #[arg(default_value = DEFAULT_ADDR)]
+    pub addr: String,
+    #[command(flatten)]
+    pub serve: ServeOptions,
+}
+
+/// Serves until killed.
+pub async fn run(args: EchoArgs) -> Result<(), Failure> {
+    let server = Server::bind(&args.addr, &args.serve).await?;
+    server
+        .run(|incoming| async move {
+            let peer = incoming.peer;
+            let Some(ws) = incoming.accept(|_| Ok(Accept::new())).await else {
+                return;
+            };
+            if let Err(error) = echo(ws).await {
+                eprintln!("fdx: {peer}: {error}");
+            }
+        })
+        .await
+}
+
+/// Echoes until the peer closes. Replies are fed, not sent: they leave in one write per batch
+/// of reads, when `recv` would wait for the peer.
+async fn echo(mut ws: ServerSocket) -> Result<(), fullduplex::Error> {
+    while let Some(message) = ws.recv().await {
+        let message = message?;
+        if message.is_text() || message.is_binary() {
+            ws.feed(message).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! How `fdx connect` prints messages: plain (text as is, binary as hex or base64) or one JSON
+//! object per event.
+
+use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use fullduplex::Message;
+use serde::Serialize;
+
+/// How binary payloads are printed in plain mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BinaryFormat {
+    /// Lowercase hexadecimal, two digits per byte.
+    Hex,
+    /// Standard base64 with padding.
+    Base64,
+}
+
+/// Which way a message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Received from the peer.
+    In,
+    /// Sent by us.
+    Out,
+}
+
+/// One line of `--json` output.
+#[derive(Debug, Serialize)]
+struct JsonEvent<'a> {
+    time: String,
+    dir: Direction,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    len: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_base64: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
+/// Prints events to stdout, flushing after each one so that a reader sees them at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Printer {
+    /// One JSON object per event (both directions, control frames included).
+    pub json: bool,
+    /// Plain mode's format for binary payloads.
+    pub binary_format: BinaryFormat,
+}
+
+impl Printer {
+    /// Prints a message. Plain mode prints only received text and binary messages; JSON mode
+    /// prints everything.
+    pub fn message(&self, dir: Direction, message: &Message) -> Result<(), String> {
+        let line = if self.json {
+            json_line(dir, message)
+        } else {
+            match (dir, message) {
+                (Direction::In, Message::Text(text)) => text.as_str().to_owned(),
+                (Direction::In, Message::Binary(data)) => match self.binary_format {
+                    BinaryFormat::Hex => hex(data),
+                    BinaryFormat::Base64 => base64::engine::general_purpose::STANDARD.encode(data),
+                },
+                _ => return Ok(()),
+            }
+        };
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{line}")
+            .and_then(|()| stdout.flush())
+            .map_err(|e| format!("cannot write to stdout: {e}"))
+    }
+}
+
+/// The JSON object for one message.
+fn json_line(dir: Direction, message: &Message) -> String {
+    let base64 = |data: &[u8]| Some(base64::engine::general_purpose::STANDARD.encode(data));
+    let mut event = JsonEvent {
+        time: rfc3339_now(),
+        dir,
+        kind: "text",
+        len: message.len(),
+        text: None,
+        data_base64: None,
+        code: None,
+        reason: None,
+    };
+    match message {
+        Message::Text(text) => event.text = Some(text.as_str()),
+        Message::Binary(data) => {
+            event.kind = "binary";
+            event.data_base64 = base64(data);
+        }
+        Message::Ping(data) => {
+            event.kind = "ping";
+            event.data_base64 = base64(data);
+        }
+        Message::Pong(data) => {
+            event.kind = "pong";
+            event.data_base64 = base64(data);
+        }
+        Message::Close(frame) => {
+            event.kind = "close";
+            if let Some(frame) = frame {
+                event.code = Some(frame.code.0);
+                event.reason = Some(frame.reason.as_str());
+            }
+        }
+    }
+    // Serializing a struct of strings and numbers cannot fail.
+    serde_json::to_string(&event).unwrap_or_default()
+}
+
+/// Lowercase hex.
+pub fn hex(data: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(data.len() * 2);
+    for &byte in data {
+        out.push(DIGITS[usize::from(byte >> 4)] as char);
+        out.push(DIGITS[usize::from(byte & 15)] as char);
+    }
+    out
+}
+
+/// The current time as RFC 3339 in UTC with milliseconds: `2024-05-01T12:34:56.789Z`.
+pub fn rfc3339_now() -> String {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    rfc3339(since_epoch.as_secs(), since_epoch.subsec_millis())
+}
+
+/// RFC 3339 for a Unix time in seconds plus milliseconds (UTC, proleptic Gregorian calendar).
+fn rfc3339(secs: u64, millis: u32) -> String {
+    let days = secs / 86_400;
+    let rest = secs % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// Year, month and day of the `days`-th day after 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fullduplex::{CloseCode, CloseFrame};
+
+    #[test]
+    fn rfc3339_known_dates() {
+        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(rfc3339(1_700_000_000, 123), "2023-11-14T22:13:20.123Z");
+    }
+
+    #[test]
+    fn hex_digits() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+    }
+
+    #[test]
+    fn json_close_has_code_and_reason() {
+        let close = Message::Close(Some(CloseFrame::new(CloseCode(4000), "bye")));
+        let value: serde_json::Value =
+            serde_json::from_str(&json_line(Direction::In, &close)).unwrap();
+        assert_eq!(value["dir"], "in");
+        assert_eq!(value["type"], "close");
+        assert_eq!(value["code"], 4000);
+        assert_eq!(value["reason"], "bye");
+        assert_eq!(value["len"], 5);
+    }
+
+    #[test]
+    fn json_binary_is_base64() {
+        let value: serde_json::Value =
+            serde_json::from_str(&json_line(Direction::Out, &Message::binary(vec![1, 2, 3])))
+                .unwrap();
+        assert_eq!(value["type"], "binary");
+        assert_eq!(value["data_base64"], "AQID");
+        assert!(value.get("text").is_none());
+    }
+}
