@@ -10,38 +10,9 @@
 // Same checks as py_client.py (see interop/README.md). Prints `node_client: ok` and exits 0,
 // or prints the failed check and exits 1.
 import { createHash } from 'node:crypto';
-import { createRequire } from 'node:module';
 import WebSocket from 'ws';
 
-// ws's own PerMessageDeflate class (same module instance as the one ws uses): count the
-// compressed messages received (decompress() is called per frame; fin marks the message end)
-// and, for those under 1 KiB, their bytes on the wire and decompressed (how well the peer's
-// compressor did; context takeover shows here).
-const PerMessageDeflate = createRequire(import.meta.url)('./node_modules/ws/lib/permessage-deflate.js');
-const stats = { data: 0, compressed: 0, smallWire: 0, smallPlain: 0 };
-{
-  // Wire and decompressed bytes of the message being decompressed (it may span frames).
-  let wire = 0;
-  let plain = 0;
-  const decompress = PerMessageDeflate.prototype.decompress;
-  PerMessageDeflate.prototype.decompress = function (data, fin, callback) {
-    wire += data.length;
-    return decompress.call(this, data, fin, (err, buf) => {
-      if (!err) {
-        plain += buf.length;
-        if (fin) {
-          stats.compressed++;
-          if (plain < 1024) {
-            stats.smallWire += wire;
-            stats.smallPlain += plain;
-          }
-          wire = plain = 0;
-        }
-      }
-      callback(err, buf);
-    });
-  };
-}
+import { stats } from './node_common.mjs';
 
 const NAME = 'node_client';
 const MAX_PAYLOAD = 64 * 1024 * 1024;

@@ -16,37 +16,9 @@
 // and decompressed) and, if the client's close frame arrived,
 // `CLOSE <code> <reason>` (ws echoes it). Exits after the first connection closes, or after
 // 60 s (exit 2).
-import { createRequire } from 'node:module';
 import { WebSocketServer } from 'ws';
 
-// ws's own PerMessageDeflate class: count the compressed messages received (decompress() is
-// called per frame of a compressed message; fin marks its end) and, for those under 1 KiB,
-// their bytes on the wire and decompressed.
-const PerMessageDeflate = createRequire(import.meta.url)('./node_modules/ws/lib/permessage-deflate.js');
-const stats = { compressed: 0, smallWire: 0, smallPlain: 0 };
-{
-  // Wire and decompressed bytes of the message being decompressed (it may span frames).
-  let wire = 0;
-  let plain = 0;
-  const decompress = PerMessageDeflate.prototype.decompress;
-  PerMessageDeflate.prototype.decompress = function (data, fin, callback) {
-    wire += data.length;
-    return decompress.call(this, data, fin, (err, buf) => {
-      if (!err) {
-        plain += buf.length;
-        if (fin) {
-          stats.compressed++;
-          if (plain < 1024) {
-            stats.smallWire += wire;
-            stats.smallPlain += plain;
-          }
-          wire = plain = 0;
-        }
-      }
-      callback(err, buf);
-    });
-  };
-}
+import { stats } from './node_common.mjs';
 
 const NAME = 'node_server';
 const MODES = ['off', 'takeover', 'no-takeover'];

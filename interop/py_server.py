@@ -30,40 +30,12 @@ import sys
 
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
-from websockets.extensions.permessage_deflate import PerMessageDeflate, ServerPerMessageDeflateFactory
-from websockets.frames import Opcode
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+
+from py_common import MAX_SIZE, MODES, STATS, small_ratio
 
 NAME = "py_server"
-MAX_SIZE = 64 * 1024 * 1024
 HARD_TIMEOUT = 60.0
-MODES = ("off", "takeover", "no-takeover")
-
-# Data messages received, how many had RSV1 set, and for the small single-frame compressed
-# ones the bytes on the wire and decompressed, counted by wrapping the extension's decoder (it
-# sees every frame while permessage-deflate is active).
-STATS = {"data": 0, "compressed": 0, "small_wire": 0, "small_plain": 0}
-SMALL = 1024  # messages below this size (uncompressed) count towards small_wire/small_plain
-_decode = PerMessageDeflate.decode
-
-
-def _counting_decode(self, frame, *, max_size=None):
-    out = _decode(self, frame, max_size=max_size)
-    if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
-        STATS["data"] += 1
-        if frame.rsv1:
-            STATS["compressed"] += 1
-            if frame.fin and len(out.data) < SMALL:
-                STATS["small_wire"] += len(frame.data)
-                STATS["small_plain"] += len(out.data)
-    return out
-
-
-def small_ratio() -> str:
-    w, p = STATS["small_wire"], STATS["small_plain"]
-    return f"small compressed messages {w} bytes on the wire for {p} ({w / p:.0%})" if p else "none"
-
-
-PerMessageDeflate.decode = _counting_decode
 
 
 def out(line: str) -> None:
