@@ -1,5 +1,6 @@
 //! `fdx connect URL`: send stdin as messages, print what arrives, close cleanly.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,7 +14,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, BufReader}
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::output::{BinaryFormat, Direction, Printer};
+use crate::interactive::{Input, LineEditor};
+use crate::output::{self, BinaryFormat, Direction, Printer, Sink};
 use crate::{Failure, EXIT_BROKEN, EXIT_CLOSE_CODE, EXIT_USAGE};
 
 /// How many bytes of stdin one `--binary` message carries at most.
@@ -24,7 +26,13 @@ Each line of stdin is sent as one text message (with --binary, each chunk read f
 up to 64 KiB, is one binary message). Each text message received is printed on its own line;
 binary messages are printed in hex or base64 (--binary-format). When stdin ends, fdx waits
 until nothing has arrived for --wait seconds (or until --wait-messages messages have arrived
-in all), then closes with 1000 and waits for the server's close frame.
+in all), then closes with 1000 and waits for the server's close frame. If stdout is closed
+(`| head -1`), fdx closes with 1000 and exits with status 0.
+
+When stdin is a terminal (and without --binary), fdx is interactive: a `> ` prompt with line
+editing and history (Up/Down, Ctrl-R; kept in memory only). Each line entered is sent as a
+text message; messages received are printed above the prompt without disturbing the line being
+typed. Ctrl-D or Ctrl-C closes with 1000; the connection closing ends the prompt.
 
 --json prints one object per line for every message, in and out: {\"time\" (RFC 3339, UTC),
 \"dir\": \"in\"|\"out\", \"type\": \"text\"|\"binary\"|\"ping\"|\"pong\"|\"close\", \"len\", and \"text\",
@@ -170,7 +178,11 @@ pub async fn run(args: ConnectArgs) -> Result<(), Failure> {
         print_response(&response);
     }
     let (mut rx, mut tx) = ws.split();
-    session(&mut rx, &mut tx, &args).await
+    if !args.binary && std::io::stdin().is_terminal() {
+        interactive_session(&mut rx, &mut tx, &args).await
+    } else {
+        session(&mut rx, &mut tx, &args).await
+    }
 }
 
 /// The library configuration the flags ask for.
@@ -349,6 +361,8 @@ struct Seen {
     messages: u64,
     /// When the last one arrived (or the connection opened).
     last: Instant,
+    /// Stdout's reader went away: time to close.
+    stdout_closed: bool,
 }
 
 /// How the receiving side ended.
@@ -376,12 +390,14 @@ where
     let printer = Printer {
         json: args.json,
         binary_format: args.binary_format,
+        sink: Sink::Stdio,
     };
     let (seen_tx, seen_rx) = watch::channel(Seen {
         messages: 0,
         last: Instant::now(),
+        stdout_closed: false,
     });
-    let reader = receive(rx, printer, args.verbose, seen_tx);
+    let reader = receive(rx, printer.clone(), args.verbose, seen_tx);
     tokio::pin!(reader);
     let end = tokio::select! {
         // The server closed, or the connection broke, while we were still sending or waiting.
@@ -404,8 +420,78 @@ where
     conclude(end, args)
 }
 
+/// The interactive session (stdin is a terminal): a prompt with line editing and history;
+/// each line entered is one text message, and what arrives is printed above the prompt.
+async fn interactive_session<S>(
+    rx: &mut ReadHalf<S>,
+    tx: &mut WriteHalf<S>,
+    args: &ConnectArgs,
+) -> Result<(), Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut editor, external) = LineEditor::start()?;
+    let printer = Printer {
+        json: args.json,
+        binary_format: args.binary_format,
+        sink: Sink::Editor(external),
+    };
+    let (seen_tx, _seen_rx) = watch::channel(Seen {
+        messages: 0,
+        last: Instant::now(),
+        stdout_closed: false,
+    });
+    let reader = receive(rx, printer.clone(), args.verbose, seen_tx);
+    tokio::pin!(reader);
+    let end = tokio::select! {
+        // The server closed, or the connection broke, while the prompt was open.
+        end = &mut reader => end,
+        sent = send_typed(tx, &mut editor, &printer) => {
+            if let Err(failure) = sent {
+                if failure.code != EXIT_BROKEN {
+                    return Err(failure);
+                }
+            }
+            match tokio::time::timeout(Duration::from_secs(10), &mut reader).await {
+                Ok(end) => end,
+                Err(_) => return Err(Failure::with_code(EXIT_BROKEN, "the close handshake did not finish")),
+            }
+        }
+    };
+    // Restores the terminal if the prompt is still open.
+    drop(editor);
+    conclude(end, args)
+}
+
+/// Sends each line typed until Ctrl-D or Ctrl-C, then closes with 1000.
+async fn send_typed<S>(
+    tx: &mut WriteHalf<S>,
+    editor: &mut LineEditor,
+    printer: &Printer,
+) -> Result<(), Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        match editor.next().await {
+            Input::Line(line) => send(tx, Message::text(line), printer).await?,
+            Input::End => break,
+            Input::Failed(reason) => {
+                // Best effort: the terminal is the problem, not the connection.
+                let _ = close(tx, printer).await;
+                return Err(Failure::new(reason));
+            }
+        }
+    }
+    close(tx, printer).await
+}
+
 /// The exit status for how the connection ended.
 fn conclude(end: ReadEnd, args: &ConnectArgs) -> Result<(), Failure> {
+    if output::stdout_closed() {
+        // Like other Unix tools, a reader that has seen enough is not an error.
+        return Ok(());
+    }
     match end {
         ReadEnd::Closed(None) => Ok(()),
         ReadEnd::Closed(Some(frame))
@@ -466,21 +552,28 @@ where
         if let Err(reason) = printer.message(Direction::In, &message) {
             return ReadEnd::Output(reason);
         }
+        if output::stdout_closed() && !seen.borrow().stdout_closed {
+            seen.send_modify(|seen| seen.stdout_closed = true);
+        }
         match &message {
             Message::Text(_) | Message::Binary(_) => seen.send_modify(|seen| {
                 seen.messages += 1;
                 seen.last = Instant::now();
             }),
-            Message::Ping(data) if verbose => eprintln!("* ping received ({} bytes)", data.len()),
-            Message::Pong(data) if verbose => eprintln!("* pong received ({} bytes)", data.len()),
+            Message::Ping(data) if verbose => {
+                printer.note(&format!("* ping received ({} bytes)", data.len()))
+            }
+            Message::Pong(data) if verbose => {
+                printer.note(&format!("* pong received ({} bytes)", data.len()))
+            }
             Message::Close(frame) => {
                 if verbose {
-                    match frame {
+                    printer.note(&match frame {
                         Some(f) => {
-                            eprintln!("* close received: {} {:?}", f.code.0, f.reason.as_str())
+                            format!("* close received: {} {:?}", f.code.0, f.reason.as_str())
                         }
-                        None => eprintln!("* close received without a code"),
-                    }
+                        None => "* close received without a code".to_owned(),
+                    });
                 }
                 close = Some(frame.clone());
             }
@@ -503,6 +596,27 @@ async fn transmit<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut closed = seen.clone();
+    tokio::select! {
+        sent = send_stdin(tx, args, &printer) => sent?,
+        // `| head -1` has seen enough: stop sending and close.
+        _ = closed.wait_for(|seen| seen.stdout_closed) => {}
+    }
+    if !output::stdout_closed() {
+        wait_after_eof(args, &mut seen).await;
+    }
+    close(tx, &printer).await
+}
+
+/// Sends stdin until it ends (or stdout is closed), as text lines or binary chunks.
+async fn send_stdin<S>(
+    tx: &mut WriteHalf<S>,
+    args: &ConnectArgs,
+    printer: &Printer,
+) -> Result<(), Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     if args.binary {
         let mut stdin = tokio::io::stdin();
         let mut buf = vec![0; BINARY_CHUNK];
@@ -520,6 +634,9 @@ where
                 printer,
             )
             .await?;
+            if output::stdout_closed() {
+                break;
+            }
         }
     } else {
         let mut lines = BufReader::new(tokio::io::stdin()).lines();
@@ -529,23 +646,51 @@ where
             ))
         })? {
             send(tx, Message::text(line), printer).await?;
+            if output::stdout_closed() {
+                break;
+            }
         }
     }
+    Ok(())
+}
 
+/// After stdin ended: waits as --wait / --wait-messages say (or until stdout is closed).
+async fn wait_after_eof(args: &ConnectArgs, seen: &mut watch::Receiver<Seen>) {
     let eof = Instant::now();
     match args.wait_messages {
         Some(count) => {
             // Err: the reader is gone, and the session ends through it.
-            let _ = seen.wait_for(|seen| seen.messages >= count).await;
+            let _ = seen
+                .wait_for(|seen| seen.messages >= count || seen.stdout_closed)
+                .await;
         }
         None => loop {
-            let deadline = eof.max(seen.borrow().last) + args.wait;
-            if Instant::now() >= deadline {
+            let (last, closed) = {
+                let seen = seen.borrow_and_update();
+                (seen.last, seen.stdout_closed)
+            };
+            let deadline = eof.max(last) + args.wait;
+            if closed || Instant::now() >= deadline {
                 break;
             }
-            tokio::time::sleep_until(deadline).await;
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {}
+                changed = seen.changed() => {
+                    if changed.is_err() {
+                        // The reader is gone: the session ends through it.
+                        break;
+                    }
+                }
+            }
         },
     }
+}
+
+/// Sends our close frame (1000) and logs it (`--json`).
+async fn close<S>(tx: &mut WriteHalf<S>, printer: &Printer) -> Result<(), Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let frame = CloseFrame::new(CloseCode::NORMAL, "");
     tx.close(Some(frame.clone()))
         .await
@@ -556,7 +701,7 @@ where
 }
 
 /// Sends one message and logs it (`--json`).
-async fn send<S>(tx: &mut WriteHalf<S>, message: Message, printer: Printer) -> Result<(), Failure>
+async fn send<S>(tx: &mut WriteHalf<S>, message: Message, printer: &Printer) -> Result<(), Failure>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {

@@ -14,6 +14,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 mod connect;
 mod echo;
 mod exec;
+mod interactive;
 mod output;
 mod serve;
 mod tls;

@@ -2,6 +2,8 @@
 //! object per event.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -45,13 +47,93 @@ struct JsonEvent<'a> {
     reason: Option<&'a str>,
 }
 
-/// Prints events to stdout, flushing after each one so that a reader sees them at once.
-#[derive(Debug, Clone, Copy)]
+/// Set once a write to stdout failed because its reader went away (`fdx connect URL | head -1`).
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Whether stdout's reader has gone away; from then on, output is discarded.
+pub fn stdout_closed() -> bool {
+    STDOUT_CLOSED.load(Ordering::Relaxed)
+}
+
+/// A line editor's printer: prints above the line being edited and redraws it.
+pub type EditorPrinter = Arc<Mutex<Box<dyn rustyline::ExternalPrinter + Send>>>;
+
+/// Where printed lines go.
+#[derive(Clone, Default)]
+pub enum Sink {
+    /// Messages to stdout, notes to stderr.
+    #[default]
+    Stdio,
+    /// Everything through the interactive line editor, which keeps the line being typed intact.
+    Editor(EditorPrinter),
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Sink::Stdio => "Stdio",
+            Sink::Editor(_) => "Editor",
+        })
+    }
+}
+
+impl Sink {
+    /// Prints one line of output (stdout, or above the edited line).
+    ///
+    /// A closed stdout (broken pipe) is not an error: it is remembered ([`stdout_closed`]) and
+    /// later output is dropped.
+    pub fn line(&self, line: &str) -> Result<(), String> {
+        match self {
+            Sink::Stdio => {
+                if stdout_closed() {
+                    return Ok(());
+                }
+                let mut stdout = std::io::stdout().lock();
+                match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+                    Ok(()) => Ok(()),
+                    Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
+                        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+                        Ok(())
+                    }
+                    Err(error) => Err(format!("cannot write to stdout: {error}")),
+                }
+            }
+            Sink::Editor(printer) => editor_print(printer, line),
+        }
+    }
+
+    /// Prints one diagnostic line (stderr, or above the edited line).
+    pub fn note(&self, line: &str) {
+        match self {
+            Sink::Stdio => eprintln!("{line}"),
+            // Diagnostics are best effort, like eprintln! which ignores a closed stderr.
+            Sink::Editor(printer) => {
+                let _ = editor_print(printer, line);
+            }
+        }
+    }
+}
+
+/// Hands one line to the line editor's printer.
+fn editor_print(printer: &EditorPrinter, line: &str) -> Result<(), String> {
+    let mut printer = printer
+        .lock()
+        .map_err(|_| "the terminal printer failed earlier".to_owned())?;
+    printer
+        .print(format!("{line}\n"))
+        .map_err(|e| format!("cannot write to the terminal: {e}"))
+}
+
+/// Prints events to stdout (or through the line editor), flushing after each one so that a
+/// reader sees them at once.
+#[derive(Debug, Clone)]
 pub struct Printer {
     /// One JSON object per event (both directions, control frames included).
     pub json: bool,
     /// Plain mode's format for binary payloads.
     pub binary_format: BinaryFormat,
+    /// Where the lines go.
+    pub sink: Sink,
 }
 
 impl Printer {
@@ -70,10 +152,12 @@ impl Printer {
                 _ => return Ok(()),
             }
         };
-        let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "{line}")
-            .and_then(|()| stdout.flush())
-            .map_err(|e| format!("cannot write to stdout: {e}"))
+        self.sink.line(&line)
+    }
+
+    /// Prints a diagnostic note (`-v`).
+    pub fn note(&self, line: &str) {
+        self.sink.note(line);
     }
 }
 
