@@ -402,20 +402,7 @@ where
     let end = tokio::select! {
         // The server closed, or the connection broke, while we were still sending or waiting.
         end = &mut reader => end,
-        sent = transmit(tx, args, printer, seen_rx) => {
-            if let Err(failure) = sent {
-                // A send that failed because the connection broke: the reader says why.
-                if failure.code != EXIT_BROKEN {
-                    return Err(failure);
-                }
-            }
-            // Our close frame is out (or sending failed): the reader sees the answer and the
-            // end of the stream, within the library's close timeout.
-            match tokio::time::timeout(Duration::from_secs(10), &mut reader).await {
-                Ok(end) => end,
-                Err(_) => return Err(Failure::with_code(EXIT_BROKEN, "the close handshake did not finish")),
-            }
-        }
+        sent = transmit(tx, args, printer, seen_rx) => after_sending(sent, &mut reader).await?,
     };
     conclude(end, args)
 }
@@ -446,17 +433,7 @@ where
     let end = tokio::select! {
         // The server closed, or the connection broke, while the prompt was open.
         end = &mut reader => end,
-        sent = send_typed(tx, &mut editor, &printer) => {
-            if let Err(failure) = sent {
-                if failure.code != EXIT_BROKEN {
-                    return Err(failure);
-                }
-            }
-            match tokio::time::timeout(Duration::from_secs(10), &mut reader).await {
-                Ok(end) => end,
-                Err(_) => return Err(Failure::with_code(EXIT_BROKEN, "the close handshake did not finish")),
-            }
-        }
+        sent = send_typed(tx, &mut editor, &printer) => after_sending(sent, &mut reader).await?,
     };
     // Restores the terminal if the prompt is still open.
     drop(editor);
@@ -487,6 +464,23 @@ where
 }
 
 /// The exit status for how the connection ended.
+/// Sending has ended (our close frame is out, or a send failed): the reader sees the answer
+/// and the end of the stream, within a bound. A send that failed because the connection broke
+/// is not reported itself: the reader says why.
+async fn after_sending(
+    sent: Result<(), Failure>,
+    reader: &mut std::pin::Pin<&mut impl std::future::Future<Output = ReadEnd>>,
+) -> Result<ReadEnd, Failure> {
+    if let Err(failure) = sent {
+        if failure.code != EXIT_BROKEN {
+            return Err(failure);
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .map_err(|_| Failure::with_code(EXIT_BROKEN, "the close handshake did not finish"))
+}
+
 fn conclude(end: ReadEnd, args: &ConnectArgs) -> Result<(), Failure> {
     if output::stdout_closed() {
         // Like other Unix tools, a reader that has seen enough is not an error.
