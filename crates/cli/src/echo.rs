@@ -2,7 +2,7 @@
 
 use fullduplex::Accept;
 
-use crate::serve::{ServeOptions, Server, ServerSocket, DEFAULT_ADDR};
+use crate::listener::{ServeOptions, Server, ServerSocket, DEFAULT_ADDR};
 use crate::Failure;
 
 const HELP: &str = "\

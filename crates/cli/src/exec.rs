@@ -12,7 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::Semaphore;
 
-use crate::serve::{ServeOptions, Server, ServerSocket, Transport, DEFAULT_ADDR};
+use crate::listener::{ServeOptions, Server, ServerSocket, Transport, DEFAULT_ADDR};
 use crate::Failure;
 
 /// How long a process may take to exit after its stdin is closed (or its stdout ended)

@@ -15,8 +15,8 @@ mod connect;
 mod echo;
 mod exec;
 mod interactive;
+mod listener;
 mod output;
-mod serve;
 mod tls;
 
 /// Connect to, serve and inspect WebSocket endpoints.
