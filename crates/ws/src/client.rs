@@ -168,36 +168,63 @@ pub async fn connect_with(
     let request = request.into_client_request()?;
     let timeout = config.handshake_timeout;
     let attempt = async {
-        let uri = request.uri().clone();
-        let secure = match uri.scheme_str() {
-            Some("ws") => false,
-            Some("wss") => true,
-            _ => return Err(Error::Handshake(HandshakeError::UnsupportedScheme)),
-        };
-        let host = uri
-            .host()
-            .ok_or_else(|| Error::Url(format!("{uri}: no host")))?;
-        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
-        // `Uri::host` keeps the brackets of an IPv6 literal; the resolver wants them off.
-        let bare_host = host.trim_start_matches('[').trim_end_matches(']');
-        let tcp = match config.proxy.resolve(bare_host, secure)? {
-            Some(proxy) => proxy.connect(bare_host, port).await?,
-            None => {
-                let tcp = TcpStream::connect((bare_host, port)).await?;
-                tcp.set_nodelay(true)?;
-                tcp
-            }
-        };
-        let stream = if secure {
-            tls_connect(tcp, bare_host, &config).await?
-        } else {
-            MaybeTlsStream::Plain(tcp)
-        };
+        let stream = open_stream(request.uri(), &config).await?;
         client_handshake(stream, request, config.clone()).await
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(result) => result,
         Err(_) => Err(Error::Timeout(TimeoutKind::Handshake)),
+    }
+}
+
+/// Opens the transport a `ws://` or `wss://` URL names, without the WebSocket handshake:
+/// TCP (directly or through [`Config::proxy`]), then TLS for `wss://` with [`Config::tls`].
+/// Bounded by [`Config::handshake_timeout`].
+///
+/// This is the first half of [`connect_with`], for programs that speak the upgrade
+/// themselves, such as a proxy that forwards a browser's handshake unchanged.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), fullduplex::Error> {
+/// let uri: http::Uri = "wss://example.com/chat".parse().expect("valid URL");
+/// let stream = fullduplex::connect_stream(&uri, &fullduplex::Config::default()).await?;
+/// # drop(stream); Ok(()) }
+/// ```
+pub async fn connect_stream(
+    uri: &http::Uri,
+    config: &Config,
+) -> Result<MaybeTlsStream<TcpStream>, Error> {
+    match tokio::time::timeout(config.handshake_timeout, open_stream(uri, config)).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Timeout(TimeoutKind::Handshake)),
+    }
+}
+
+/// TCP (or the proxy tunnel) and TLS for `uri`, not bounded in time.
+async fn open_stream(uri: &http::Uri, config: &Config) -> Result<MaybeTlsStream<TcpStream>, Error> {
+    let secure = match uri.scheme_str() {
+        Some("ws") => false,
+        Some("wss") => true,
+        _ => return Err(Error::Handshake(HandshakeError::UnsupportedScheme)),
+    };
+    let host = uri
+        .host()
+        .ok_or_else(|| Error::Url(format!("{uri}: no host")))?;
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    // `Uri::host` keeps the brackets of an IPv6 literal; the resolver wants them off.
+    let bare_host = host.trim_start_matches('[').trim_end_matches(']');
+    let tcp = match config.proxy.resolve(bare_host, secure)? {
+        Some(proxy) => proxy.connect(bare_host, port).await?,
+        None => {
+            let tcp = TcpStream::connect((bare_host, port)).await?;
+            tcp.set_nodelay(true)?;
+            tcp
+        }
+    };
+    if secure {
+        tls_connect(tcp, bare_host, config).await
+    } else {
+        Ok(MaybeTlsStream::Plain(tcp))
     }
 }
 

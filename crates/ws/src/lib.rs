@@ -47,7 +47,9 @@ mod timers;
 #[cfg(feature = "rustls")]
 pub mod tls;
 
-pub use client::{client_handshake, connect, connect_with, ClientRequest, IntoClientRequest};
+pub use client::{
+    client_handshake, connect, connect_stream, connect_with, ClientRequest, IntoClientRequest,
+};
 pub use config::{Config, Keepalive};
 pub use error::{Error, TimeoutKind};
 pub use proxy::{
