@@ -38,6 +38,8 @@ mod client;
 mod config;
 mod error;
 mod head;
+#[cfg(feature = "hyper")]
+pub mod hyper;
 mod proxy;
 mod server;
 mod socket;

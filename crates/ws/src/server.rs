@@ -22,9 +22,9 @@ use crate::socket::WebSocket;
 /// ```
 #[derive(Debug, Clone)]
 pub struct Accept {
-    protocol: Option<String>,
-    headers: HeaderMap,
-    compression: bool,
+    pub(crate) protocol: Option<String>,
+    pub(crate) headers: HeaderMap,
+    pub(crate) compression: bool,
 }
 
 impl Default for Accept {
@@ -80,7 +80,7 @@ impl Accept {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Reject {
-    response: Box<Response<Bytes>>,
+    pub(crate) response: Box<Response<Bytes>>,
 }
 
 impl Reject {
@@ -209,22 +209,8 @@ where
             return Err(Error::Rejected(status));
         }
     };
-    // permessage-deflate: the first acceptable offer, answered within what it allows.
-    let deflate = match (&config.protocol.deflate, accept.compression) {
-        (Some(deflate_config), true) => {
-            deflate::server_negotiate(upgrade.extensions(), deflate_config)
-        }
-        _ => None,
-    };
-    let extensions = deflate
-        .as_ref()
-        .map(|(_, answer)| handshake::format_extensions(std::slice::from_ref(answer)));
-    let mut response = match handshake::accept_response(
-        &upgrade,
-        accept.protocol.as_deref(),
-        extensions.as_deref(),
-    ) {
-        Ok(response) => response,
+    let (response, deflate) = match answer(&upgrade, &config, &accept) {
+        Ok(answer) => answer,
         Err(error) => {
             let mut failure = Response::new(Bytes::from_static(
                 b"server chose a subprotocol the client did not offer\n",
@@ -234,9 +220,6 @@ where
             return Err(error.into());
         }
     };
-    for (name, value) in accept.headers.iter() {
-        response.headers_mut().append(name, value.clone());
-    }
     let mut out = BytesMut::with_capacity(256);
     handshake::encode_response_head(&response, &mut out);
     stream.write_all(&out).await?;
@@ -244,10 +227,35 @@ where
     let leftover = buf.split_off(head_len);
     let mut ws = WebSocket::from_raw(stream, Role::Server, config, leftover);
     ws.set_protocol(accept.protocol);
-    if let Some((params, _)) = deflate {
+    if let Some(params) = deflate {
         ws.enable_deflate(params);
     }
     Ok(ws)
+}
+
+/// The `101` answer to an accepted request: the chosen subprotocol, permessage-deflate (the
+/// first acceptable offer, answered within what it allows) and the application's headers.
+/// Shared by [`accept_with`] and the hyper integration.
+pub(crate) fn answer(
+    upgrade: &UpgradeRequest,
+    config: &Config,
+    accept: &Accept,
+) -> Result<(Response<()>, Option<deflate::DeflateParams>), HandshakeError> {
+    let deflate = match (&config.protocol.deflate, accept.compression) {
+        (Some(deflate_config), true) => {
+            deflate::server_negotiate(upgrade.extensions(), deflate_config)
+        }
+        _ => None,
+    };
+    let extensions = deflate
+        .as_ref()
+        .map(|(_, answer)| handshake::format_extensions(std::slice::from_ref(answer)));
+    let mut response =
+        handshake::accept_response(upgrade, accept.protocol.as_deref(), extensions.as_deref())?;
+    for (name, value) in accept.headers.iter() {
+        response.headers_mut().append(name, value.clone());
+    }
+    Ok((response, deflate.map(|(params, _)| params)))
 }
 
 /// Answers a malformed request with its status and reason, closes, and returns the error.
