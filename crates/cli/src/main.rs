@@ -17,6 +17,7 @@ mod exec;
 mod interactive;
 mod listener;
 mod output;
+mod proxy;
 mod tls;
 
 /// Connect to, serve and inspect WebSocket endpoints.
@@ -32,6 +33,7 @@ Examples:
   echo hello | fdx ws://127.0.0.1:9001/      send one message, print the answer
   fdx echo 127.0.0.1:9001                    run an echo server
   fdx exec 127.0.0.1:9002 -- ./script.sh     one process per connection, lines in and out
+  fdx proxy -l 127.0.0.1:9002 -u ws://127.0.0.1:9001   log every frame between two peers
   fdx completions bash > /etc/bash_completion.d/fdx
 
 `fdx ws://...` and `fdx wss://...` are short for `fdx connect ...`.";
@@ -44,6 +46,8 @@ enum Command {
     Echo(echo::EchoArgs),
     /// Serve a WebSocket that runs a command per connection (like websocketd).
     Exec(exec::ExecArgs),
+    /// Sit between a client and a server, forward everything, log every frame.
+    Proxy(proxy::ProxyArgs),
     /// Print shell completions.
     #[command(
         after_help = "Examples:\n  fdx completions bash > ~/.local/share/bash-completion/completions/fdx\n  fdx completions zsh > ~/.zfunc/_fdx\n  fdx completions fish > ~/.config/fish/completions/fdx.fish"
@@ -118,6 +122,7 @@ fn main() -> ExitCode {
             Command::Connect(args) => connect::run(args).await,
             Command::Echo(args) => echo::run(args).await,
             Command::Exec(args) => exec::run(args).await,
+            Command::Proxy(args) => proxy::run(args).await,
             Command::Completions { shell } => {
                 clap_complete::generate(shell, &mut Cli::command(), "fdx", &mut std::io::stdout());
                 Ok(())
