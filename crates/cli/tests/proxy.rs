@@ -355,3 +355,55 @@ fn handshake_failures_get_http_answers() {
     let run = common::run(&["proxy", "--upstream", "http://x"], b"");
     assert_eq!(run.code(), 2, "{run:?}");
 }
+
+#[test]
+fn wss_on_both_sides() {
+    let dir = temp_dir("proxy-tls");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("certificate");
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).expect("write cert");
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write key");
+    let (cert_arg, key_arg) = (cert_path.to_str().unwrap(), key_path.to_str().unwrap());
+    let echo = Background::start(&[
+        "echo",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert_arg,
+        "--tls-key",
+        key_arg,
+    ]);
+    let upstream = format!("wss://localhost:{}", echo.port());
+    let log = dir.join("frames.jsonl");
+    let proxy = start_proxy(
+        &upstream,
+        &log,
+        &[
+            "--cacert",
+            cert_arg,
+            "--tls-cert",
+            cert_arg,
+            "--tls-key",
+            key_arg,
+        ],
+    );
+    assert!(proxy.url.starts_with("wss://"), "{}", proxy.url);
+    let url = format!("wss://localhost:{}/secure", proxy.port());
+    let run = common::run(
+        &[
+            "connect",
+            &url,
+            "--cacert",
+            cert_arg,
+            "--wait-messages",
+            "1",
+        ],
+        b"through two TLS hops\n",
+    );
+    run.assert_ok();
+    assert_eq!(run.stdout, "through two TLS hops\n");
+    let events = read_log(&log, |e| e["event"] == "close");
+    let down = frames(&events, "server->client");
+    assert_eq!(down[0]["text"], "through two TLS hops");
+}
