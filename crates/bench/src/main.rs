@@ -1,0 +1,351 @@
+//! `fullduplex-bench`: runs the echo servers one after another, pinned to CPU 0, under the
+//! load generator on CPU 1, interleaved over rounds, and writes the tables to `BENCHMARKS.md`.
+//!
+//! ```text
+//! cargo build --release -p fullduplex-bench
+//! cargo run --release -p fullduplex-bench                 # the full run (about 12 minutes)
+//! cargo run --release -p fullduplex-bench -- --smoke      # seconds; writes nothing
+//! cargo run --release -p fullduplex-bench -- callgrind    # instructions per message
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use fullduplex_bench::bench::{self, CellSpec, Timing};
+use fullduplex_bench::report::{self, Results};
+use fullduplex_bench::servers::{self, ServerSpec};
+use fullduplex_bench::{callgrind, load, machine};
+
+#[derive(Parser)]
+#[command(version, about = "Side-by-side WebSocket echo benchmark")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The load generator (started by the runner, pinned to CPU 1).
+    Load(load::LoadArgs),
+    /// Server instructions per message under valgrind's callgrind.
+    Callgrind(CallgrindArgs),
+    /// Rewrites BENCHMARKS.md from a saved results file.
+    Report {
+        /// The JSON a run saved.
+        from: PathBuf,
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+#[derive(Args, Clone)]
+struct Output {
+    /// The markdown file to update (only the generated section is replaced).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Write no markdown.
+    #[arg(long)]
+    no_write: bool,
+}
+
+#[derive(Args, Clone)]
+struct Selection {
+    /// Only these servers (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    servers: Vec<String>,
+    /// An extra fullduplex build, `NAME=PATH` (repeatable), e.g. the library before a change.
+    #[arg(long = "server")]
+    extra: Vec<String>,
+    /// Run Python websockets in every echo cell, not only the compression cell.
+    #[arg(long)]
+    python_everywhere: bool,
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// A few seconds: a tiny matrix; checks that every server answers; writes nothing.
+    #[arg(long)]
+    smoke: bool,
+    /// Rounds over the whole matrix.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Seconds measured per run.
+    #[arg(long, default_value_t = 3.0)]
+    duration: f64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Only cells whose id contains one of these (comma-separated), e.g. `16B-100c,1MiB`.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Idle connections for the memory measurement (0 skips it).
+    #[arg(long, default_value_t = 10_000)]
+    idle_connections: usize,
+    /// Skip the handshake measurement.
+    #[arg(long)]
+    no_handshakes: bool,
+    /// Skip the echo matrix.
+    #[arg(long)]
+    no_echo: bool,
+    #[command(flatten)]
+    selection: Selection,
+    #[command(flatten)]
+    output: Output,
+}
+
+#[derive(Args, Clone)]
+struct CallgrindArgs {
+    /// One tiny workload.
+    #[arg(long)]
+    smoke: bool,
+    #[command(flatten)]
+    selection: Selection,
+    #[command(flatten)]
+    output: Output,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Load(args)) => load::run(args),
+        Some(Command::Callgrind(args)) => run_callgrind(args),
+        Some(Command::Report { from, output }) => rewrite(&from, &output),
+        None => run(cli.run),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("fullduplex-bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut line = "cargo run --release -p fullduplex-bench".to_owned();
+    if !args.is_empty() {
+        line.push_str(" -- ");
+        line.push_str(&args.join(" "));
+    }
+    line
+}
+
+fn select(selection: &Selection) -> Result<Vec<ServerSpec>, String> {
+    let mut list = servers::builtin(selection.python_everywhere);
+    if !selection.servers.is_empty() {
+        list.retain(|s| selection.servers.contains(&s.name));
+    }
+    for extra in &selection.extra {
+        list.push(servers::extra(extra)?);
+    }
+    for spec in &list {
+        let program = &spec.command[0];
+        if !std::path::Path::new(program).exists() {
+            return Err(format!(
+                "{program} is missing: build with `cargo build --release -p fullduplex-bench`"
+            ));
+        }
+    }
+    if list.is_empty() {
+        return Err("no servers selected".into());
+    }
+    Ok(list)
+}
+
+fn markdown_path(output: &Output) -> PathBuf {
+    output
+        .out
+        .clone()
+        .unwrap_or_else(|| servers::workspace_root().join("BENCHMARKS.md"))
+}
+
+fn results_dir() -> PathBuf {
+    servers::exe_dir().join("../bench")
+}
+
+fn run(args: RunArgs) -> Result<(), String> {
+    fullduplex_bench::serve::raise_nofile_limit();
+    let servers = select(&args.selection)?;
+    let (mut cells, rounds, timing, idle_connections, hs_timing) = if args.smoke {
+        let quick = Timing {
+            warmup: 0.2,
+            duration: 0.4,
+        };
+        (bench::smoke_matrix(), 1, quick.clone(), 50, quick)
+    } else {
+        (
+            bench::full_matrix(),
+            args.rounds.max(1),
+            Timing {
+                warmup: args.warmup,
+                duration: args.duration,
+            },
+            args.idle_connections,
+            Timing {
+                warmup: 0.5,
+                duration: 2.0,
+            },
+        )
+    };
+    if !args.only.is_empty() {
+        cells.retain(|c| args.only.iter().any(|o| c.id.contains(o.as_str())));
+    }
+    if args.no_echo {
+        cells.clear();
+    }
+    let mut results = Results {
+        machine: machine::describe(),
+        command: command_line(),
+        rounds,
+        timing: Some(timing.clone()),
+        cells: cells.clone(),
+        servers: servers.iter().map(|s| s.name.clone()).collect(),
+        idle_connections,
+        ..Results::default()
+    };
+    let plan = |cell: &CellSpec| -> Vec<&ServerSpec> {
+        servers
+            .iter()
+            .filter(|s| {
+                if cell.compress {
+                    s.compression
+                } else {
+                    s.everywhere
+                }
+            })
+            .collect()
+    };
+    let total: usize = cells.iter().map(|c| plan(c).len()).sum::<usize>() * rounds;
+    let mut done = 0;
+    for round in 1..=rounds {
+        for cell in &cells {
+            for spec in plan(cell) {
+                done += 1;
+                let mut outcome = bench::echo_run(spec, cell, round, &timing);
+                // A run disturbed by something else on CPU 0 is repeated once.
+                if matches!(&outcome, Ok(run) if run.cpu0_other > 0.25) {
+                    eprintln!("  disturbed ({}), repeating", spec.name);
+                    outcome = bench::echo_run(spec, cell, round, &timing);
+                }
+                match outcome {
+                    Ok(run) => {
+                        eprintln!(
+                            "[{done}/{total}] round {round} {:<22} {:<18} {:>10.0} msg/s  {:>6.2} µs/msg CPU  p50 {:>6.0} µs  other {:>3.0}%",
+                            cell.id,
+                            spec.name,
+                            run.report.messages_per_s,
+                            run.cpu_us_per_msg,
+                            run.report.latency_us.p50,
+                            run.cpu0_other * 100.0
+                        );
+                        results.echo.push(run);
+                    }
+                    Err(error) => {
+                        eprintln!("[{done}/{total}] FAILED {error}");
+                        results.failures.push(error);
+                    }
+                }
+            }
+        }
+        if idle_connections > 0 && (round <= 2 || args.smoke) {
+            for spec in &servers {
+                match bench::idle_run(spec, idle_connections, 1024, round) {
+                    Ok(run) => {
+                        eprintln!(
+                            "idle {:<18} {:>8.0} B/conn handshake only, {:>8.0} B/conn after an echo",
+                            spec.name, run.per_conn_idle, run.per_conn_echo
+                        );
+                        results.idle.push(run);
+                    }
+                    Err(error) => {
+                        eprintln!("FAILED {error}");
+                        results.failures.push(error);
+                    }
+                }
+            }
+        }
+        if !args.no_handshakes {
+            for spec in servers.iter().filter(|s| !s.raw) {
+                match bench::handshake_run(spec, 32, round, &hs_timing) {
+                    Ok(run) => {
+                        eprintln!(
+                            "handshakes {:<18} {:>8.0}/s {:>6.1} µs CPU each",
+                            spec.name, run.per_s, run.cpu_us
+                        );
+                        results.handshakes.push(run);
+                    }
+                    Err(error) => {
+                        eprintln!("FAILED {error}");
+                        results.failures.push(error);
+                    }
+                }
+            }
+        }
+    }
+    if args.smoke {
+        if results.failures.is_empty() {
+            eprintln!("smoke: every server answered in every cell");
+            return Ok(());
+        }
+        return Err(format!("smoke: {} runs failed", results.failures.len()));
+    }
+    let dir = results_dir();
+    std::fs::create_dir_all(&dir).ok();
+    let json = dir.join("results.json");
+    std::fs::write(
+        &json,
+        serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("{}: {e}", json.display()))?;
+    eprintln!("results saved to {}", json.display());
+    println!("{}", results.markdown());
+    if !args.output.no_write {
+        let path = markdown_path(&args.output);
+        report::write_section(&path, "fullduplex-bench", &results.markdown())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if results.failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} runs failed", results.failures.len()))
+    }
+}
+
+fn rewrite(from: &std::path::Path, output: &Output) -> Result<(), String> {
+    let text = std::fs::read_to_string(from).map_err(|e| format!("{}: {e}", from.display()))?;
+    let results: Results = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    println!("{}", results.markdown());
+    if !output.no_write {
+        let path = markdown_path(output);
+        report::write_section(&path, "fullduplex-bench", &results.markdown())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn run_callgrind(args: CallgrindArgs) -> Result<(), String> {
+    let servers: Vec<ServerSpec> = select(&args.selection)?
+        .into_iter()
+        .filter(|s| !s.command[0].ends_with("python"))
+        .collect();
+    let dir = results_dir().join("callgrind");
+    let (counts, failures) = callgrind::run(&servers, &callgrind::workloads(args.smoke), &dir);
+    let names: Vec<String> = servers.iter().map(|s| s.name.clone()).collect();
+    let table = callgrind::markdown(&counts, &names, &command_line());
+    println!("{table}");
+    if !args.smoke && !args.output.no_write {
+        let path = markdown_path(&args.output);
+        report::write_section(&path, "fullduplex-bench:callgrind", &table)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} profiles failed", failures.len()))
+    }
+}

@@ -1,0 +1,461 @@
+//! Aggregating runs (medians, paired ratios) and writing the markdown tables.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::bench::{CellSpec, EchoRun, HandshakeRun, IdleRun, Timing};
+
+/// Everything one full run measured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Results {
+    /// Machine, kernel, versions.
+    pub machine: Vec<(String, String)>,
+    /// The command line.
+    pub command: String,
+    /// Rounds.
+    pub rounds: usize,
+    /// Timing per echo run.
+    pub timing: Option<Timing>,
+    /// Cells in order.
+    pub cells: Vec<CellSpec>,
+    /// Servers in order.
+    pub servers: Vec<String>,
+    /// Echo runs.
+    pub echo: Vec<EchoRun>,
+    /// Idle memory runs.
+    pub idle: Vec<IdleRun>,
+    /// Connections in the idle runs.
+    pub idle_connections: usize,
+    /// Handshake runs.
+    pub handshakes: Vec<HandshakeRun>,
+    /// Runs that failed, with why.
+    pub failures: Vec<String>,
+}
+
+/// The median (of a non-empty slice; NaN for an empty one).
+pub fn median(values: &[f64]) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn min(values: &[f64]) -> f64 {
+    values.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+fn max(values: &[f64]) -> f64 {
+    values.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+}
+
+/// Runs of one cell by server, then by round.
+type ByServer<'a> = BTreeMap<&'a str, BTreeMap<usize, &'a EchoRun>>;
+
+impl Results {
+    fn cell_runs(&self, cell: &str) -> ByServer<'_> {
+        let mut map: ByServer<'_> = BTreeMap::new();
+        for run in self.echo.iter().filter(|r| r.cell == cell) {
+            map.entry(run.server.as_str())
+                .or_default()
+                .insert(run.round, run);
+        }
+        map
+    }
+
+    /// Median over rounds of `value(server) / reference(round)`, pairing runs of one round.
+    fn paired(
+        runs: &ByServer<'_>,
+        server: &str,
+        reference: impl Fn(usize) -> Option<f64>,
+        value: impl Fn(&EchoRun) -> f64,
+    ) -> f64 {
+        let Some(own) = runs.get(server) else {
+            return f64::NAN;
+        };
+        let ratios: Vec<f64> = own
+            .iter()
+            .filter_map(|(round, run)| Some(value(run) / reference(*round)?))
+            .collect();
+        median(&ratios)
+    }
+
+    fn rate(runs: &ByServer<'_>, server: &str, round: usize) -> Option<f64> {
+        Some(runs.get(server)?.get(&round)?.report.messages_per_s)
+    }
+
+    fn cpu(runs: &ByServer<'_>, server: &str, round: usize) -> Option<f64> {
+        Some(runs.get(server)?.get(&round)?.cpu_us_per_msg)
+    }
+
+    /// fullduplex's paired ratios in one cell: (msg/s vs best Rust peer, CPU vs
+    /// fastwebsockets, msg/s vs fastwebsockets, msg/s vs TCP, CPU vs python).
+    fn ours(&self, cell: &str) -> [f64; 5] {
+        let runs = self.cell_runs(cell);
+        let best_peer = |round| {
+            let a = Self::rate(&runs, "fastwebsockets", round);
+            let b = Self::rate(&runs, "tokio-tungstenite", round);
+            match (a, b) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            }
+        };
+        let rate = |r: &EchoRun| r.report.messages_per_s;
+        let cpu = |r: &EchoRun| r.cpu_us_per_msg;
+        [
+            Self::paired(&runs, "fullduplex", best_peer, rate),
+            Self::paired(
+                &runs,
+                "fullduplex",
+                |r| Self::cpu(&runs, "fastwebsockets", r),
+                cpu,
+            ),
+            Self::paired(
+                &runs,
+                "fullduplex",
+                |r| Self::rate(&runs, "fastwebsockets", r),
+                rate,
+            ),
+            Self::paired(
+                &runs,
+                "fullduplex",
+                |r| Self::rate(&runs, "tcp-echo", r),
+                rate,
+            ),
+            Self::paired(
+                &runs,
+                "fullduplex",
+                |r| Self::cpu(&runs, "python-websockets", r),
+                cpu,
+            ),
+        ]
+    }
+
+    /// The echo table.
+    pub fn echo_table(&self) -> String {
+        let mut out = String::new();
+        out.push_str(
+            "| cell | server | msg/s median (min-max) | × fastwebsockets | × TCP echo | \
+             p50 / p99 µs | server CPU µs/msg | CPU × fastwebsockets | CPU 0 other |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for cell in &self.cells {
+            let runs = self.cell_runs(&cell.id);
+            for server in &self.servers {
+                let Some(own) = runs.get(server.as_str()) else {
+                    continue;
+                };
+                let list: Vec<&EchoRun> = own.values().copied().collect();
+                let rates: Vec<f64> = list.iter().map(|r| r.report.messages_per_s).collect();
+                let p50: Vec<f64> = list.iter().map(|r| r.report.latency_us.p50).collect();
+                let p99: Vec<f64> = list.iter().map(|r| r.report.latency_us.p99).collect();
+                let cpu: Vec<f64> = list.iter().map(|r| r.cpu_us_per_msg).collect();
+                let other: Vec<f64> = list.iter().map(|r| r.cpu0_other).collect();
+                let rate = |r: &EchoRun| r.report.messages_per_s;
+                let vs_fw = Self::paired(
+                    &runs,
+                    server,
+                    |r| Self::rate(&runs, "fastwebsockets", r),
+                    rate,
+                );
+                let vs_tcp =
+                    Self::paired(&runs, server, |r| Self::rate(&runs, "tcp-echo", r), rate);
+                let cpu_fw = Self::paired(
+                    &runs,
+                    server,
+                    |r| Self::cpu(&runs, "fastwebsockets", r),
+                    |r| r.cpu_us_per_msg,
+                );
+                let name = if server == "fullduplex" {
+                    format!("**{server}**")
+                } else {
+                    server.clone()
+                };
+                writeln!(
+                    out,
+                    "| {} | {name} | {} ({}-{}) | {} | {} | {:.0} / {:.0} | {:.2} | {} | {:.0}% |",
+                    cell.describe(),
+                    rate_fmt(median(&rates)),
+                    rate_fmt(min(&rates)),
+                    rate_fmt(max(&rates)),
+                    ratio_fmt(vs_fw),
+                    ratio_fmt(vs_tcp),
+                    median(&p50),
+                    median(&p99),
+                    median(&cpu),
+                    ratio_fmt(cpu_fw),
+                    median(&other) * 100.0,
+                )
+                .ok();
+            }
+        }
+        out
+    }
+
+    /// Idle memory and handshake tables.
+    pub fn idle_table(&self) -> String {
+        let mut out = String::new();
+        writeln!(
+            out,
+            "| server | bytes/conn, handshake only | bytes/conn, after one 1 KiB echo | handshakes/s | server CPU µs/handshake |\n|---|---:|---:|---:|---:|"
+        )
+        .ok();
+        for server in &self.servers {
+            let idle: Vec<&IdleRun> = self.idle.iter().filter(|r| &r.server == server).collect();
+            let hs: Vec<&HandshakeRun> = self
+                .handshakes
+                .iter()
+                .filter(|r| &r.server == server)
+                .collect();
+            if idle.is_empty() && hs.is_empty() {
+                continue;
+            }
+            let a: Vec<f64> = idle.iter().map(|r| r.per_conn_idle).collect();
+            let b: Vec<f64> = idle.iter().map(|r| r.per_conn_echo).collect();
+            let h: Vec<f64> = hs.iter().map(|r| r.per_s).collect();
+            let c: Vec<f64> = hs.iter().map(|r| r.cpu_us).collect();
+            let name = if server == "fullduplex" {
+                format!("**{server}**")
+            } else {
+                server.clone()
+            };
+            writeln!(
+                out,
+                "| {name} | {} | {} | {} | {} |",
+                bytes_fmt(median(&a)),
+                bytes_fmt(median(&b)),
+                if h.is_empty() {
+                    "n/a".into()
+                } else {
+                    rate_fmt(median(&h))
+                },
+                if c.is_empty() {
+                    "n/a".into()
+                } else {
+                    format!("{:.1}", median(&c))
+                },
+            )
+            .ok();
+        }
+        out
+    }
+
+    fn idle_of(&self, server: &str) -> (f64, f64) {
+        let runs: Vec<&IdleRun> = self.idle.iter().filter(|r| r.server == server).collect();
+        let a: Vec<f64> = runs.iter().map(|r| r.per_conn_idle).collect();
+        let b: Vec<f64> = runs.iter().map(|r| r.per_conn_echo).collect();
+        (median(&a), median(&b))
+    }
+
+    /// The issue's targets, each with the measured figure and met / missed.
+    pub fn targets_table(&self) -> String {
+        let mut out = String::from("| target | cell | measured | |\n|---|---|---:|---|\n");
+        let mut row = |target: &str, cell: &str, value: f64, shown: String, met: bool| {
+            let verdict = if value.is_nan() {
+                "not measured"
+            } else if met {
+                "met"
+            } else {
+                "**missed**"
+            };
+            writeln!(out, "| {target} | {cell} | {shown} | {verdict} |").ok();
+        };
+        for cell in self.cells.iter().filter(|c| !c.compress) {
+            let [vs_best, cpu_fw, vs_fw, vs_tcp, _] = self.ours(&cell.id);
+            row(
+                "server CPU/msg ≤ 0.85× fastwebsockets",
+                &cell.describe(),
+                cpu_fw,
+                ratio_fmt(cpu_fw),
+                cpu_fw <= 0.85,
+            );
+            row(
+                "msg/s ≥ 1.1× best Rust peer",
+                &cell.describe(),
+                vs_best,
+                ratio_fmt(vs_best),
+                vs_best >= 1.1,
+            );
+            if cell.pipeline > 1 {
+                row(
+                    "pipelined: ≈ 8× fastwebsockets (µWebSockets' rate ≈ the TCP echo's)",
+                    &cell.describe(),
+                    vs_fw,
+                    format!(
+                        "{} fastwebsockets, {} TCP",
+                        ratio_fmt(vs_fw),
+                        ratio_fmt(vs_tcp)
+                    ),
+                    vs_fw >= 8.0 || vs_tcp >= 1.0,
+                );
+            }
+            if cell.size >= 1 << 20 {
+                row(
+                    "1 MiB: ≥ 0.9× the TCP echo's rate",
+                    &cell.describe(),
+                    vs_tcp,
+                    ratio_fmt(vs_tcp),
+                    vs_tcp >= 0.9,
+                );
+            }
+        }
+        for cell in self.cells.iter().filter(|c| c.compress) {
+            let [_, _, _, _, cpu_py] = self.ours(&cell.id);
+            row(
+                "compression: CPU/msg ≤ Python websockets (C speedups)",
+                &cell.describe(),
+                cpu_py,
+                ratio_fmt(cpu_py),
+                cpu_py <= 1.0,
+            );
+        }
+        let (idle, echo) = self.idle_of("fullduplex");
+        let cell = format!("{} connections", self.idle_connections);
+        row(
+            "idle memory ≤ 1 KiB/conn (aim 512 B), handshake only",
+            &cell,
+            idle,
+            bytes_fmt(idle),
+            idle <= 1024.0,
+        );
+        row(
+            "idle memory ≤ 1 KiB/conn (aim 512 B), after one 1 KiB echo",
+            &cell,
+            echo,
+            bytes_fmt(echo),
+            echo <= 1024.0,
+        );
+        out
+    }
+
+    /// The whole generated section.
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        out.push_str("### Machine and versions\n\n");
+        for (key, value) in &self.machine {
+            writeln!(out, "- {key}: {value}").ok();
+        }
+        if let Some(t) = &self.timing {
+            writeln!(
+                out,
+                "- {} rounds, interleaved (every server once per cell per round); each run: a fresh \
+                 server on CPU 0, the load generator on CPU 1, {} s warm-up, {} s measured",
+                self.rounds, t.warmup, t.duration
+            )
+            .ok();
+        }
+        writeln!(out, "- command: `{}`\n", self.command).ok();
+        out.push_str("### Targets\n\n");
+        out.push_str(&self.targets_table());
+        out.push_str("\n### Echo\n\n");
+        out.push_str(
+            "Ratios are medians of per-round ratios (runs of one round are paired). CPU is the \
+             server's user + system time over the measured window (`/proc/PID/stat`) divided by \
+             the messages echoed in it. Latency is per message, from the write of its batch to \
+             its echo, with both CPUs busy. \"CPU 0 other\" is the share of the window CPU 0 \
+             spent on anything but the server (mostly loopback softirq work); a high value \
+             flags a disturbed run.\n\n",
+        );
+        out.push_str(&self.echo_table());
+        writeln!(
+            out,
+            "\n### Idle memory and handshakes\n\nServer RSS growth (`VmRSS`) over {} idle \
+             connections, divided by their number (user space only: kernel socket buffers are \
+             not in it). Handshakes: 32 concurrent connect-upgrade-close loops.\n",
+            self.idle_connections
+        )
+        .ok();
+        out.push_str(&self.idle_table());
+        if !self.failures.is_empty() {
+            out.push_str("\n### Failed runs\n\n");
+            for failure in &self.failures {
+                writeln!(out, "- {failure}").ok();
+            }
+        }
+        out
+    }
+}
+
+fn rate_fmt(value: f64) -> String {
+    if !value.is_finite() {
+        "-".into()
+    } else if value >= 1e6 {
+        format!("{:.2}M", value / 1e6)
+    } else if value >= 1e4 {
+        format!("{:.0}k", value / 1e3)
+    } else if value >= 100.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.1}")
+    }
+}
+
+fn ratio_fmt(value: f64) -> String {
+    if value.is_finite() {
+        format!("{value:.2}×")
+    } else {
+        "-".into()
+    }
+}
+
+fn bytes_fmt(value: f64) -> String {
+    if !value.is_finite() {
+        "-".into()
+    } else if value >= 10_240.0 {
+        format!("{:.1} KiB", value / 1024.0)
+    } else {
+        format!("{value:.0} B")
+    }
+}
+
+/// Replaces the text between `<!-- NAME:begin -->` and `<!-- NAME:end -->` in `path` (adding
+/// the markers at the end if they are missing), keeping everything else.
+pub fn write_section(path: &Path, name: &str, body: &str) -> std::io::Result<()> {
+    let begin = format!("<!-- {name}:begin -->");
+    let end = format!("<!-- {name}:end -->");
+    let current = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
+    let block = format!("{begin}\n{body}\n{end}");
+    let updated = match (current.find(&begin), current.find(&end)) {
+        (Some(a), Some(b)) if a < b => {
+            format!("{}{block}{}", &current[..a], &current[b + end.len()..])
+        }
+        _ => format!("{}\n{block}\n", current.trim_end()),
+    };
+    std::fs::write(path, updated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn section_is_replaced_and_the_rest_kept() {
+        let dir = std::env::temp_dir().join(format!("fdx-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("B.md");
+        std::fs::write(&path, "# B\n\nintro\n\n## Fan-out\n\nkept\n").unwrap();
+        write_section(&path, "gen", "one").unwrap();
+        write_section(&path, "gen", "two").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("## Fan-out\n\nkept"));
+        assert!(text.contains("<!-- gen:begin -->\ntwo\n<!-- gen:end -->"));
+        assert!(!text.contains("one"));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
