@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+mod bench;
 mod connect;
 mod echo;
 mod exec;
@@ -34,6 +35,7 @@ Examples:
   fdx echo 127.0.0.1:9001                    run an echo server
   fdx exec 127.0.0.1:9002 -- ./script.sh     one process per connection, lines in and out
   fdx proxy -l 127.0.0.1:9002 -u ws://127.0.0.1:9001   log every frame between two peers
+  fdx bench ws://127.0.0.1:9001/ -c 100 -d 10   load an echo server, report msgs/s and latency
   fdx completions bash > /etc/bash_completion.d/fdx
 
 `fdx ws://...` and `fdx wss://...` are short for `fdx connect ...`.";
@@ -48,6 +50,9 @@ enum Command {
     Exec(exec::ExecArgs),
     /// Sit between a client and a server, forward everything, log every frame.
     Proxy(proxy::ProxyArgs),
+    /// Load a WebSocket echo server: messages/s, latency percentiles, idle connections,
+    /// handshakes/s.
+    Bench(bench::BenchArgs),
     /// Print shell completions.
     #[command(
         after_help = "Examples:\n  fdx completions bash > ~/.local/share/bash-completion/completions/fdx\n  fdx completions zsh > ~/.zfunc/_fdx\n  fdx completions fish > ~/.config/fish/completions/fdx.fish"
@@ -110,6 +115,11 @@ fn main() -> ExitCode {
         }
     }
     let cli = Cli::parse_from(args);
+    // `fdx bench` builds its own runtime (--threads).
+    let command = match cli.command {
+        Command::Bench(args) => return exit_status(bench::main(args)),
+        command => command,
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -118,11 +128,12 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Connect(args) => connect::run(args).await,
             Command::Echo(args) => echo::run(args).await,
             Command::Exec(args) => exec::run(args).await,
             Command::Proxy(args) => proxy::run(args).await,
+            Command::Bench(_) => unreachable!("fdx bench runs on its own runtime"),
             Command::Completions { shell } => {
                 clap_complete::generate(shell, &mut Cli::command(), "fdx", &mut std::io::stdout());
                 Ok(())
@@ -131,6 +142,11 @@ fn main() -> ExitCode {
     });
     // Blocking stdin reads must not keep the process alive once the work is done.
     runtime.shutdown_background();
+    exit_status(result)
+}
+
+/// The exit status for a command's result, printing the reason of a failure.
+fn exit_status(result: Result<(), Failure>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
