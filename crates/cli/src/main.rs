@@ -19,6 +19,7 @@ mod interactive;
 mod listener;
 mod output;
 mod proxy;
+mod serve;
 mod tls;
 
 /// Connect to, serve and inspect WebSocket endpoints.
@@ -48,6 +49,8 @@ enum Command {
     Echo(echo::EchoArgs),
     /// Serve a WebSocket that runs a command per connection (like websocketd).
     Exec(exec::ExecArgs),
+    /// Run the push server: topics over WebSocket, HTTP publish, recovery (see PROTOCOL.md).
+    Serve(serve::ServeArgs),
     /// Sit between a client and a server, forward everything, log every frame.
     Proxy(proxy::ProxyArgs),
     /// Load a WebSocket echo server: messages/s, latency percentiles, idle connections,
@@ -132,6 +135,7 @@ fn main() -> ExitCode {
             Command::Connect(args) => connect::run(args).await,
             Command::Echo(args) => echo::run(args).await,
             Command::Exec(args) => exec::run(args).await,
+            Command::Serve(args) => serve::run(args).await,
             Command::Proxy(args) => proxy::run(args).await,
             Command::Bench(_) => unreachable!("fdx bench runs on its own runtime"),
             Command::Completions { shell } => {

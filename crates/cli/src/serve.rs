@@ -1,0 +1,171 @@
+//! `fdx serve`: the push server (fullduplex-hub) on one port: the demo page, `/healthz`,
+//! `/metrics`, `POST /publish/TOPIC` and the WebSocket at `/ws`. See PROTOCOL.md.
+
+use std::time::Duration;
+
+use fullduplex_hub::{BrokerConfig, Hub, HubConfig};
+
+use crate::Failure;
+
+/// Options of `fdx serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: String,
+    /// Also allow WebSockets from this browser Origin (repeatable; `*` allows all). Pages
+    /// served by the hub itself (same host) are always allowed; others get 403.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    pub allowed_origins: Vec<String>,
+    /// Require `Authorization: Bearer KEY` on POST /publish.
+    #[arg(long, env = "FDX_API_KEY", value_name = "KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Require an HS256 JWT signed with this secret on /ws (query `token=`, cookie `token`
+    /// or `Authorization: Bearer`); its `subscribe` and `publish` claims list topic patterns.
+    #[arg(
+        long,
+        env = "FDX_TOKEN_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub token_secret: Option<String>,
+    /// Messages kept per topic for recovery.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub history_size: usize,
+    /// How long messages are kept for recovery (`300`, `90s`, `5m`, `1h`).
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "TIME")]
+    pub history_ttl: Duration,
+    /// Most WebSocket connections at once (more get 503).
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub max_connections: usize,
+    /// Most subscriptions per connection.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub max_subscriptions: usize,
+    /// Most topics at once.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    pub max_topics: usize,
+    /// Largest WebSocket message (larger: close 1009) and POST /publish body (larger: 413).
+    #[arg(long, default_value_t = 65_536, value_name = "BYTES")]
+    pub max_message_size: usize,
+    /// Publishes per second per WebSocket connection, also the burst (0: unlimited).
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub publish_rate: u32,
+    /// Outgoing queue limit per connection; a client that lets more pile up is closed with
+    /// 1013 (slow consumer).
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
+    pub max_queued_bytes: usize,
+    /// Keepalive ping interval (`0`: no pings).
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "TIME")]
+    pub ping_interval: Duration,
+    /// Do not publish the time to the `clock` topic every second.
+    #[arg(long)]
+    pub no_clock: bool,
+    /// How long shutdown (SIGINT, SIGTERM) waits for queues to flush and closes to finish.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "TIME")]
+    pub shutdown_timeout: Duration,
+}
+
+/// Parses `300`, `300s`, `500ms`, `5m`, `1h`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s, 500ms, 5m or 1h"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(number)),
+        "ms" => Ok(Duration::from_millis(number)),
+        "m" => Ok(Duration::from_secs(number.saturating_mul(60))),
+        "h" => Ok(Duration::from_secs(number.saturating_mul(3600))),
+        _ => Err(format!(
+            "unknown unit {unit:?} in {text:?}: use ms, s, m or h"
+        )),
+    }
+}
+
+impl ServeArgs {
+    fn config(&self) -> HubConfig {
+        let mut config = HubConfig::default();
+        config.broker = BrokerConfig {
+            history_size: self.history_size,
+            history_ttl: self.history_ttl,
+            max_topics: self.max_topics,
+        };
+        config.allowed_origins = self.allowed_origins.clone();
+        config.api_key = self.api_key.clone().filter(|k| !k.is_empty());
+        config.token_secret = self.token_secret.clone().filter(|s| !s.is_empty());
+        config.max_connections = self.max_connections;
+        config.max_subscriptions = self.max_subscriptions;
+        config.max_message_size = self.max_message_size;
+        config.publish_rate = self.publish_rate;
+        config.max_queued_bytes = self.max_queued_bytes;
+        config.clock = !self.no_clock;
+        config.shutdown_timeout = self.shutdown_timeout;
+        config.ping_interval = (!self.ping_interval.is_zero()).then_some(self.ping_interval);
+        config
+    }
+}
+
+/// Runs the hub until SIGINT or SIGTERM, then shuts it down gracefully (exit status 0).
+pub async fn run(args: ServeArgs) -> Result<(), Failure> {
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| Failure::new(format!("cannot listen on {}: {e}", args.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Failure::new(format!("cannot read the bound address: {e}")))?;
+    let hub = Hub::new(args.config());
+    println!("listening on http://{addr}");
+    let serving = tokio::spawn(hub.clone().serve(listener));
+    let signal = wait_for_signal().await?;
+    eprintln!("fdx: {signal}: shutting down");
+    hub.shutdown();
+    match serving.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(Failure::new(format!("server failed: {error}"))),
+        Err(error) => Err(Failure::new(format!("server task failed: {error}"))),
+    }
+}
+
+/// Waits for SIGINT or SIGTERM (Ctrl-C elsewhere) and names it.
+async fn wait_for_signal() -> Result<&'static str, Failure> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())
+            .map_err(|e| Failure::new(format!("cannot watch SIGTERM: {e}")))?;
+        let mut int = signal(SignalKind::interrupt())
+            .map_err(|e| Failure::new(format!("cannot watch SIGINT: {e}")))?;
+        tokio::select! {
+            _ = term.recv() => Ok("SIGTERM"),
+            _ = int.recv() => Ok("SIGINT"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c()
+            .await
+            .map_err(|e| Failure::new(format!("cannot watch Ctrl-C: {e}")))?;
+        Ok("Ctrl-C")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("300"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("5 m").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+}

@@ -1,0 +1,130 @@
+//! A topic's recent messages, bounded by count and age, for recovery after a reconnect.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+/// One retained message: its offset, its encoded frame (the one that was fanned out) and when
+/// it was published.
+#[derive(Debug, Clone)]
+struct Entry {
+    offset: u64,
+    frame: Bytes,
+    at: Instant,
+}
+
+/// The last `capacity` messages of a topic that are younger than `ttl`, in offset order.
+#[derive(Debug)]
+pub struct History {
+    entries: VecDeque<Entry>,
+    capacity: usize,
+    ttl: Duration,
+}
+
+impl History {
+    /// An empty history keeping at most `capacity` messages for at most `ttl`.
+    pub fn new(capacity: usize, ttl: Duration) -> History {
+        History {
+            entries: VecDeque::new(),
+            capacity,
+            ttl,
+        }
+    }
+
+    /// Appends a message (offsets must increase) and forgets what falls out of the bounds.
+    pub fn push(&mut self, offset: u64, frame: Bytes, now: Instant) {
+        if self.capacity == 0 {
+            return;
+        }
+        debug_assert!(self.entries.back().is_none_or(|e| e.offset < offset));
+        if self.entries.len() == self.capacity {
+            self.entries.pop_front();
+        }
+        self.entries.push_back(Entry {
+            offset,
+            frame,
+            at: now,
+        });
+        self.expire(now);
+    }
+
+    /// Forgets messages older than the TTL.
+    pub fn expire(&mut self, now: Instant) {
+        while let Some(front) = self.entries.front() {
+            if now.saturating_duration_since(front.at) < self.ttl {
+                break;
+            }
+            self.entries.pop_front();
+        }
+    }
+
+    /// The oldest offset still held, if any.
+    pub fn first_offset(&self) -> Option<u64> {
+        self.entries.front().map(|e| e.offset)
+    }
+
+    /// How many messages are held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The frames of the messages with an offset above `since`, in order.
+    pub fn after(&self, since: u64) -> impl Iterator<Item = &Bytes> + '_ {
+        // Offsets increase along the deque: skip to the first one above `since`.
+        let start = self.entries.partition_point(|e| e.offset <= since);
+        self.entries.range(start..).map(|e| &e.frame)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: u64) -> Bytes {
+        Bytes::from(n.to_string())
+    }
+
+    #[test]
+    fn bounded_by_count() {
+        let now = Instant::now();
+        let mut history = History::new(3, Duration::from_secs(60));
+        for offset in 1..=5 {
+            history.push(offset, frame(offset), now);
+        }
+        assert_eq!(history.len(), 3);
+        assert_eq!(history.first_offset(), Some(3));
+        let after: Vec<_> = history.after(3).cloned().collect();
+        assert_eq!(after, [frame(4), frame(5)]);
+        assert_eq!(history.after(0).count(), 3);
+        assert_eq!(history.after(5).count(), 0);
+        assert_eq!(history.after(99).count(), 0);
+    }
+
+    #[test]
+    fn bounded_by_age() {
+        let start = Instant::now();
+        let mut history = History::new(10, Duration::from_secs(5));
+        history.push(1, frame(1), start);
+        history.push(2, frame(2), start + Duration::from_secs(3));
+        history.expire(start + Duration::from_secs(4));
+        assert_eq!(history.first_offset(), Some(1));
+        history.expire(start + Duration::from_secs(5));
+        assert_eq!(history.first_offset(), Some(2));
+        history.push(3, frame(3), start + Duration::from_secs(9));
+        assert_eq!(history.first_offset(), Some(3));
+    }
+
+    #[test]
+    fn zero_capacity_keeps_nothing() {
+        let mut history = History::new(0, Duration::from_secs(5));
+        history.push(1, frame(1), Instant::now());
+        assert!(history.is_empty());
+        assert_eq!(history.first_offset(), None);
+    }
+}

@@ -1,0 +1,249 @@
+//! The HTTP routes, one hyper service: `GET /` (the demo page), `GET /healthz`,
+//! `GET /metrics`, `GET /ws` (the WebSocket) and `POST /publish/TOPIC`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use fullduplex::{Accept, Config, Reject};
+use http::header::{HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOST, ORIGIN};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Body;
+
+use crate::auth::{bearer, constant_time_eq, find_token, Grants};
+use crate::metrics::inc;
+use crate::topic::Topic;
+use crate::{conn, wire, Hub};
+
+/// The demo page, embedded in the binary.
+pub const INDEX_HTML: &str = include_str!("../assets/index.html");
+
+/// The response type of every route.
+pub type HttpResponse = Response<Full<Bytes>>;
+
+fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> HttpResponse {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> HttpResponse {
+    respond(status, "text/plain; charset=utf-8", body)
+}
+
+fn json_error(status: StatusCode, reason: &str) -> HttpResponse {
+    let body = serde_json::json!({ "error": reason }).to_string();
+    respond(status, "application/json", body)
+}
+
+/// Routes one request.
+pub async fn route<B>(hub: Arc<Hub>, request: Request<B>) -> Result<HttpResponse, Infallible>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    inc(&hub.metrics.http_requests);
+    let path = request.uri().path();
+    let method = request.method().clone();
+    let response = match (path, &method) {
+        ("/", &Method::GET | &Method::HEAD) => {
+            let mut response = respond(StatusCode::OK, "text/html; charset=utf-8", INDEX_HTML);
+            response
+                .headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            response
+        }
+        ("/healthz", &Method::GET | &Method::HEAD) => text(StatusCode::OK, "ok\n"),
+        ("/metrics", &Method::GET) => respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            hub.metrics.render(),
+        ),
+        ("/ws", &Method::GET) => websocket(hub, request),
+        ("/", _) | ("/healthz", _) | ("/metrics", _) | ("/ws", _) => method_not_allowed("GET"),
+        (path, method) if path.starts_with("/publish/") => {
+            if method == Method::POST {
+                publish(hub, request).await
+            } else {
+                method_not_allowed("POST")
+            }
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    };
+    Ok(response)
+}
+
+fn method_not_allowed(allow: &'static str) -> HttpResponse {
+    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+/// The WebSocket configuration of hub connections: no compression (fan-out frames are
+/// encoded once for everybody), the message size limit, keepalive.
+pub fn websocket_config(hub: &Hub) -> Config {
+    let mut config = Config::default()
+        .compression(false)
+        .max_message_size(hub.config.max_message_size)
+        .close_timeout(
+            hub.config
+                .shutdown_timeout
+                .min(std::time::Duration::from_secs(5)),
+        );
+    if let Some(interval) = hub.config.ping_interval {
+        config = config.keepalive(interval, interval);
+    }
+    config
+}
+
+/// `GET /ws`: Origin, connection limit and token checks, then the upgrade.
+fn websocket<B>(hub: Arc<Hub>, mut request: Request<B>) -> HttpResponse {
+    if hub.is_shutting_down() {
+        inc(&hub.metrics.handshake_failures);
+        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+    }
+    let mut admitted = None;
+    let result = fullduplex::hyper::upgrade_with(&mut request, websocket_config(&hub), |upgrade| {
+        hub.origins
+            .check(upgrade.origin(), upgrade.header(HOST.as_str()))
+            .map_err(|refused| Reject::new(StatusCode::FORBIDDEN).body(format!("{refused}\n")))?;
+        let grants = match &hub.tokens {
+            None => Grants::all(),
+            Some(verifier) => {
+                let token = find_token(
+                    upgrade.query(),
+                    upgrade.cookies(),
+                    upgrade.header(AUTHORIZATION.as_str()),
+                );
+                let checked = token
+                    .ok_or(crate::auth::TokenError::Missing)
+                    .and_then(|token| verifier.verify(token, unix_now()));
+                checked.map_err(|error| {
+                    Reject::new(StatusCode::UNAUTHORIZED).body(format!("{error}\n"))
+                })?
+            }
+        };
+        let slot = hub.reserve_slot().ok_or_else(|| {
+            Reject::new(StatusCode::SERVICE_UNAVAILABLE).body("too many connections\n")
+        })?;
+        admitted = Some((grants, slot));
+        Ok(Accept::new().compression(false))
+    });
+    match (result, admitted) {
+        (Ok((response, upgrade)), Some((grants, slot))) => {
+            let task_hub = hub.clone();
+            hub.tasks().spawn(async move {
+                match upgrade.await {
+                    Ok(ws) => conn::run(task_hub, ws, grants, slot).await,
+                    Err(error) => {
+                        inc(&task_hub.metrics.handshake_failures);
+                        tracing::debug!(%error, "upgrade failed");
+                    }
+                }
+            });
+            response
+        }
+        (Ok(_), None) => text(StatusCode::INTERNAL_SERVER_ERROR, "upgrade state lost\n"),
+        (Err(error), _) => {
+            inc(&hub.metrics.handshake_failures);
+            error.into_response()
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `POST /publish/TOPIC`: the body is one JSON value, delivered as `data`.
+async fn publish<B>(hub: Arc<Hub>, request: Request<B>) -> HttpResponse
+where
+    B: Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    if let Some(key) = &hub.config.api_key {
+        let given = bearer(
+            request
+                .headers()
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok()),
+        );
+        if !given.is_some_and(|given| constant_time_eq(given.as_bytes(), key.as_bytes())) {
+            let mut response = json_error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong API key (Authorization: Bearer KEY)",
+            );
+            response
+                .headers_mut()
+                .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+            return response;
+        }
+    }
+    let header = |name| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    if let Err(refused) = hub.origins.check(header(ORIGIN), header(HOST)) {
+        return json_error(StatusCode::FORBIDDEN, &refused.to_string());
+    }
+    let name = request.uri().path().trim_start_matches("/publish/");
+    let topic = match Topic::new(name) {
+        Ok(topic) => topic,
+        Err(error) => {
+            return json_error(StatusCode::BAD_REQUEST, &format!("invalid topic: {error}"))
+        }
+    };
+    if hub.is_reserved(topic.as_str()) {
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "this topic is written by the server only",
+        );
+    }
+    let limit = hub.config.max_message_size;
+    let body = match Limited::new(request.into_body(), limit).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            return json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("body larger than {limit} bytes"),
+            )
+        }
+        Err(error) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                &format!("cannot read the body: {error}"),
+            )
+        }
+    };
+    let data = match wire::parse_json_value(&body) {
+        Ok(data) => data,
+        Err(reason) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                &format!("the body must be one JSON value: {reason}"),
+            )
+        }
+    };
+    match hub.publish(&topic, data.get()).await {
+        Ok(published) => {
+            let body = serde_json::json!({
+                "offset": published.offset,
+                "epoch": &*published.epoch,
+            });
+            respond(StatusCode::OK, "application/json", body.to_string())
+        }
+        Err(error) => json_error(StatusCode::SERVICE_UNAVAILABLE, &error.to_string()),
+    }
+}

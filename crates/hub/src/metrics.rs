@@ -1,0 +1,161 @@
+//! Counters and gauges of the hub, rendered as Prometheus text for `GET /metrics`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// The hub's counters (monotonic) and gauges (current values). All updates are relaxed
+/// atomic adds: the numbers are for monitoring, not for synchronisation.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Open WebSocket connections.
+    pub connections: AtomicI64,
+    /// WebSocket connections accepted since start.
+    pub connections_total: AtomicU64,
+    /// Subscriptions held by open connections.
+    pub subscriptions: AtomicI64,
+    /// Topics that exist (with subscribers or history).
+    pub topics: AtomicI64,
+    /// Messages published by clients (WebSocket and HTTP) and by the server (clock).
+    pub messages_in: AtomicU64,
+    /// Messages queued to subscribers (one per subscriber per message, replays included).
+    pub messages_out: AtomicU64,
+    /// Bytes of published message data received.
+    pub bytes_in: AtomicU64,
+    /// Bytes of frames queued to connections.
+    pub bytes_out: AtomicU64,
+    /// Messages dropped: publishes refused by the rate limit, frames discarded when a slow
+    /// consumer was disconnected.
+    pub drops: AtomicU64,
+    /// Connections closed because their outgoing queue overflowed.
+    pub slow_consumer_disconnects: AtomicU64,
+    /// WebSocket upgrade requests refused (invalid, Origin, token, connection limit).
+    pub handshake_failures: AtomicU64,
+    /// Error replies sent to clients.
+    pub client_errors: AtomicU64,
+    /// HTTP requests served (any route).
+    pub http_requests: AtomicU64,
+}
+
+/// Adds one to a counter.
+pub fn inc(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Adds `n` to a counter.
+pub fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+impl Metrics {
+    /// The Prometheus text exposition (format 0.0.4) of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(2048);
+        let gauge = |out: &mut String, name: &str, help: &str, value: &AtomicI64| {
+            let value = value.load(Ordering::Relaxed).max(0);
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+            );
+        };
+        let counter = |out: &mut String, name: &str, help: &str, value: &AtomicU64| {
+            let value = value.load(Ordering::Relaxed);
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+            );
+        };
+        gauge(
+            &mut out,
+            "fdx_hub_connections",
+            "Open WebSocket connections.",
+            &self.connections,
+        );
+        counter(
+            &mut out,
+            "fdx_hub_connections_total",
+            "WebSocket connections accepted.",
+            &self.connections_total,
+        );
+        gauge(
+            &mut out,
+            "fdx_hub_subscriptions",
+            "Subscriptions of open connections.",
+            &self.subscriptions,
+        );
+        gauge(&mut out, "fdx_hub_topics", "Topics held.", &self.topics);
+        counter(
+            &mut out,
+            "fdx_hub_messages_in_total",
+            "Messages published.",
+            &self.messages_in,
+        );
+        counter(
+            &mut out,
+            "fdx_hub_messages_out_total",
+            "Messages queued to subscribers.",
+            &self.messages_out,
+        );
+        counter(
+            &mut out,
+            "fdx_hub_bytes_in_total",
+            "Bytes of published data received.",
+            &self.bytes_in,
+        );
+        counter(
+            &mut out,
+            "fdx_hub_bytes_out_total",
+            "Bytes of frames queued to connections.",
+            &self.bytes_out,
+        );
+        counter(
+            &mut out,
+            "fdx_hub_drops_total",
+            "Messages dropped (rate limit, slow-consumer queues).",
+            &self.drops,
+        );
+        counter(
+            &mut out,
+            "fdx_hub_slow_consumer_disconnects_total",
+            "Connections closed with 1013 because their queue overflowed.",
+            &self.slow_consumer_disconnects,
+        );
+        counter(
+            &mut out,
+            "fdx_hub_handshake_failures_total",
+            "WebSocket upgrades refused.",
+            &self.handshake_failures,
+        );
+        counter(
+            &mut out,
+            "fdx_hub_client_errors_total",
+            "Error replies sent to WebSocket clients.",
+            &self.client_errors,
+        );
+        counter(
+            &mut out,
+            "fdx_hub_http_requests_total",
+            "HTTP requests served.",
+            &self.http_requests,
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_metric_once() {
+        let metrics = Metrics::default();
+        inc(&metrics.messages_in);
+        add(&metrics.bytes_out, 42);
+        metrics.connections.fetch_add(2, Ordering::Relaxed);
+        let text = metrics.render();
+        assert!(text.contains("\nfdx_hub_messages_in_total 1\n"), "{text}");
+        assert!(text.contains("\nfdx_hub_bytes_out_total 42\n"), "{text}");
+        assert!(text.contains("# TYPE fdx_hub_connections gauge\nfdx_hub_connections 2\n"));
+        let samples = text.lines().filter(|l| !l.starts_with('#')).count();
+        assert_eq!(samples, 13);
+    }
+}

@@ -1,0 +1,182 @@
+//! A connection's outgoing queue: encoded frames waiting to be written, bounded in bytes.
+//!
+//! The broker pushes into it without ever waiting (a lock held for a `VecDeque::push_back`),
+//! so a stalled client cannot slow a publisher down. When a push would take the queue over
+//! its byte limit, the queue is emptied and marked overflowed: the connection task then
+//! closes that connection (1013, `slow consumer`). The connection task drains everything
+//! queued at once and writes it in one batch.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+/// The queue overflowed; the connection must be closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("outgoing queue overflowed")]
+pub struct Overflow {
+    /// How many queued frames were discarded.
+    pub dropped: usize,
+}
+
+/// A bounded queue of encoded frames for one connection.
+#[derive(Debug)]
+pub struct Outbox {
+    state: Mutex<State>,
+    ready: Notify,
+    limit: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    frames: VecDeque<Bytes>,
+    bytes: usize,
+    overflowed: bool,
+}
+
+/// What [`Outbox::drain`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Drained {
+    /// Frames to write (possibly none), in order.
+    Frames,
+    /// The queue overflowed: close the connection as a slow consumer.
+    Overflowed,
+}
+
+impl Outbox {
+    /// An empty queue that holds at most `limit` bytes.
+    pub fn new(limit: usize) -> Outbox {
+        Outbox {
+            state: Mutex::new(State::default()),
+            ready: Notify::new(),
+            limit: limit.max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the queue inconsistent.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues `frame` without waiting. If the queue would exceed its limit, it is emptied and
+    /// marked overflowed (and stays so): this and every later push fail.
+    pub fn push(&self, frame: Bytes) -> Result<(), Overflow> {
+        let mut state = self.lock();
+        if state.overflowed {
+            return Err(Overflow { dropped: 1 });
+        }
+        if state.bytes + frame.len() > self.limit {
+            state.overflowed = true;
+            let dropped = state.frames.len() + 1;
+            state.frames = VecDeque::new();
+            state.bytes = 0;
+            drop(state);
+            self.ready.notify_one();
+            return Err(Overflow { dropped });
+        }
+        let was_empty = state.frames.is_empty();
+        state.bytes += frame.len();
+        state.frames.push_back(frame);
+        drop(state);
+        if was_empty {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Moves every queued frame into `into` (appending), or reports the overflow.
+    pub fn drain(&self, into: &mut Vec<Bytes>) -> Drained {
+        let mut state = self.lock();
+        if state.overflowed {
+            return Drained::Overflowed;
+        }
+        into.extend(state.frames.drain(..));
+        state.bytes = 0;
+        if state.frames.capacity() > 64 {
+            state.frames = VecDeque::new();
+        }
+        Drained::Frames
+    }
+
+    /// Whether the queue overflowed.
+    pub fn is_overflowed(&self) -> bool {
+        self.lock().overflowed
+    }
+
+    /// Bytes queued now.
+    pub fn queued_bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    /// Waits until something was pushed to an empty queue, or it overflowed, since the last
+    /// wait (a push that happened before this call counts).
+    pub async fn wait(&self) {
+        self.ready.notified().await;
+    }
+
+    /// Waits until the queue has overflowed.
+    pub async fn overflowed(&self) {
+        loop {
+            // Register before checking, so that an overflow in between is not missed.
+            let notified = self.ready.notified();
+            if self.is_overflowed() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn queue_drain_and_overflow() {
+        let outbox = Outbox::new(10);
+        assert_eq!(outbox.push(Bytes::from_static(b"abcd")), Ok(()));
+        assert_eq!(outbox.push(Bytes::from_static(b"efgh")), Ok(()));
+        assert_eq!(outbox.queued_bytes(), 8);
+        // The first push left a wake-up behind.
+        tokio::time::timeout(std::time::Duration::from_secs(1), outbox.wait())
+            .await
+            .expect("woken");
+        let mut frames = Vec::new();
+        assert_eq!(outbox.drain(&mut frames), Drained::Frames);
+        assert_eq!(frames, [&b"abcd"[..], &b"efgh"[..]]);
+        assert_eq!(outbox.queued_bytes(), 0);
+
+        assert_eq!(outbox.push(Bytes::from_static(b"0123456789")), Ok(()));
+        assert_eq!(
+            outbox.push(Bytes::from_static(b"x")),
+            Err(Overflow { dropped: 2 })
+        );
+        assert!(outbox.is_overflowed());
+        assert_eq!(
+            outbox.push(Bytes::from_static(b"y")),
+            Err(Overflow { dropped: 1 })
+        );
+        assert_eq!(outbox.drain(&mut frames), Drained::Overflowed);
+        tokio::time::timeout(std::time::Duration::from_secs(1), outbox.overflowed())
+            .await
+            .expect("overflow seen");
+    }
+
+    #[tokio::test]
+    async fn overflow_wakes_a_waiting_writer() {
+        let outbox = std::sync::Arc::new(Outbox::new(4));
+        let waiter = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.overflowed().await }
+        });
+        tokio::task::yield_now().await;
+        let _ = outbox.push(Bytes::from_static(b"12345"));
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiter)
+            .await
+            .expect("woken")
+            .expect("joined");
+    }
+}
