@@ -265,12 +265,12 @@ impl Broker {
                 }
             };
             let reply = wire::subscribed_frame(topic, state.last_offset, &state.epoch, recovered);
-            outbox.push(reply)?;
+            outbox.push_reply(reply)?;
             let mut replayed = 0;
             if let Some(from) = replay_from {
                 let mut bytes = 0;
                 for frame in state.history.after(from) {
-                    outbox.push(frame.clone())?;
+                    outbox.push_reply(frame.clone())?;
                     bytes += frame.len();
                     replayed += 1;
                 }

@@ -276,7 +276,7 @@ impl Session {
 
     /// Queues a reply; an overflow is noticed by the write loop.
     fn send(&self, frame: Bytes) {
-        let _ = self.outbox.push(frame);
+        let _ = self.outbox.push_reply(frame);
     }
 
     fn error(&self, code: &str, message: &str, topic: Option<&Topic>) {

@@ -87,6 +87,24 @@ impl Outbox {
         Ok(())
     }
 
+    /// Queues a reply to the client's own request (an answer, an error, a subscription's
+    /// replay) without counting it against the limit: such bursts are bounded (by the
+    /// history size), and the connection reads no further request while its queue is
+    /// being written. Fails only once the queue has overflowed.
+    pub fn push_reply(&self, frame: Bytes) -> Result<(), Overflow> {
+        let mut state = self.lock();
+        if state.overflowed {
+            return Err(Overflow { dropped: 1 });
+        }
+        let was_empty = state.frames.is_empty();
+        state.frames.push_back(frame);
+        drop(state);
+        if was_empty {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
     /// Moves every queued frame into `into` (appending), or reports the overflow.
     pub fn drain(&self, into: &mut Vec<Bytes>) -> Drained {
         let mut state = self.lock();
@@ -149,10 +167,11 @@ mod tests {
         assert_eq!(frames, [&b"abcd"[..], &b"efgh"[..]]);
         assert_eq!(outbox.queued_bytes(), 0);
 
+        assert_eq!(outbox.push_reply(Bytes::from(vec![b'r'; 100])), Ok(()));
         assert_eq!(outbox.push(Bytes::from_static(b"0123456789")), Ok(()));
         assert_eq!(
             outbox.push(Bytes::from_static(b"x")),
-            Err(Overflow { dropped: 2 })
+            Err(Overflow { dropped: 3 })
         );
         assert!(outbox.is_overflowed());
         assert_eq!(
