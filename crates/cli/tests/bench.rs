@@ -190,6 +190,50 @@ fn echo_open_loop_rate() {
     assert!(u(&report, "messages") <= 400, "{report}");
 }
 
+/// A plain TCP echo server for `connections` connections (each echoed on its own thread until
+/// EOF); returns the port. Bounded: it stops accepting after 20 s.
+fn tcp_echo(connections: usize) -> u16 {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + RUN_TIMEOUT;
+        let mut accepted = 0;
+        while accepted < connections && std::time::Instant::now() < deadline {
+            match listener.accept() {
+                Ok((mut tcp, _)) => {
+                    accepted += 1;
+                    let _ = tcp.set_nonblocking(false);
+                    let _ = tcp.set_read_timeout(Some(RUN_TIMEOUT));
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 << 10];
+                        while let Ok(n) = tcp.read(&mut buf) {
+                            if n == 0 || tcp.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    port
+}
+
+#[test]
+fn plain_tcp_echo_with_tcp() {
+    // The frames come back masked, as sent: they are checked through their mask.
+    let port = tcp_echo(2);
+    let url = format!("ws://127.0.0.1:{port}/");
+    let report = bench_json(
+        &url,
+        &["--tcp", "-c", "2", "-p", "4", "-d", "0.5", "--warmup", "0"],
+    );
+    assert_echo_report(&report, 2, 16, 4);
+}
+
 #[test]
 fn handshakes() {
     let server = echo_server();

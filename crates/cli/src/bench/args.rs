@@ -17,7 +17,7 @@ each message's scheduled time, so a server that falls behind shows it in the lat
 
 Without --compress the generator writes precomputed masked frames (one write per batch) and
 reads the raw stream; frames from the server may even come back masked (a raw TCP echo behind
-a handshake): they are checked through their mask. --compress negotiates permessage-deflate
+a handshake, or a plain TCP echo with --tcp): they are checked through their mask. --compress negotiates permessage-deflate
 and sends JSON-like text through the library's WebSocket.
 
 --idle N opens N connections and holds them, for measuring a server's memory per connection:
@@ -46,6 +46,7 @@ Examples:
   taskset -c 1 fdx bench ws://127.0.0.1:9001/ --threads 1 -c 100 -d 10 --json
   fdx bench ws://127.0.0.1:9001/ -c 10 --rate 5000 -s 1024
   fdx bench ws://127.0.0.1:9001/ -c 10 -s 4096 --compress
+  fdx bench ws://127.0.0.1:7000/ --tcp -c 100 --pipeline 8     a plain TCP echo server
   fdx bench ws://127.0.0.1:9001/ --idle 10000 --idle-echo 1024 --duration 0 --json
   fdx bench ws://127.0.0.1:9001/ --handshakes -c 20 -d 5";
 
@@ -90,6 +91,10 @@ pub struct BenchArgs {
     /// Measure new connections per second (connect, upgrade, close).
     #[arg(long, conflicts_with_all = ["compress", "rate"])]
     pub handshakes: bool,
+    /// No WebSocket handshake: send the frames over plain TCP, for comparing with a plain
+    /// TCP echo server (which sends the masked frames back as they are).
+    #[arg(long, conflicts_with_all = ["compress", "handshakes"])]
+    pub tcp: bool,
     /// Runtime worker threads (default: the available parallelism; 1 runs everything on one
     /// thread).
     #[arg(long, value_name = "N")]

@@ -84,6 +84,8 @@ pub struct Target {
     spread: bool,
     /// Bound on connect plus upgrade.
     pub timeout: Duration,
+    /// Run the WebSocket handshake (not with --tcp).
+    upgrade: bool,
 }
 
 impl Target {
@@ -121,6 +123,7 @@ impl Target {
             request,
             spread,
             timeout: args.connect_timeout,
+            upgrade: !args.tcp,
         })
     }
 
@@ -160,12 +163,16 @@ impl Target {
         self.request.clone()
     }
 
-    /// Connects and upgrades on the raw stream, no extension offered; bounded by the connect
-    /// timeout.
+    /// Connects and upgrades on the raw stream, no extension offered (with --tcp: connects
+    /// only); bounded by the connect timeout.
     pub async fn open(&self, index: usize) -> Result<Upgraded, ConnectError> {
         let attempt = async {
             let mut stream = self.tcp(index).await?;
-            let leftover = upgrade(&mut stream, self.request()).await?;
+            let leftover = if self.upgrade {
+                upgrade(&mut stream, self.request()).await?
+            } else {
+                BytesMut::new()
+            };
             Ok(Upgraded { stream, leftover })
         };
         match tokio::time::timeout(self.timeout, attempt).await {
@@ -255,5 +262,41 @@ pub fn open_failure(target: &Target, count: usize, (index, open, error): OpenFai
             "connection {} of {count} (with {open} open): {what}",
             index + 1
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(addr: &str) -> Target {
+        Target {
+            authority: addr.to_owned(),
+            addr: addr.parse().unwrap(),
+            request: Request::new(()),
+            spread: matches!(addr.parse::<SocketAddr>().unwrap().ip(), IpAddr::V4(ip) if ip.is_loopback()),
+            timeout: Duration::from_secs(1),
+            upgrade: true,
+        }
+    }
+
+    #[test]
+    fn loopback_connections_spread_over_source_addresses() {
+        let local = target("127.0.0.1:9001");
+        assert_eq!(local.source(0), None);
+        assert_eq!(local.source(19_999), None);
+        assert_eq!(local.source(20_000), Some("127.0.0.2:0".parse().unwrap()));
+        assert_eq!(local.source(39_999), Some("127.0.0.2:0".parse().unwrap()));
+        assert_eq!(local.source(40_000), Some("127.0.0.3:0".parse().unwrap()));
+        // Past 127.0.0.254 the kernel chooses again rather than binding a broadcast address.
+        assert_eq!(
+            local.source(253 * 20_000),
+            Some("127.0.0.254:0".parse().unwrap())
+        );
+        assert_eq!(local.source(254 * 20_000), None);
+        let remote = target("192.0.2.1:80");
+        assert_eq!(remote.source(50_000), None);
+        let v6 = target("[::1]:80");
+        assert_eq!(v6.source(50_000), None);
     }
 }
