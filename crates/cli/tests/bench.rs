@@ -414,6 +414,8 @@ fn help_has_examples_and_bad_arguments_exit_2() {
     assert_eq!(out.code(), 2, "{out:#?}");
     let out = run(&["bench", "ws://127.0.0.1:1/", "--pipeline", "0"], b"");
     assert_eq!(out.code(), 2, "{out:#?}");
+    let out = run(&["bench", "ws://127.0.0.1:1/", "--rate", "1e-300"], b"");
+    assert_eq!(out.code(), 2, "{out:#?}");
     let out = run(
         &["bench", "ws://127.0.0.1:1/", "--idle", "3", "--compress"],
         b"",

@@ -141,7 +141,8 @@ impl BenchArgs {
             return usage("--duration must be more than 0".into());
         }
         if let Some(rate) = self.rate {
-            if !(rate.is_finite() && rate > 0.0) {
+            let interval = self.connections as f64 / rate;
+            if !(rate.is_finite() && rate > 0.0) || Duration::try_from_secs_f64(interval).is_err() {
                 return usage("--rate must be a positive number of messages per second".into());
             }
         }
