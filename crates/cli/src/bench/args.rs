@@ -16,8 +16,8 @@ each sending on a fixed schedule (up to --pipeline outstanding), and latency is 
 each message's scheduled time, so a server that falls behind shows it in the latency.
 
 Without --compress the generator writes precomputed masked frames (one write per batch) and
-reads the raw stream; frames from the server may even come back masked (a raw TCP echo behind
-a handshake, or a plain TCP echo with --tcp): they are checked through their mask. --compress negotiates permessage-deflate
+reads the raw stream; frames from the server may even come back masked (a plain TCP echo,
+with --tcp): they are checked through their mask. --compress negotiates permessage-deflate
 and sends JSON-like text through the library's WebSocket.
 
 --idle N opens N connections and holds them, for measuring a server's memory per connection:
@@ -35,6 +35,8 @@ latency percentiles in microseconds, errors and reconnects. With --json it is on
 stdout: {mode, url, connections, size, pipeline, binary, compress, duration_s, messages, bytes,
 messages_per_s, mb_per_s, latency_us {p50, p90, p99, p999, max, mean}, errors, reconnects,
 handshakes, handshakes_per_s, connections_open} (fields not relevant to the mode are 0).
+In idle mode, duration_s is the time held, latency_us the --idle-echo round trip, handshakes
+all handshakes and handshakes_per_s the rate while opening.
 A live progress bar is shown on stderr when it is a terminal (not with --json).
 
 Exit status: 0 after a run (even with errors: see the report), 1 when the first connections
