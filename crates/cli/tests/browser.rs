@@ -1,0 +1,66 @@
+//! The push server's demo page in a real browser: `fdx serve`, headless Chromium driven by
+//! `playwright-core` (interop/browser_demo.mjs). Two pages chat, an HTTP publish reaches both,
+//! and a page whose connection drops reconnects and shows what it missed. Screenshots are kept
+//! in `target/tmp/browser/`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::Background;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn require(path: &Path, what: &str) {
+    assert!(
+        path.exists(),
+        "{} is missing ({what}): run scripts/test once, it installs it",
+        path.display()
+    );
+}
+
+#[test]
+fn demo_page_in_headless_chromium() {
+    let chromium = Path::new("/usr/bin/chromium");
+    require(chromium, "Debian's chromium package");
+    let script = repo().join("interop/browser_demo.mjs");
+    require(
+        &repo().join("interop/node_modules/playwright-core"),
+        "npm ci in interop/",
+    );
+    let server = Background::start(&["serve", "--listen", "127.0.0.1:0"]);
+    assert!(server.url.starts_with("http://"), "{}", server.url);
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
+
+    let mut command = Command::new("node");
+    command
+        .arg(&script)
+        .args(["--fdx", env!("CARGO_BIN_EXE_fdx"), "--hub", &server.url])
+        .arg("--out")
+        .arg(&out)
+        .current_dir(repo().join("interop"))
+        .stdin(Stdio::null());
+    let run = common::run_command(&mut command, Some(b""), Duration::from_secs(120));
+    assert_eq!(
+        run.code(),
+        0,
+        "browser test failed:\n{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(run.stdout.contains("browser_demo: ok"), "{}", run.stdout);
+    for name in ["demo-a.png", "demo-b.png"] {
+        let shot = out.join(name);
+        let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+        assert!(
+            size > 10_000,
+            "screenshot {} is missing or empty",
+            shot.display()
+        );
+    }
+    println!("screenshots: {}", out.display());
+}
