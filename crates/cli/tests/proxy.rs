@@ -82,7 +82,7 @@ async def main(url):
     texts = [json.dumps({"type": "message", "seq": i, "text": "the same words again " * 4})
              for i in range(5)]
     async with connect(url, origin="http://127.0.0.1:1234",
-                       additional_headers={"Cookie": "session=abc"},
+                       additional_headers={"Cookie": "session=abc", "Authorization": "Bearer t0ken"},
                        subprotocols=["chat.v1"]) as ws:
         assert ws.response.headers.get("Sec-WebSocket-Extensions", "").startswith("permessage-deflate"), ws.response.headers
         for text in texts:
@@ -137,6 +137,11 @@ fn logs_the_handshake_and_inflated_frames_of_a_compressed_python_client() {
     let upstream_host = echo.url.trim_start_matches("ws://");
     assert_eq!(header(&upstream["headers"], "host"), Some(upstream_host));
     assert_eq!(header(&upstream["headers"], "cookie"), Some("session=abc"));
+    assert_eq!(
+        header(&upstream["headers"], "authorization"),
+        Some("Bearer t0ken")
+    );
+    assert_eq!(upstream["target"], format!("{}/chat?room=1", echo.url));
     assert_eq!(
         header(&upstream["headers"], "origin"),
         Some("http://127.0.0.1:1234")
