@@ -382,13 +382,8 @@ fn allowed_origin() {
 #[test]
 fn wss_with_cacert_insecure_and_unknown_issuer() {
     let dir = common::temp_dir("tls");
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-        .expect("certificate");
-    let cert_path = dir.join("cert.pem");
-    let key_path = dir.join("key.pem");
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let (cert_arg, key_arg) = (cert_path.to_str().unwrap(), key_path.to_str().unwrap());
+    let (cert, key) = common::self_signed_cert(&dir);
+    let (cert_arg, key_arg) = (cert.as_str(), key.as_str());
     let server = Background::start(&[
         "echo",
         "127.0.0.1:0",

@@ -364,13 +364,8 @@ fn handshake_failures_get_http_answers() {
 #[test]
 fn wss_on_both_sides() {
     let dir = temp_dir("proxy-tls");
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-        .expect("certificate");
-    let cert_path = dir.join("cert.pem");
-    let key_path = dir.join("key.pem");
-    std::fs::write(&cert_path, cert.cert.pem()).expect("write cert");
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write key");
-    let (cert_arg, key_arg) = (cert_path.to_str().unwrap(), key_path.to_str().unwrap());
+    let (cert, key) = common::self_signed_cert(&dir);
+    let (cert_arg, key_arg) = (cert.as_str(), key.as_str());
     let echo = Background::start(&[
         "echo",
         "127.0.0.1:0",

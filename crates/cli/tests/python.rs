@@ -35,28 +35,32 @@ impl Drop for PyServer {
     }
 }
 
-fn python() -> Option<PathBuf> {
+/// Runs a Python server script (which prints its port first) from the repository's venv.
+fn start_python_server(script: &str) -> (PyServer, u16) {
     let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    python.exists().then_some(python)
-}
-
-#[test]
-fn round_trip_with_python_websockets() {
-    let Some(python) = python() else {
-        panic!("no .venv with websockets: run scripts/test once (it creates the venv)");
-    };
+    assert!(
+        python.exists(),
+        "no .venv with websockets: run scripts/test once (it creates the venv)"
+    );
     let mut child = Command::new(python)
-        .args(["-c", ECHO_SERVER])
+        .args(["-c", script])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
         .expect("start python");
     let out = common::lines(child.stdout.take().expect("stdout"));
-    let _server = PyServer(child);
+    let server = PyServer(child);
     let port = out
         .recv_timeout(Duration::from_secs(15))
         .expect("the python server prints its port");
-    let url = format!("ws://127.0.0.1:{}/", port.trim());
+    let port = port.trim().parse().expect("a port number");
+    (server, port)
+}
+
+#[test]
+fn round_trip_with_python_websockets() {
+    let (_server, port) = start_python_server(ECHO_SERVER);
+    let url = format!("ws://127.0.0.1:{port}/");
 
     let text = run(
         &["connect", &url, "-v", "--wait-messages", "2"],
@@ -174,22 +178,9 @@ fn socks5_proxy(seen: std::sync::mpsc::Sender<String>) -> u16 {
 
 #[test]
 fn headers_subprotocol_compression_through_socks5_to_python() {
-    let Some(python) = python() else {
-        panic!("no .venv with websockets: run scripts/test once (it creates the venv)");
-    };
-    let mut child = Command::new(python)
-        .args(["-c", REPORTING_SERVER])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start python");
-    let out = common::lines(child.stdout.take().expect("stdout"));
-    let _server = PyServer(child);
-    let port = out
-        .recv_timeout(Duration::from_secs(15))
-        .expect("the python server prints its port");
+    let (_server, port) = start_python_server(REPORTING_SERVER);
     // `localhost`: the SOCKS5 proxy resolves the name, not fdx.
-    let url = format!("ws://localhost:{}/room/7?x=1", port.trim());
+    let url = format!("ws://localhost:{port}/room/7?x=1");
     let (tx, seen) = std::sync::mpsc::channel();
     let proxy = format!("socks5://alice:s3cret@127.0.0.1:{}", socks5_proxy(tx));
 
@@ -240,6 +231,6 @@ fn headers_subprotocol_compression_through_socks5_to_python() {
     );
     assert_eq!(
         seen.recv_timeout(Duration::from_secs(5)).unwrap(),
-        format!("connect localhost:{}", port.trim())
+        format!("connect localhost:{port}")
     );
 }

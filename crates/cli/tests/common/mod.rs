@@ -284,3 +284,16 @@ pub fn temp_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("create temp dir");
     dir
 }
+
+/// A self-signed certificate for `localhost` and `127.0.0.1`, written as PEM files into
+/// `dir`: the certificate path and the key path (the certificate doubles as the CA file).
+pub fn self_signed_cert(dir: &std::path::Path) -> (String, String) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("certificate");
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).expect("write cert");
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write key");
+    let path = |p: PathBuf| p.to_str().expect("utf-8 path").to_owned();
+    (path(cert_path), path(key_path))
+}
