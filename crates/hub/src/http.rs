@@ -19,6 +19,10 @@ use crate::{conn, wire, Hub};
 /// The demo page, embedded in the binary.
 pub const INDEX_HTML: &str = include_str!("../assets/index.html");
 
+/// Bytes reserved per socket read (the library's default is 8 KiB): it is what an idle
+/// subscriber's read buffer keeps.
+const READ_SIZE: usize = 1024;
+
 /// The response type of every route.
 pub type HttpResponse = Response<Full<Bytes>>;
 
@@ -100,6 +104,8 @@ pub fn websocket_config(hub: &Hub) -> Config {
     if let Some(interval) = hub.config.ping_interval {
         config = config.keepalive(interval, interval);
     }
+    // Clients mostly send short requests; reads of larger messages grow to their size.
+    config.read_size = READ_SIZE;
     config
 }
 
