@@ -1,5 +1,6 @@
 //! The outgoing byte queue: frames waiting to be written, ready for one vectored write.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
@@ -17,6 +18,11 @@ const TAIL_STEP: usize = 4096;
 
 /// Bytes waiting to be written, in order: shared chunks (large payloads, pre-encoded frames)
 /// followed by a contiguous tail where headers and small payloads are written.
+///
+/// A drained queue holds no memory: once everything has been written its buffers go back to a
+/// small per-thread pool, and the next frame queued on any connection of that thread takes
+/// them from there. An idle connection costs nothing here, and a busy one allocates nothing
+/// per message.
 ///
 /// It implements [`bytes::Buf`]; a shell writes it with
 /// [`OutQueue::chunks_vectored`] and a vectored write, then calls [`Buf::advance`] with the
@@ -70,6 +76,9 @@ impl OutQueue {
         if bytes.is_empty() {
             return;
         }
+        if self.len == 0 && self.chunks.capacity() == 0 {
+            self.attach();
+        }
         self.seal_tail();
         self.len += bytes.len();
         self.chunks.push_back(bytes);
@@ -86,8 +95,28 @@ impl OutQueue {
 
     fn reserve_tail(&mut self, len: usize) {
         if self.tail.capacity() - self.tail.len() < len {
+            if self.tail.capacity() == 0 && self.chunks.is_empty() {
+                self.attach();
+            }
             self.tail.reserve(len.max(TAIL_STEP));
         }
+    }
+
+    /// Takes pooled buffers for an empty queue that holds none.
+    fn attach(&mut self) {
+        if let Some((tail, chunks)) = pool::take() {
+            self.tail = tail;
+            self.chunks = chunks;
+        }
+    }
+
+    /// Hands the buffers of a drained queue back to the pool.
+    fn release(&mut self) {
+        debug_assert!(self.len == 0 && self.chunks.is_empty());
+        let mut tail = std::mem::take(&mut self.tail);
+        tail.clear();
+        let chunks = std::mem::take(&mut self.chunks);
+        pool::give(tail, chunks);
     }
 
     /// Moves what the tail holds into the chunk list so that later chunks follow it.
@@ -121,17 +150,16 @@ impl Buf for OutQueue {
                 }
                 Some(front) => {
                     front.advance(cnt);
-                    return;
+                    break;
                 }
                 None => {
                     self.tail.advance(cnt);
-                    return;
+                    break;
                 }
             }
         }
         if self.len == 0 {
-            // Keep the allocation, drop the consumed prefix: the next frame starts at offset 0.
-            self.tail.clear();
+            self.release();
         }
     }
 
@@ -149,6 +177,59 @@ impl Buf for OutQueue {
             n += 1;
         }
         n
+    }
+}
+
+/// Buffers of drained queues, per thread, bounded in count and bytes.
+mod pool {
+    use super::*;
+
+    /// Pooled queues per thread. A thread serves one connection at a time, so a few cover the
+    /// busiest moments; the rest of the connections stay idle without buffers.
+    const MAX_POOLED: usize = 16;
+    /// Pooled tail bytes per thread (a client's masked 1 MiB frame may leave a large tail).
+    const MAX_POOLED_BYTES: usize = 4 << 20;
+
+    type Pooled = (BytesMut, VecDeque<Bytes>);
+
+    #[derive(Default)]
+    struct Pool {
+        free: Vec<Pooled>,
+        bytes: usize,
+    }
+
+    thread_local! {
+        static POOL: RefCell<Pool> = RefCell::new(Pool::default());
+    }
+
+    pub(super) fn take() -> Option<Pooled> {
+        POOL.try_with(|pool| {
+            let mut pool = pool.borrow_mut();
+            let pooled = pool.free.pop()?;
+            pool.bytes -= pooled.0.capacity();
+            Some(pooled)
+        })
+        .ok()
+        .flatten()
+    }
+
+    pub(super) fn give(tail: BytesMut, chunks: VecDeque<Bytes>) {
+        if tail.capacity() == 0 && chunks.capacity() == 0 {
+            return;
+        }
+        // During thread teardown the pool may be gone: the buffers are then simply freed.
+        let _ = POOL.try_with(|pool| {
+            let mut pool = pool.borrow_mut();
+            if pool.free.len() < MAX_POOLED && pool.bytes + tail.capacity() <= MAX_POOLED_BYTES {
+                pool.bytes += tail.capacity();
+                pool.free.push((tail, chunks));
+            }
+        });
+    }
+
+    #[cfg(test)]
+    pub(super) fn pooled() -> usize {
+        POOL.with(|pool| pool.borrow().free.len())
     }
 }
 
@@ -200,5 +281,39 @@ mod tests {
         let n = out.chunks_vectored(&mut all);
         let joined: Vec<u8> = all[..n].iter().flat_map(|s| s.to_vec()).collect();
         assert_eq!(joined, b"abcdef");
+    }
+
+    #[test]
+    fn a_drained_queue_holds_no_buffer_and_reuses_the_pooled_one() {
+        // Tests run on their own threads: this thread's pool starts empty.
+        let mut out = OutQueue::new();
+        out.push_copy(b"header");
+        out.push_bytes(Bytes::from(vec![1u8; 1000]));
+        out.push_copy(b"next");
+        let n = out.remaining();
+        out.advance(n);
+        assert!(out.is_empty());
+        assert_eq!(out.tail.capacity(), 0, "the tail went back to the pool");
+        assert_eq!(
+            out.chunks.capacity(),
+            0,
+            "the chunk list went back to the pool"
+        );
+        assert_eq!(pool::pooled(), 1);
+        let mut other = OutQueue::new();
+        other.push_copy(b"again");
+        assert_eq!(pool::pooled(), 0, "the next queue took the pooled buffers");
+        assert!(other.tail.capacity() >= TAIL_STEP);
+        assert_eq!(other.chunk(), b"again");
+    }
+
+    #[test]
+    fn a_partly_written_queue_keeps_its_buffers() {
+        let mut out = OutQueue::new();
+        out.push_copy(b"abcdef");
+        out.advance(3);
+        assert_eq!(out.chunk(), b"def");
+        out.push_copy(b"gh");
+        assert_eq!(drain(&mut out, 100), b"defgh");
     }
 }

@@ -1,5 +1,7 @@
 //! The server side of the opening handshake: `accept` and `accept_with`.
 
+use std::future::Future;
+
 use bytes::{Bytes, BytesMut};
 use fullduplex_proto::deflate;
 use fullduplex_proto::handshake::{self, HandshakeError, UpgradeRequest};
@@ -134,11 +136,11 @@ impl Reject {
 /// }
 /// # Ok(()) }
 /// ```
-pub async fn accept<S>(stream: S) -> Result<WebSocket<S>, Error>
+pub fn accept<S>(stream: S) -> impl Future<Output = Result<WebSocket<S>, Error>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    accept_with(stream, Config::default(), |_| Ok(Accept::new())).await
+    accept_with(stream, Config::default(), |_| Ok(Accept::new()))
 }
 
 /// Accepts a WebSocket upgrade, letting `callback` look at the whole request (path, query,
@@ -166,20 +168,26 @@ where
 /// .await?;
 /// # Ok(()) }
 /// ```
-pub async fn accept_with<S, F>(
+///
+/// The handshake's state (request buffer, parsed request, response) lives in a box for the
+/// handshake's duration only: a task that awaits `accept_with` and then serves the connection
+/// does not carry it for the connection's whole life.
+pub fn accept_with<S, F>(
     stream: S,
     config: Config,
     callback: F,
-) -> Result<WebSocket<S>, Error>
+) -> impl Future<Output = Result<WebSocket<S>, Error>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     F: FnOnce(&UpgradeRequest) -> Result<Accept, Reject>,
 {
-    let timeout = config.handshake_timeout;
-    match tokio::time::timeout(timeout, handshake(stream, config, callback)).await {
-        Ok(result) => result,
-        Err(_) => Err(Error::Timeout(TimeoutKind::Handshake)),
-    }
+    Box::pin(async move {
+        let timeout = config.handshake_timeout;
+        match tokio::time::timeout(timeout, handshake(stream, config, callback)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout(TimeoutKind::Handshake)),
+        }
+    })
 }
 
 async fn handshake<S, F>(mut stream: S, config: Config, callback: F) -> Result<WebSocket<S>, Error>

@@ -1,11 +1,12 @@
 //! `WebSocket<S>`: a [`Connection`] driven over an `AsyncRead + AsyncWrite` transport.
 
+use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use fullduplex_proto::{
     CloseFrame, Connection, DataKind, Event, Message, ProtocolError, ReceiveMode, Role, State,
 };
@@ -34,6 +35,11 @@ const MAX_READ_STEP: usize = 1 << 20;
 /// Everything the connection needs lives in this struct, not in futures: dropping a `recv()`
 /// future (in `tokio::select!`, say) loses no data.
 ///
+/// An idle connection holds no buffers: the receive buffer is lent by a small per-thread pool
+/// while bytes are being read and parsed and goes back to it when the connection waits for
+/// its peer with no partial frame; the send queue does the same once drained. Busy
+/// connections reuse pooled buffers, so echoing a message allocates nothing.
+///
 /// ```no_run
 /// # async fn demo() -> Result<(), fullduplex::Error> {
 /// let (mut ws, _response) = fullduplex::connect("ws://127.0.0.1:9001/").await?;
@@ -48,15 +54,15 @@ pub struct WebSocket<S> {
     stream: S,
     conn: Connection,
     timers: Timers,
-    read_size: usize,
-    write_limit: usize,
-    protocol: Option<String>,
+    read_size: u32,
+    write_limit: u32,
+    protocol: Option<Box<str>>,
     /// The transport reported end of stream.
     read_closed: bool,
     /// The stream of events has ended; nothing more is read.
     done: bool,
     /// The error that failed the connection, reported once the close frame is out.
-    pending_error: Option<Error>,
+    pending_error: Option<Box<Error>>,
 }
 
 impl<S> WebSocket<S>
@@ -67,14 +73,21 @@ where
     /// that arrived after the HTTP head (they are the first WebSocket bytes).
     ///
     /// Most code gets a `WebSocket` from [`crate::accept`] or [`crate::connect`] instead.
-    pub fn from_raw(stream: S, role: Role, config: Config, leftover: bytes::BytesMut) -> Self {
+    pub fn from_raw(stream: S, role: Role, config: Config, leftover: BytesMut) -> Self {
+        // The leftover usually shares the handshake's buffer: keep neither when it is empty,
+        // and only the bytes themselves otherwise.
+        let leftover = if leftover.is_empty() {
+            BytesMut::new()
+        } else {
+            BytesMut::from(&leftover[..])
+        };
         let conn = Connection::with_leftover(role, config.protocol.clone(), leftover);
         WebSocket {
             stream,
             conn,
             timers: Timers::new(&config),
-            read_size: config.read_size.max(512),
-            write_limit: config.write_buffer_limit.max(1),
+            read_size: clamp_u32(config.read_size.max(512)),
+            write_limit: clamp_u32(config.write_buffer_limit.max(1)),
             protocol: None,
             read_closed: false,
             done: false,
@@ -83,7 +96,7 @@ where
     }
 
     pub(crate) fn set_protocol(&mut self, protocol: Option<String>) {
-        self.protocol = protocol;
+        self.protocol = protocol.map(String::into_boxed_str);
     }
 
     pub(crate) fn enable_deflate(&mut self, params: fullduplex_proto::deflate::DeflateParams) {
@@ -178,13 +191,13 @@ where
                     self.done = true;
                     return Poll::Ready(Some(Err(Error::Protocol(ProtocolError::UnexpectedEof))));
                 }
-                Err(error) => self.pending_error = Some(error.into()),
+                Err(error) => self.pending_error = Some(Box::new(error.into())),
             }
             if self.conn.state() == State::Closed {
                 self.timers.start_close_timer();
                 ready!(self.poll_finish(cx));
                 self.done = true;
-                return Poll::Ready(self.pending_error.take().map(Err));
+                return Poll::Ready(self.pending_error.take().map(|error| Err(*error)));
             }
             if let Err(error) = self.poll_timers(cx) {
                 return Poll::Ready(Some(Err(self.abort(cx, error))));
@@ -196,7 +209,7 @@ where
                         return Poll::Ready(Some(Err(self.abort(cx, error))))
                     }
                     // Keep reading while the peer is slow, unless our replies pile up.
-                    Poll::Pending if self.conn.output().len() >= self.write_limit => {
+                    Poll::Pending if self.conn.output().len() >= self.write_limit as usize => {
                         return Poll::Pending
                     }
                     Poll::Pending => {}
@@ -209,20 +222,35 @@ where
         }
     }
 
-    /// Reads once from the transport into the core's buffer.
+    /// Reads once from the transport into the core's buffer, borrowing a pooled buffer when
+    /// the connection holds none, and handing it back if the transport has nothing to read
+    /// and no partial frame is waiting in it.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        let want = self.conn.read_hint().clamp(self.read_size, MAX_READ_STEP);
+        let want = self
+            .conn
+            .read_hint()
+            .clamp(self.read_size as usize, MAX_READ_STEP);
         let buf = self.conn.recv_buf();
+        if buf.capacity() == 0 {
+            *buf = recv_pool::take();
+        }
         if buf.capacity() - buf.len() < want {
             buf.reserve(want);
         }
-        match ready!(poll_read_buf(Pin::new(&mut self.stream), cx, buf)) {
-            Ok(0) => {
+        match poll_read_buf(Pin::new(&mut self.stream), cx, buf) {
+            Poll::Pending => {
+                let buf = self.conn.recv_buf();
+                if buf.is_empty() {
+                    recv_pool::give(std::mem::take(buf));
+                }
+                return Poll::Pending;
+            }
+            Poll::Ready(Ok(0)) => {
                 self.read_closed = true;
                 self.conn.recv_eof();
             }
-            Ok(_) => self.timers.received(),
-            Err(error) => return Poll::Ready(Err(error.into())),
+            Poll::Ready(Ok(_)) => self.timers.received(),
+            Poll::Ready(Err(error)) => return Poll::Ready(Err(error.into())),
         }
         Poll::Ready(Ok(()))
     }
@@ -360,7 +388,7 @@ where
 
     /// Waits until another message can be queued (the write buffer is below its limit).
     pub fn poll_ready_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        if self.conn.output().len() < self.write_limit {
+        if self.conn.output().len() < self.write_limit as usize {
             return Poll::Ready(Ok(()));
         }
         self.poll_write_out(cx)
@@ -467,5 +495,59 @@ where
             this.start_close(None)?;
         }
         this.poll_write_out(cx)
+    }
+}
+
+fn clamp_u32(value: usize) -> u32 {
+    u32::try_from(value).unwrap_or(u32::MAX)
+}
+
+/// Receive buffers lent to connections of this thread while they read and parse. A thread
+/// serves one connection at a time, so a few buffers cover it; idle connections hold none.
+mod recv_pool {
+    use super::*;
+
+    /// Pooled buffers per thread.
+    const MAX_POOLED: usize = 16;
+    /// Pooled bytes per thread (large frames leave large buffers).
+    const MAX_POOLED_BYTES: usize = 8 << 20;
+
+    #[derive(Default)]
+    struct Pool {
+        free: Vec<BytesMut>,
+        bytes: usize,
+    }
+
+    thread_local! {
+        static POOL: RefCell<Pool> = RefCell::new(Pool::default());
+    }
+
+    /// A buffer from the pool, or an empty one (which allocates on its first reserve).
+    pub(super) fn take() -> BytesMut {
+        POOL.try_with(|pool| {
+            let mut pool = pool.borrow_mut();
+            let buf = pool.free.pop()?;
+            pool.bytes -= buf.capacity();
+            Some(buf)
+        })
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+    }
+
+    /// Hands an empty buffer back; it is freed if the pool is full.
+    pub(super) fn give(buf: BytesMut) {
+        debug_assert!(buf.is_empty());
+        if buf.capacity() == 0 {
+            return;
+        }
+        // During thread teardown the pool may be gone: the buffer is then simply freed.
+        let _ = POOL.try_with(|pool| {
+            let mut pool = pool.borrow_mut();
+            if pool.free.len() < MAX_POOLED && pool.bytes + buf.capacity() <= MAX_POOLED_BYTES {
+                pool.bytes += buf.capacity();
+                pool.free.push(buf);
+            }
+        });
     }
 }

@@ -20,11 +20,20 @@ pub(crate) struct Fired {
     pub(crate) send_ping: bool,
 }
 
+/// The timers of one connection. With keepalive and idle timeout off (the default) it is a
+/// close timeout and an empty slot: the deadlines and the sleep are allocated only once a
+/// timer is in use (at the start for keepalive or idle, at the close handshake otherwise), so
+/// that an idle connection carries none of it.
 #[derive(Debug)]
 pub(crate) struct Timers {
+    close_timeout: Duration,
+    state: Option<Box<TimerState>>,
+}
+
+#[derive(Debug)]
+struct TimerState {
     keepalive: Option<Keepalive>,
     idle: Option<Duration>,
-    close_timeout: Duration,
     next_ping: Option<Instant>,
     pong_deadline: Option<Instant>,
     last_received: Option<Instant>,
@@ -34,60 +43,95 @@ pub(crate) struct Timers {
 
 impl Timers {
     pub(crate) fn new(config: &Config) -> Timers {
-        let now = (config.keepalive.is_some() || config.idle_timeout.is_some()).then(Instant::now);
+        let state = (config.keepalive.is_some() || config.idle_timeout.is_some()).then(|| {
+            let now = Instant::now();
+            Box::new(TimerState {
+                keepalive: config.keepalive,
+                idle: config.idle_timeout,
+                next_ping: config.keepalive.map(|k| now + k.interval),
+                pong_deadline: None,
+                last_received: config.idle_timeout.map(|_| now),
+                close_deadline: None,
+                sleep: None,
+            })
+        });
         Timers {
-            keepalive: config.keepalive,
-            idle: config.idle_timeout,
             close_timeout: config.close_timeout,
-            next_ping: config.keepalive.and_then(|k| Some(now? + k.interval)),
-            pong_deadline: None,
-            last_received: now.filter(|_| config.idle_timeout.is_some()),
-            close_deadline: None,
-            sleep: None,
+            state,
         }
     }
 
     /// True when any deadline is set (the common case, all off, costs one branch).
     pub(crate) fn is_active(&self) -> bool {
-        self.next_ping.is_some() || self.last_received.is_some() || self.close_deadline.is_some()
+        self.state.as_ref().is_some_and(|s| {
+            s.next_ping.is_some() || s.last_received.is_some() || s.close_deadline.is_some()
+        })
     }
 
     /// Bytes arrived.
     pub(crate) fn received(&mut self) {
-        if self.idle.is_some() {
-            self.last_received = Some(Instant::now());
+        if let Some(state) = self.state.as_mut().filter(|s| s.idle.is_some()) {
+            if state.last_received.is_some() {
+                state.last_received = Some(Instant::now());
+            }
         }
     }
 
     /// A pong arrived: the peer is alive.
     pub(crate) fn pong_received(&mut self) {
-        self.pong_deadline = None;
+        if let Some(state) = self.state.as_mut() {
+            state.pong_deadline = None;
+        }
     }
 
     /// The close handshake started: it must end within the close timeout.
     pub(crate) fn start_close_timer(&mut self) {
-        if self.close_deadline.is_none() {
-            self.close_deadline = Some(Instant::now() + self.close_timeout);
+        let close_timeout = self.close_timeout;
+        let state = self.state.get_or_insert_with(|| {
+            Box::new(TimerState {
+                keepalive: None,
+                idle: None,
+                next_ping: None,
+                pong_deadline: None,
+                last_received: None,
+                close_deadline: None,
+                sleep: None,
+            })
+        });
+        if state.close_deadline.is_none() {
+            state.close_deadline = Some(Instant::now() + close_timeout);
         }
         // No more pings or idle checks once closing.
-        self.next_ping = None;
-        self.pong_deadline = None;
-        self.last_received = None;
+        state.next_ping = None;
+        state.pong_deadline = None;
+        state.last_received = None;
     }
 
     /// True once the close deadline has passed; otherwise arms the timer to wake `cx` then.
     pub(crate) fn close_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(deadline) = self.close_deadline else {
+        let Some(state) = self.state.as_mut() else {
+            return false;
+        };
+        let Some(deadline) = state.close_deadline else {
             return false;
         };
         if Instant::now() >= deadline {
             return true;
         }
-        self.arm(deadline, cx).is_ready()
+        state.arm(deadline, cx).is_ready()
     }
 
     /// Checks every deadline, fails on an expired one, and arms the sleep for the next.
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Result<Fired, Error> {
+        match self.state.as_mut() {
+            Some(state) => state.poll(cx),
+            None => Ok(Fired::default()),
+        }
+    }
+}
+
+impl TimerState {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Result<Fired, Error> {
         let mut fired = Fired::default();
         loop {
             let now = Instant::now();
