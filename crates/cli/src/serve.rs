@@ -60,6 +60,10 @@ pub struct ServeArgs {
     /// Do not publish the time to the `clock` topic every second.
     #[arg(long)]
     pub no_clock: bool,
+    /// Exchange published messages with other `fdx serve` nodes through this Redis
+    /// (`redis://HOST:PORT/DB`); Redis numbers every topic's messages for all nodes.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
     /// How long shutdown (SIGINT, SIGTERM) waits for queues to flush and closes to finish.
     #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "TIME")]
     pub shutdown_timeout: Duration,
@@ -105,6 +109,7 @@ impl ServeArgs {
         config.clock = !self.no_clock;
         config.shutdown_timeout = self.shutdown_timeout;
         config.ping_interval = (!self.ping_interval.is_zero()).then_some(self.ping_interval);
+        config.redis = self.redis.clone();
         config
     }
 }
@@ -118,6 +123,13 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
         .local_addr()
         .map_err(|e| Failure::new(format!("cannot read the bound address: {e}")))?;
     let hub = Hub::new(args.config());
+    if let Some(url) = &args.redis {
+        // Announce the node only once it receives the other nodes' messages.
+        tokio::time::timeout(Duration::from_secs(10), hub.start_redis())
+            .await
+            .map_err(|_| Failure::new(format!("redis {url}: no answer within 10 s")))?
+            .map_err(|e| Failure::new(format!("redis {url}: {e}")))?;
+    }
     println!("listening on http://{addr}");
     let serving = tokio::spawn(hub.clone().serve(listener));
     let signal = wait_for_signal().await?;

@@ -148,3 +148,193 @@ fn bad_options_are_usage_errors() {
         run.stderr
     );
 }
+
+/// A `redis-server` of our own on a free loopback port, without persistence; killed by PID
+/// when dropped.
+struct Redis {
+    child: Child,
+    port: u16,
+    _dir: std::path::PathBuf,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!("fdx-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start redis-server ({e}): install it with \
+                     `apt-get install -y redis-server` (scripts/test does)"
+                )
+            });
+        let mut redis = Redis {
+            child,
+            port,
+            _dir: dir,
+        };
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return redis;
+            }
+            if let Ok(Some(status)) = redis.child.try_wait() {
+                panic!("redis-server exited: {status}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("redis-server did not listen on {port}");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self._dir);
+    }
+}
+
+type Ws = fullduplex::WebSocket<fullduplex::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn next_json(ws: &mut Ws) -> serde_json::Value {
+    let message = tokio::time::timeout(Duration::from_secs(10), ws.recv())
+        .await
+        .expect("a message within 10 s")
+        .expect("open")
+        .expect("no error");
+    serde_json::from_str(message.as_text().expect("text")).expect("JSON")
+}
+
+/// POST /publish/TOPIC over a plain TCP connection: the status line and the body.
+async fn http_publish(addr: &str, topic: &str, body: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "POST /publish/{topic} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.expect("read");
+    let status = response.lines().next().unwrap_or_default().to_owned();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_topics_through_redis() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let a = Hub::start(&["--no-clock", "--redis", &url]);
+    let b = Hub::start(&["--no-clock", "--redis", &url]);
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let mut on_a = subscribe(&a.addr, "news").await;
+        let mut on_b = subscribe(&b.addr, "news").await;
+
+        // Published on A over HTTP, received on both nodes with the same offset.
+        let (status, body) = http_publish(&a.addr, "news", r#"{"from":"a"}"#).await;
+        assert!(status.contains(" 200 "), "{status} {body}");
+        let answer: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(answer["offset"], 1);
+        let epoch = answer["epoch"].as_str().expect("epoch").to_owned();
+        for ws in [&mut on_a, &mut on_b] {
+            let message = next_json(ws).await;
+            assert_eq!(message["offset"], 1);
+            assert_eq!(message["data"]["from"], "a");
+        }
+
+        // Published on both nodes at once over WebSocket: one order, everywhere.
+        let mut pub_a = subscribe(&a.addr, "other").await;
+        let mut pub_b = subscribe(&b.addr, "other").await;
+        for n in 0..20 {
+            let (publisher, from) = if n % 2 == 0 {
+                (&mut pub_a, "a")
+            } else {
+                (&mut pub_b, "b")
+            };
+            let request = format!(r#"{{"type":"publish","topic":"news","data":"{from}{n}"}}"#);
+            publisher
+                .send(Message::text(request))
+                .await
+                .expect("publish");
+        }
+        let mut sequences = Vec::new();
+        for ws in [&mut on_a, &mut on_b] {
+            let mut sequence = Vec::new();
+            for offset in 2..=21 {
+                let message = next_json(ws).await;
+                assert_eq!(message["offset"], offset, "{message}");
+                sequence.push(message["data"].as_str().expect("data").to_owned());
+            }
+            sequences.push(sequence);
+        }
+        assert_eq!(
+            sequences[0], sequences[1],
+            "both nodes deliver in the same order"
+        );
+
+        // A client of A reconnects to B and recovers what it missed.
+        drop(on_a);
+        for n in 0..3 {
+            http_publish(&a.addr, "news", &n.to_string()).await;
+        }
+        for _ in 0..3 {
+            next_json(&mut on_b).await;
+        }
+        let (mut moved, _) = fullduplex::connect(format!("ws://{}/ws", b.addr))
+            .await
+            .expect("connect");
+        let request =
+            format!(r#"{{"type":"subscribe","topic":"news","since":21,"epoch":"{epoch}"}}"#);
+        moved.send(Message::text(request)).await.expect("send");
+        let subscribed = next_json(&mut moved).await;
+        assert_eq!(subscribed["type"], "subscribed");
+        assert_eq!(subscribed["epoch"], epoch.as_str());
+        assert_eq!(subscribed["offset"], 24);
+        assert_eq!(subscribed["recovered"], true);
+        for offset in 22..=24 {
+            assert_eq!(next_json(&mut moved).await["offset"], offset);
+        }
+
+        // A topic B has never seen takes Redis's numbering when subscribed to.
+        http_publish(&a.addr, "late", "1").await;
+        let mut late = subscribe_reply(&b.addr, "late").await;
+        let (status, _) = http_publish(&a.addr, "late", "2").await;
+        assert!(status.contains(" 200 "));
+        assert_eq!(next_json(&mut late).await["offset"], 2);
+    })
+    .await
+    .expect("bounded");
+}
+
+/// Subscribes and checks the `subscribed` reply's offset.
+async fn subscribe_reply(addr: &str, topic: &str) -> Ws {
+    let (mut ws, _) = fullduplex::connect(format!("ws://{addr}/ws"))
+        .await
+        .expect("connect");
+    let request = format!(r#"{{"type":"subscribe","topic":"{topic}"}}"#);
+    ws.send(Message::text(request)).await.expect("send");
+    let reply = next_json(&mut ws).await;
+    assert_eq!(reply["type"], "subscribed");
+    assert!(reply["offset"].as_u64().is_some_and(|o| o >= 1), "{reply}");
+    ws
+}

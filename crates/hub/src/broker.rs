@@ -206,6 +206,69 @@ impl Broker {
         result.ok_or(BrokerError::TooManyTopics)
     }
 
+    /// Delivers a message numbered elsewhere (by Redis, for every node): `offset` in
+    /// `epoch`. A new epoch replaces the topic's numbering and history; an offset at or
+    /// below the latest one is a duplicate and is ignored (`None`); a gap (messages this node
+    /// never received) empties the history, so that recovery across it reports
+    /// `recovered: false`.
+    pub fn deliver(
+        &self,
+        topic: &Topic,
+        offset: u64,
+        epoch: &str,
+        data: &str,
+    ) -> Result<Option<Published>, BrokerError> {
+        inc(&self.metrics.messages_in);
+        add(&self.metrics.bytes_in, data.len() as u64);
+        let result = self.with_topic(topic, true, |state| {
+            let now = Instant::now();
+            if *state.epoch != *epoch {
+                state.epoch = Arc::from(epoch);
+                state.last_offset = 0;
+                state.history.clear();
+            }
+            if offset <= state.last_offset {
+                return None;
+            }
+            if offset != state.last_offset + 1 {
+                state.history.clear();
+            }
+            state.last_offset = offset;
+            state.last_active = now;
+            let frame = wire::message_frame(topic, offset, data);
+            let delivered = self.fan_out(state, &frame);
+            state.history.push(offset, frame, now);
+            Some(Published {
+                offset,
+                epoch: state.epoch.clone(),
+                delivered,
+            })
+        })?;
+        Ok(result.flatten())
+    }
+
+    /// Takes on a numbering learnt elsewhere (Redis) for a topic: its `epoch` and latest
+    /// `offset`. Nothing changes when the topic already has that epoch and a later offset.
+    pub fn adopt(&self, topic: &Topic, offset: u64, epoch: &str) -> Result<(), BrokerError> {
+        self.with_topic(topic, true, |state| {
+            if *state.epoch != *epoch {
+                state.epoch = Arc::from(epoch);
+                state.last_offset = offset;
+                state.history.clear();
+            } else if offset > state.last_offset {
+                // Messages this node never saw: the history no longer reaches back.
+                state.last_offset = offset;
+                state.history.clear();
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Whether `topic` exists on this node.
+    pub fn knows(&self, topic: &Topic) -> bool {
+        lock(&self.topics).contains_key(topic)
+    }
+
     /// Queues `frame` to every subscriber of `state`; returns how many took it.
     fn fan_out(&self, state: &mut TopicState, frame: &Bytes) -> usize {
         let mut overflowed = Vec::new();
@@ -501,6 +564,47 @@ mod tests {
         assert_eq!(offsets(&received(&fast)).len(), 10);
         assert!(broker.metrics.drops.load(Ordering::Relaxed) > 0);
         assert_eq!(broker.metrics.subscriptions.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn numbered_elsewhere() {
+        let broker = broker(10);
+        let t = topic("remote");
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        broker.adopt(&t, 4, "E1").unwrap();
+        let sub = broker
+            .subscribe(&t, 1, &outbox, Some(4), Some("E1"))
+            .unwrap();
+        assert!(sub.recovered);
+        assert_eq!((sub.offset, &*sub.epoch), (4, "E1"));
+        assert!(broker.deliver(&t, 5, "E1", "5").unwrap().is_some());
+        assert!(
+            broker.deliver(&t, 5, "E1", "5").unwrap().is_none(),
+            "duplicate"
+        );
+        assert!(broker.deliver(&t, 3, "E1", "3").unwrap().is_none(), "old");
+        assert!(broker.deliver(&t, 6, "E1", "6").unwrap().is_some());
+        assert_eq!(offsets(&received(&outbox)), [5, 6]);
+        // A gap: the history restarts after it.
+        broker.deliver(&t, 9, "E1", "9").unwrap();
+        assert_eq!(offsets(&received(&outbox)), [9]);
+        broker.unsubscribe(&t, 1);
+        let sub = broker
+            .subscribe(&t, 1, &outbox, Some(6), Some("E1"))
+            .unwrap();
+        assert!(!sub.recovered);
+        assert_eq!(offsets(&received(&outbox)), [9]);
+        // A new epoch (Redis lost its data): numbering restarts.
+        broker.deliver(&t, 1, "E2", "1").unwrap();
+        assert_eq!(offsets(&received(&outbox)), [1]);
+        broker.unsubscribe(&t, 1);
+        let sub = broker
+            .subscribe(&t, 1, &outbox, Some(0), Some("E2"))
+            .unwrap();
+        assert!(sub.recovered);
+        assert_eq!((sub.offset, &*sub.epoch), (1, "E2"));
+        assert!(broker.knows(&t));
+        assert!(!broker.knows(&topic("unknown")));
     }
 
     #[test]

@@ -187,7 +187,7 @@ impl Session {
                 topic,
                 since,
                 epoch,
-            } => self.subscribe(topic, since, epoch),
+            } => self.subscribe(topic, since, epoch).await,
             ClientRequest::Unsubscribe { topic } => {
                 if self.topics.remove(&topic) {
                     self.hub.broker.unsubscribe(&topic, self.id);
@@ -224,7 +224,7 @@ impl Session {
         }
     }
 
-    fn subscribe(&mut self, topic: Topic, since: Option<u64>, epoch: Option<&str>) {
+    async fn subscribe(&mut self, topic: Topic, since: Option<u64>, epoch: Option<&str>) {
         if !self.grants.may_subscribe(topic.as_str()) {
             return self.error(
                 "forbidden",
@@ -245,6 +245,9 @@ impl Session {
                 self.hub.config.max_subscriptions
             );
             return self.error("too_many_subscriptions", &message, Some(&topic));
+        }
+        if let Err(error) = self.hub.sync_topic(&topic).await {
+            return self.error("unavailable", &error.to_string(), Some(&topic));
         }
         match self
             .hub

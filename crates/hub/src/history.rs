@@ -59,6 +59,11 @@ impl History {
         }
     }
 
+    /// Forgets everything.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
     /// The oldest offset still held, if any.
     pub fn first_offset(&self) -> Option<u64> {
         self.entries.front().map(|e| e.offset)

@@ -36,13 +36,16 @@ pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod outbox;
+pub mod redis;
 pub mod server;
 pub mod topic;
 pub mod wire;
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -85,6 +88,9 @@ pub struct HubConfig {
     /// Keepalive ping interval for WebSocket connections (a missing pong within the same
     /// time closes the connection); `None`: no pings.
     pub ping_interval: Option<Duration>,
+    /// `redis://...`: exchange published messages with other nodes through Redis, which
+    /// numbers them (see [`redis`]).
+    pub redis: Option<String>,
 }
 
 impl Default for HubConfig {
@@ -103,6 +109,7 @@ impl Default for HubConfig {
             clock_interval: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(5),
             ping_interval: Some(Duration::from_secs(30)),
+            redis: None,
         }
     }
 }
@@ -113,6 +120,9 @@ pub enum PublishError {
     /// The broker refused (too many topics).
     #[error("{0}")]
     Broker(#[from] BrokerError),
+    /// Redis failed.
+    #[error("{0}")]
+    Redis(String),
 }
 
 /// The hub: configuration, broker, metrics, and the tasks it runs.
@@ -128,6 +138,9 @@ pub struct Hub {
     slots: AtomicUsize,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    bus: OnceLock<redis::RedisBus>,
+    redis_subscribed: AtomicBool,
+    redis_ready: Notify,
 }
 
 impl Hub {
@@ -146,6 +159,9 @@ impl Hub {
             slots: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            bus: OnceLock::new(),
+            redis_subscribed: AtomicBool::new(false),
+            redis_ready: Notify::new(),
             config,
         })
     }
@@ -166,8 +182,68 @@ impl Hub {
     }
 
     /// Publishes `data` (one JSON value, as text) to `topic`, as `POST /publish` does.
+    ///
+    /// With Redis the message goes to every node, this one included, and is delivered when
+    /// it comes back: `delivered` is then 0. The clock topic stays on this node.
     pub async fn publish(&self, topic: &Topic, data: &str) -> Result<Published, PublishError> {
-        Ok(self.broker.publish(topic, data)?)
+        match self.bus.get() {
+            Some(bus) if !self.is_reserved(topic.as_str()) => {
+                let (offset, epoch) = bus
+                    .publish(topic, data)
+                    .await
+                    .map_err(|e| PublishError::Redis(e.to_string()))?;
+                Ok(Published {
+                    offset,
+                    epoch: Arc::from(epoch),
+                    delivered: 0,
+                })
+            }
+            _ => Ok(self.broker.publish(topic, data)?),
+        }
+    }
+
+    /// With Redis, makes sure this node numbers `topic` like Redis does before a client
+    /// subscribes to it (only needed for topics this node has not seen yet).
+    pub(crate) async fn sync_topic(&self, topic: &Topic) -> Result<(), PublishError> {
+        let Some(bus) = self.bus.get() else {
+            return Ok(());
+        };
+        if self.is_reserved(topic.as_str()) || self.broker.knows(topic) {
+            return Ok(());
+        }
+        let (offset, epoch) = bus
+            .position(topic)
+            .await
+            .map_err(|e| PublishError::Redis(e.to_string()))?;
+        Ok(self.broker.adopt(topic, offset, &epoch)?)
+    }
+
+    /// Connects to Redis (if configured and not done yet) and waits until this node receives
+    /// the other nodes' messages. [`Hub::serve`] calls it; call it first to know that the
+    /// node is part of the cluster before announcing it.
+    pub async fn start_redis(self: &Arc<Self>) -> Result<(), redis::RedisError> {
+        let Some(url) = &self.config.redis else {
+            return Ok(());
+        };
+        if self.bus.get().is_none() {
+            let bus = redis::RedisBus::connect(url).await?;
+            if self.bus.set(bus.clone()).is_ok() {
+                self.tasks.spawn(redis::run_subscriber(self.clone(), bus));
+            }
+        }
+        loop {
+            let ready = self.redis_ready.notified();
+            if self.redis_subscribed.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            ready.await;
+        }
+    }
+
+    /// The Redis subscription is in place.
+    pub(crate) fn redis_ready(&self) {
+        self.redis_subscribed.store(true, Ordering::Release);
+        self.redis_ready.notify_waiters();
     }
 
     /// Starts the shutdown: stop accepting, close every connection with 1001 after flushing
