@@ -23,6 +23,9 @@ pub const INDEX_HTML: &str = include_str!("../assets/index.html");
 /// subscriber's read buffer keeps.
 const READ_SIZE: usize = 1024;
 
+/// How long a `POST /publish` body may take to arrive.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The response type of every route.
 pub type HttpResponse = Response<Full<Bytes>>;
 
@@ -218,7 +221,14 @@ where
         );
     }
     let limit = hub.config.max_message_size;
-    let body = match Limited::new(request.into_body(), limit).collect().await {
+    let reading = Limited::new(request.into_body(), limit).collect();
+    let Ok(read) = tokio::time::timeout(BODY_TIMEOUT, reading).await else {
+        return json_error(
+            StatusCode::REQUEST_TIMEOUT,
+            "the body did not arrive in time",
+        );
+    };
+    let body = match read {
         Ok(body) => body.to_bytes(),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => {
             return json_error(

@@ -178,3 +178,51 @@ async fn invalid_and_rejected_upgrades_get_http_errors() {
     .await
     .expect("bounded");
 }
+
+/// axum's `Request<Body>` carries hyper's upgrade handle: the same call works in a handler.
+#[tokio::test]
+async fn axum_handler_upgrades() {
+    use axum::body::Body;
+    use axum::response::{IntoResponse, Response as AxumResponse};
+
+    async fn handler(mut request: axum::extract::Request) -> AxumResponse {
+        match fullduplex::hyper::upgrade::<_, Body>(&mut request) {
+            Ok((response, upgrade)) => {
+                tokio::spawn(async move {
+                    let Ok(mut ws) = upgrade.await else { return };
+                    while let Some(Ok(message)) = ws.recv().await {
+                        if message.is_text() {
+                            let _ = ws.send(message).await;
+                        }
+                    }
+                });
+                response.into_response()
+            }
+            Err(error) => error.into_response::<Body>().into_response(),
+        }
+    }
+
+    tokio::time::timeout(LIMIT, async {
+        let app = axum::Router::new().route("/ws", axum::routing::get(handler));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let (mut ws, _) = fullduplex::connect(format!("ws://{addr}/ws"))
+            .await
+            .unwrap();
+        ws.send(Message::text("through axum")).await.unwrap();
+        assert_eq!(
+            ws.recv().await.unwrap().unwrap(),
+            Message::text("through axum")
+        );
+        ws.close(None).await.unwrap();
+        let plain = raw_request(
+            addr,
+            "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(plain.starts_with("HTTP/1.1 426"), "{plain}");
+    })
+    .await
+    .expect("bounded");
+}
