@@ -11,8 +11,12 @@ use crate::error::{ProtocolError, SendError};
 use crate::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use crate::mask::apply_mask;
 use crate::message::{DataKind, Message, Utf8Bytes};
-use crate::out::{OutQueue, COPY_THRESHOLD};
+use crate::out::{OutQueue, COPY_THRESHOLD, ENCODED_COPY_THRESHOLD};
 use crate::utf8::Utf8Validator;
+
+/// Text pieces shorter than this are checked for ASCII before the UTF-8 validator runs (the
+/// validator's SIMD path starts at 64 bytes; below that a plain ASCII scan is cheaper).
+const SHORT_TEXT: usize = 256;
 
 /// Which end of the connection this is. Servers require masked frames and send unmasked ones;
 /// clients the reverse.
@@ -402,7 +406,7 @@ impl Connection {
         if self.sending.is_some() {
             return Err(SendError::FragmentInProgress);
         }
-        if frames.len() < COPY_THRESHOLD {
+        if frames.len() < ENCODED_COPY_THRESHOLD {
             self.out.push_copy(&frames);
         } else {
             self.out.push_bytes(frames);
@@ -464,7 +468,14 @@ impl Connection {
                 if !frame.header.opcode.is_control() {
                     if let Some(message) = &mut self.message {
                         // Compressed text is validated after inflating, in on_data_frame.
-                        if message.kind == DataKind::Text && !message.compressed {
+                        // Short ASCII pieces at a code point boundary (most chat and JSON
+                        // messages) need no validator: one word-at-a-time check is cheaper.
+                        if message.kind == DataKind::Text
+                            && !message.compressed
+                            && !(chunk.len() < SHORT_TEXT
+                                && message.utf8.is_complete()
+                                && chunk.is_ascii())
+                        {
                             message
                                 .utf8
                                 .feed(chunk)

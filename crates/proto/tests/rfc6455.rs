@@ -1485,6 +1485,39 @@ mod utf8 {
         assert_eq!((error, code), (ProtocolError::InvalidUtf8, 1007));
     }
 
+    /// Short ASCII pieces skip the validator, but only at a code point boundary: ASCII that
+    /// follows a cut-open code point is invalid (a lead byte wants continuation bytes).
+    #[test]
+    fn ascii_after_a_cut_code_point_fails_in_every_split() {
+        for role in ROLES {
+            // E2 "ab" 82 AC: the ASCII must not be skipped, or E2 82 AC would pass as "€".
+            let bytes = concat(&[
+                frame_to(role, false, op::TEXT, &[b'o', b'k', 0xe2]),
+                frame_to(role, false, op::CONT, b"ab"),
+                frame_to(role, true, op::CONT, &[0x82, 0xac]),
+            ]);
+            for chunk in [1, 2, 5, bytes.len()] {
+                let mut conn = conn(role);
+                let outcome = feed_chunked(&mut conn, &bytes, chunk);
+                assert_eq!(
+                    outcome.error,
+                    Some(ProtocolError::InvalidUtf8),
+                    "chunk {chunk}"
+                );
+            }
+            // The same ASCII after a complete code point is fine.
+            let good = concat(&[
+                frame_to(role, false, op::TEXT, "ok€".as_bytes()),
+                frame_to(role, true, op::CONT, b"plain ascii"),
+            ]);
+            let mut conn = conn(role);
+            assert_eq!(
+                feed_chunked(&mut conn, &good, 3).events,
+                vec![text("ok€plain ascii")]
+            );
+        }
+    }
+
     /// Binary messages are not UTF-8 and are not checked.
     #[test]
     fn binary_is_not_validated() {
@@ -1734,7 +1767,7 @@ mod zero_copy {
     fn server_queues_large_payloads_without_copying() {
         let mut server = conn(Role::Server);
         let binary = Bytes::from(pattern(COPY_THRESHOLD));
-        let text = Bytes::from("é".repeat(300));
+        let text = Bytes::from("é".repeat(COPY_THRESHOLD / 2 + 50));
         server.send(Message::Binary(binary.clone())).unwrap();
         server
             .send(Message::Text(text.clone().try_into().unwrap()))

@@ -21,6 +21,8 @@ use crate::timers::Timers;
 
 /// How many buffers one vectored write may carry.
 const MAX_IOVECS: usize = 64;
+/// Queues of at most this many pieces are written from a short array.
+const FEW_IOVECS: usize = 8;
 /// The largest single read reservation when a big frame is being received.
 const MAX_READ_STEP: usize = 1 << 20;
 
@@ -226,22 +228,24 @@ where
     /// the connection holds none, and handing it back if the transport has nothing to read
     /// and no partial frame is waiting in it.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        let want = self
-            .conn
-            .read_hint()
-            .clamp(self.read_size as usize, MAX_READ_STEP);
+        let read_size = self.read_size as usize;
+        let hint = self.conn.read_hint().min(MAX_READ_STEP);
         let buf = self.conn.recv_buf();
         if buf.capacity() == 0 {
-            *buf = recv_pool::take();
+            recv_pool::take(buf);
         }
-        if buf.capacity() - buf.len() < want {
-            buf.reserve(want);
+        // Reserve (usually: reclaim the consumed front of the buffer) only when the room left
+        // is short of what the frame being received needs or below half a read: not before
+        // every small read.
+        let spare = buf.capacity() - buf.len();
+        if spare < hint || spare < read_size / 2 {
+            buf.reserve(hint.max(read_size));
         }
         match poll_read_buf(Pin::new(&mut self.stream), cx, buf) {
             Poll::Pending => {
                 let buf = self.conn.recv_buf();
                 if buf.is_empty() {
-                    recv_pool::give(std::mem::take(buf));
+                    recv_pool::give(buf);
                 }
                 return Poll::Pending;
             }
@@ -439,11 +443,20 @@ where
             if out.is_empty() {
                 break;
             }
-            let written = if vectored {
-                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-                let n = out.chunks_vectored(&mut slices);
-                ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, &slices[..n]))?
+            let written = if vectored && out.chunk().len() < out.len() {
+                // A frame or two (header and shared payload) is the common case: a short
+                // array is cheaper to set up than the full one.
+                if out.chunk_count() <= FEW_IOVECS {
+                    let mut slices = [IoSlice::new(&[]); FEW_IOVECS];
+                    let n = out.chunks_vectored(&mut slices);
+                    ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, &slices[..n]))?
+                } else {
+                    let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                    let n = out.chunks_vectored(&mut slices);
+                    ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, &slices[..n]))?
+                }
             } else {
+                // One contiguous piece (small frames share the queue's tail): a plain write.
                 ready!(Pin::new(&mut self.stream).poll_write(cx, out.chunk()))?
             };
             if written == 0 {
@@ -512,35 +525,40 @@ mod recv_pool {
     /// Pooled bytes per thread (large frames leave large buffers).
     const MAX_POOLED_BYTES: usize = 8 << 20;
 
-    #[derive(Default)]
     struct Pool {
         free: Vec<BytesMut>,
         bytes: usize,
     }
 
     thread_local! {
-        static POOL: RefCell<Pool> = RefCell::new(Pool::default());
+        static POOL: RefCell<Pool> = const {
+            RefCell::new(Pool {
+                free: Vec::new(),
+                bytes: 0,
+            })
+        };
     }
 
-    /// A buffer from the pool, or an empty one (which allocates on its first reserve).
-    pub(super) fn take() -> BytesMut {
-        POOL.try_with(|pool| {
+    /// Moves a pooled buffer into `buf` (empty, holding nothing), if the pool has one;
+    /// otherwise `buf` allocates on its first reserve.
+    pub(super) fn take(buf: &mut BytesMut) {
+        let _ = POOL.try_with(|pool| {
             let mut pool = pool.borrow_mut();
-            let buf = pool.free.pop()?;
-            pool.bytes -= buf.capacity();
-            Some(buf)
-        })
-        .ok()
-        .flatten()
-        .unwrap_or_default()
+            if let Some(pooled) = pool.free.pop() {
+                pool.bytes -= pooled.capacity();
+                *buf = pooled;
+            }
+        });
     }
 
-    /// Hands an empty buffer back; it is freed if the pool is full.
-    pub(super) fn give(buf: BytesMut) {
+    /// Moves the empty `buf` into the pool (it is freed if the pool is full); `buf` is left
+    /// holding nothing.
+    pub(super) fn give(buf: &mut BytesMut) {
         debug_assert!(buf.is_empty());
         if buf.capacity() == 0 {
             return;
         }
+        let buf = std::mem::take(buf);
         // During thread teardown the pool may be gone: the buffer is then simply freed.
         let _ = POOL.try_with(|pool| {
             let mut pool = pool.borrow_mut();
