@@ -83,7 +83,7 @@ pub fn workloads(smoke: bool) -> Vec<Workload> {
         w(10, 16, 8, false, false, 96, 1096),
         w(10, 1024, 1, true, false, 100, 1100),
         w(2, 64 << 10, 1, true, false, 20, 220),
-        w(1, 1 << 20, 1, true, false, 4, 24),
+        w(1, 1 << 20, 1, true, false, 5, 45),
         w(10, 1024, 1, false, true, 100, 600),
     ]
 }
@@ -121,6 +121,7 @@ fn profile(
         SERVER_CPU.to_string(),
         "valgrind".to_owned(),
         "--tool=callgrind".to_owned(),
+        "-q".to_owned(),
         format!("--callgrind-out-file={}", out.display()),
     ];
     let server = servers::start(spec, &prefix, Duration::from_secs(120))?;

@@ -279,6 +279,10 @@ fn batches(args: &LoadArgs) -> Vec<Vec<u8>> {
 async fn echo(args: LoadArgs) -> Result<Report, String> {
     let (addr, host) = target(&args.url)?;
     let shared = Shared::new();
+    if args.messages.is_some() {
+        // Counted runs measure every message, from the first.
+        shared.phase.set(Phase::Measure);
+    }
     let batches = Rc::new(batches(&args));
     let connect_slots = Rc::new(Semaphore::new(128));
     let mut tasks = Vec::new();
@@ -313,7 +317,6 @@ async fn echo(args: LoadArgs) -> Result<Report, String> {
     let started;
     let elapsed;
     if args.messages.is_some() {
-        shared.phase.set(Phase::Measure);
         started = Instant::now();
         for task in tasks.drain(..) {
             task.await.ok();

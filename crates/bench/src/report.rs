@@ -417,8 +417,9 @@ fn bytes_fmt(value: f64) -> String {
     }
 }
 
-/// Replaces the text between `<!-- NAME:begin -->` and `<!-- NAME:end -->` in `path` (adding
-/// the markers at the end if they are missing), keeping everything else.
+/// Replaces the text between `<!-- NAME:begin -->` and `<!-- NAME:end -->` in `path`, keeping
+/// everything else. Missing markers are added before a `## Fan-out` section (the push server's,
+/// written by hand) or else at the end.
 pub fn write_section(path: &Path, name: &str, body: &str) -> std::io::Result<()> {
     let begin = format!("<!-- {name}:begin -->");
     let end = format!("<!-- {name}:end -->");
@@ -428,7 +429,14 @@ pub fn write_section(path: &Path, name: &str, body: &str) -> std::io::Result<()>
         (Some(a), Some(b)) if a < b => {
             format!("{}{block}{}", &current[..a], &current[b + end.len()..])
         }
-        _ => format!("{}\n{block}\n", current.trim_end()),
+        _ => match current.find("\n## Fan-out") {
+            Some(at) => format!(
+                "{}\n\n{block}\n{}",
+                current[..at].trim_end(),
+                &current[at..]
+            ),
+            None => format!("{}\n\n{block}\n", current.trim_end()),
+        },
     };
     std::fs::write(path, updated)
 }
@@ -455,6 +463,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("## Fan-out\n\nkept"));
         assert!(text.contains("<!-- gen:begin -->\ntwo\n<!-- gen:end -->"));
+        assert!(text.find("gen:end").unwrap() < text.find("## Fan-out").unwrap());
         assert!(!text.contains("one"));
         std::fs::remove_dir_all(&dir).ok();
     }
