@@ -41,12 +41,13 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     }
 }
 
-/// The key as seen from byte `offset` of the payload.
+/// The key as seen from byte `offset` of the payload: `key[offset % 4..]` then the rest.
+/// A rotation of the key read as a little-endian `u32` (two instructions, where rotating the
+/// array went through the generic slice rotation: about 50 per call under callgrind).
 #[inline]
 fn rotate_key(key: [u8; 4], offset: usize) -> [u8; 4] {
-    let mut rotated = key;
-    rotated.rotate_left(offset & 3);
-    rotated
+    let shift = 8 * (offset & 3) as u32;
+    u32::from_le_bytes(key).rotate_right(shift).to_le_bytes()
 }
 
 /// Splits `buf` into unaligned head bytes, aligned `u64` words and tail bytes.
@@ -88,6 +89,15 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn rotated_key_starts_at_the_offset() {
+        let key = [1, 2, 3, 4];
+        assert_eq!(rotate_key(key, 0), [1, 2, 3, 4]);
+        assert_eq!(rotate_key(key, 1), [2, 3, 4, 1]);
+        assert_eq!(rotate_key(key, 2), [3, 4, 1, 2]);
+        assert_eq!(rotate_key(key, 7), [4, 1, 2, 3]);
     }
 
     #[test]
