@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::generator::{Generator, Line};
+use crate::generator::{Generator, Kind, Line};
 use crate::load::Report;
 use crate::procfs;
 use crate::servers::{self, ServerSpec};
@@ -142,17 +142,20 @@ pub struct EchoRun {
     pub cpu0_other: f64,
 }
 
-/// Starts the generator against `server` and returns its report and the server's CPU time
-/// between its measure events.
+/// Starts the generator against `server` and returns its report, the server's CPU seconds and
+/// CPU 0's busy seconds over the measured window, and the window's length.
+///
+/// The built-in generator announces the window with events. `fdx bench` does not: the runner
+/// then samples on its own clock, from the end of the warm-up plus a margin (connections are
+/// being opened before the warm-up starts) to the end of the run.
 fn measured(
+    kind: &Kind,
     server: &servers::Running,
     args: &[String],
-    timeout: Duration,
+    timing: &Timing,
 ) -> Result<(Report, f64, f64, f64), String> {
-    let mut generator = Generator::start(LOAD_CPU, args)?;
+    let timeout = Duration::from_secs_f64(timing.warmup + timing.duration + 60.0);
     let deadline = Instant::now() + timeout;
-    let mut start = None;
-    let mut stop = None;
     let sample = || {
         (
             procfs::process_cpu(server.pid),
@@ -160,14 +163,36 @@ fn measured(
             Instant::now(),
         )
     };
-    let report = loop {
-        match generator.next(deadline)? {
-            Line::Event(event) => match event["event"].as_str() {
-                Some("measure_start") => start = Some(sample()),
-                Some("measure_stop") => stop = Some(sample()),
-                _ => {}
-            },
-            Line::Report(report) => break *report,
+    let mut start = None;
+    let mut stop = None;
+    let report = match kind {
+        Kind::Builtin => {
+            let mut generator = Generator::start(LOAD_CPU, args)?;
+            loop {
+                match generator.next(deadline)? {
+                    Line::Event(event) => match event["event"].as_str() {
+                        Some("measure_start") => start = Some(sample()),
+                        Some("measure_stop") => stop = Some(sample()),
+                        _ => {}
+                    },
+                    Line::Report(report) => break *report,
+                }
+            }
+        }
+        Kind::Fdx(fdx) => {
+            let mut generator = Generator::start_fdx(LOAD_CPU, fdx, &fdx_args(args))?;
+            let spawned = Instant::now();
+            let margin = (timing.duration * 0.1).min(0.3);
+            std::thread::sleep(Duration::from_secs_f64(timing.warmup + 0.2 + margin));
+            start = Some(sample());
+            let end = spawned + Duration::from_secs_f64(timing.warmup + 0.2 + timing.duration);
+            std::thread::sleep(end.saturating_duration_since(Instant::now()));
+            stop = Some(sample());
+            loop {
+                if let Line::Report(report) = generator.next(deadline)? {
+                    break *report;
+                }
+            }
         }
     };
     let (Some((Some(c0), Some(b0), t0)), Some((Some(c1), Some(b1), t1))) = (start, stop) else {
@@ -179,6 +204,28 @@ fn measured(
     Ok((report, cpu, busy, window))
 }
 
+/// The built-in generator's arguments as `fdx bench` arguments: a `ws://` URL, `--tcp` for
+/// `--raw`.
+fn fdx_args(args: &[String]) -> Vec<String> {
+    args.iter()
+        .enumerate()
+        .map(|(i, arg)| match (i, arg.as_str()) {
+            (0, addr) => format!("ws://{addr}/"),
+            (_, "--raw") => "--tcp".to_owned(),
+            (_, other) => other.to_owned(),
+        })
+        .collect()
+}
+
+/// Messages echoed in the window the runner sampled: the generator's own window for the
+/// built-in one, the rate times the runner's window for `fdx bench`.
+fn window_count(kind: &Kind, count: u64, rate: f64, window: f64) -> f64 {
+    match kind {
+        Kind::Builtin => count as f64,
+        Kind::Fdx(_) => rate * window,
+    }
+}
+
 fn pinned() -> Vec<String> {
     vec!["taskset".into(), "-c".into(), SERVER_CPU.to_string()]
 }
@@ -187,6 +234,7 @@ const START_WAIT: Duration = Duration::from_secs(20);
 
 /// Runs one server in one cell.
 pub fn echo_run(
+    kind: &Kind,
     spec: &ServerSpec,
     cell: &CellSpec,
     round: usize,
@@ -215,8 +263,7 @@ pub fn echo_run(
     if spec.raw {
         args.push("--raw".into());
     }
-    let timeout = Duration::from_secs_f64(timing.warmup + timing.duration + 60.0);
-    let result = measured(&server, &args, timeout);
+    let result = measured(kind, &server, &args, timing);
     server.stop(Duration::from_secs(5));
     let (report, cpu, busy, window) =
         result.map_err(|e| format!("{} {}: {e}", spec.name, cell.id))?;
@@ -230,7 +277,8 @@ pub fn echo_run(
         cell: cell.id.clone(),
         server: spec.name.clone(),
         round,
-        cpu_us_per_msg: cpu * 1e6 / report.messages as f64,
+        cpu_us_per_msg: cpu * 1e6
+            / window_count(kind, report.messages, report.messages_per_s, window),
         server_cpu_s: cpu,
         cpu0_other: ((busy - cpu) / window).max(0.0),
         report,
@@ -261,11 +309,27 @@ pub struct IdleRun {
 /// Opens `connections` idle connections, measures RSS, echoes `echo_size` bytes on each,
 /// measures again.
 pub fn idle_run(
+    kind: &Kind,
     spec: &ServerSpec,
     connections: usize,
     echo_size: usize,
     round: usize,
 ) -> Result<IdleRun, String> {
+    if let Kind::Fdx(fdx) = kind {
+        // fdx bench echoes before it reports the connections ready: one run per state.
+        let (base, idle, open) = idle_fdx(fdx, spec, connections, None)?;
+        let (base2, echo, open2) = idle_fdx(fdx, spec, connections, Some(echo_size))?;
+        return Ok(IdleRun {
+            server: spec.name.clone(),
+            round,
+            connections: open.min(open2),
+            rss_base: base,
+            rss_idle: idle,
+            rss_echo: (echo + base).saturating_sub(base2),
+            per_conn_idle: idle.saturating_sub(base) as f64 / open as f64,
+            per_conn_echo: echo.saturating_sub(base2) as f64 / open2 as f64,
+        });
+    }
     let server = servers::start(spec, &pinned(), START_WAIT)?;
     let settle = Duration::from_millis(500);
     std::thread::sleep(settle);
@@ -345,6 +409,7 @@ pub struct HandshakeRun {
 
 /// Connect-upgrade-close loops against one server.
 pub fn handshake_run(
+    kind: &Kind,
     spec: &ServerSpec,
     concurrency: usize,
     round: usize,
@@ -361,10 +426,9 @@ pub fn handshake_run(
         "--duration".into(),
         timing.duration.to_string(),
     ];
-    let timeout = Duration::from_secs_f64(timing.warmup + timing.duration + 60.0);
-    let result = measured(&server, &args, timeout);
+    let result = measured(kind, &server, &args, timing);
     server.stop(Duration::from_secs(5));
-    let (report, cpu, _, _) = result.map_err(|e| format!("{} handshakes: {e}", spec.name))?;
+    let (report, cpu, _, window) = result.map_err(|e| format!("{} handshakes: {e}", spec.name))?;
     if report.handshakes == 0 {
         return Err(format!("{} handshakes: none completed", spec.name));
     }
@@ -372,6 +436,57 @@ pub fn handshake_run(
         server: spec.name.clone(),
         round,
         per_s: report.handshakes_per_s,
-        cpu_us: cpu * 1e6 / report.handshakes as f64,
+        cpu_us: cpu * 1e6 / window_count(kind, report.handshakes, report.handshakes_per_s, window),
     })
+}
+
+/// One `fdx bench --idle` run: RSS before, RSS once all connections are open (and have
+/// echoed, with `echo`), and how many opened.
+fn idle_fdx(
+    fdx: &std::path::Path,
+    spec: &ServerSpec,
+    connections: usize,
+    echo: Option<usize>,
+) -> Result<(u64, u64, u64), String> {
+    let server = servers::start(spec, &pinned(), START_WAIT)?;
+    let settle = Duration::from_millis(500);
+    std::thread::sleep(settle);
+    let base = procfs::process_rss(server.pid).ok_or("no RSS")?;
+    let mut args = vec![
+        format!("ws://{}/", server.addr),
+        "--idle".into(),
+        connections.to_string(),
+        "--duration".into(),
+        "0".into(),
+    ];
+    if let Some(size) = echo {
+        args.extend(["--idle-echo".into(), size.to_string()]);
+    }
+    if spec.raw {
+        args.push("--tcp".into());
+    }
+    let mut generator = Generator::start_fdx(LOAD_CPU, fdx, &args)?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let what = |e: String| format!("{} idle (fdx): {e}", spec.name);
+    let open = loop {
+        match generator.next(deadline).map_err(what)? {
+            Line::Event(e) if e["event"] == "idle_ready" => {
+                break e["connections_open"].as_u64().unwrap_or(0)
+            }
+            _ => {}
+        }
+    };
+    if open < connections as u64 {
+        return Err(format!(
+            "{} idle (fdx): only {open} of {connections} connections opened",
+            spec.name
+        ));
+    }
+    std::thread::sleep(settle);
+    let rss = procfs::process_rss(server.pid).ok_or("no RSS")?;
+    generator.close_stdin();
+    let _ = generator.next(deadline);
+    drop(generator);
+    server.stop(Duration::from_secs(5));
+    Ok((base, rss, open))
 }

@@ -23,21 +23,48 @@ pub struct Generator {
     lines: mpsc::Receiver<Result<Line, String>>,
 }
 
+/// Which load generator drives the servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// `fullduplex-bench load`: prints events around the measured window.
+    Builtin,
+    /// `fdx bench --threads 1 --json` (the project's CLI), found at this path. It prints no
+    /// events: the runner samples the server on its own clock inside the measured window.
+    Fdx(std::path::PathBuf),
+}
+
 impl Generator {
     /// Starts `fullduplex-bench load ARGS` on `cpu`.
     pub fn start(cpu: usize, args: &[String]) -> Result<Generator, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut argv = vec!["load".to_owned()];
+        argv.extend(args.iter().cloned());
+        Generator::spawn(cpu, &exe, &argv)
+    }
+
+    /// Starts `fdx bench ARGS --threads 1 --json` on `cpu`.
+    pub fn start_fdx(
+        cpu: usize,
+        fdx: &std::path::Path,
+        args: &[String],
+    ) -> Result<Generator, String> {
+        let mut argv = vec!["bench".to_owned()];
+        argv.extend(args.iter().cloned());
+        argv.extend(["--threads".to_owned(), "1".to_owned(), "--json".to_owned()]);
+        Generator::spawn(cpu, fdx, &argv)
+    }
+
+    fn spawn(cpu: usize, program: &std::path::Path, args: &[String]) -> Result<Generator, String> {
         let mut child = Command::new("taskset")
             .arg("-c")
             .arg(cpu.to_string())
-            .arg(exe)
-            .arg("load")
+            .arg(program)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|e| format!("taskset ... load: {e}"))?;
+            .map_err(|e| format!("taskset ... {}: {e}", program.display()))?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use fullduplex_bench::bench::{self, CellSpec, Timing};
+use fullduplex_bench::generator::Kind;
 use fullduplex_bench::report::{self, Results};
 use fullduplex_bench::servers::{self, ServerSpec};
 use fullduplex_bench::{callgrind, load, machine};
@@ -90,6 +91,11 @@ struct RunArgs {
     /// Skip the echo matrix.
     #[arg(long)]
     no_echo: bool,
+    /// The load generator: `builtin` (`fullduplex-bench load`, which marks the measured
+    /// window exactly) or `fdx` (`fdx bench`, built next to this executable with
+    /// `cargo build --release -p fullduplex-cli`).
+    #[arg(long, default_value = "builtin", value_parser = ["builtin", "fdx"])]
+    generator: String,
     #[command(flatten)]
     selection: Selection,
     #[command(flatten)]
@@ -167,9 +173,26 @@ fn results_dir() -> PathBuf {
     servers::exe_dir().join("../bench")
 }
 
+fn generator_kind(name: &str) -> Result<Kind, String> {
+    match name {
+        "fdx" => {
+            let fdx = servers::exe_dir().join("fdx");
+            if !fdx.exists() {
+                return Err(format!(
+                    "{} is missing: build it with `cargo build --release -p fullduplex-cli`",
+                    fdx.display()
+                ));
+            }
+            Ok(Kind::Fdx(fdx))
+        }
+        _ => Ok(Kind::Builtin),
+    }
+}
+
 fn run(args: RunArgs) -> Result<(), String> {
     fullduplex_bench::serve::raise_nofile_limit();
     let servers = select(&args.selection)?;
+    let kind = generator_kind(&args.generator)?;
     let (mut cells, rounds, timing, idle_connections, hs_timing) = if args.smoke {
         let quick = Timing {
             warmup: 0.2,
@@ -200,6 +223,12 @@ fn run(args: RunArgs) -> Result<(), String> {
     let mut results = Results {
         machine: machine::describe(),
         command: command_line(),
+        generator: match &kind {
+            Kind::Builtin => "`fullduplex-bench load` (raw pre-encoded frames, one task per \
+                             connection, current-thread runtime)"
+                .to_owned(),
+            Kind::Fdx(_) => "`fdx bench --threads 1`".to_owned(),
+        },
         rounds,
         timing: Some(timing.clone()),
         cells: cells.clone(),
@@ -210,12 +239,10 @@ fn run(args: RunArgs) -> Result<(), String> {
     let plan = |cell: &CellSpec| -> Vec<&ServerSpec> {
         servers
             .iter()
-            .filter(|s| {
-                if cell.compress {
-                    s.compression
-                } else {
-                    s.everywhere
-                }
+            .filter(|s| match cell.compress {
+                // fdx bench compresses through the library: no raw frames for the TCP floor.
+                true => s.compression && !(s.raw && kind != Kind::Builtin),
+                false => s.everywhere,
             })
             .collect()
     };
@@ -225,11 +252,11 @@ fn run(args: RunArgs) -> Result<(), String> {
         for cell in &cells {
             for spec in plan(cell) {
                 done += 1;
-                let mut outcome = bench::echo_run(spec, cell, round, &timing);
+                let mut outcome = bench::echo_run(&kind, spec, cell, round, &timing);
                 // A run disturbed by something else on CPU 0 is repeated once.
                 if matches!(&outcome, Ok(run) if run.cpu0_other > 0.25) {
                     eprintln!("  disturbed ({}), repeating", spec.name);
-                    outcome = bench::echo_run(spec, cell, round, &timing);
+                    outcome = bench::echo_run(&kind, spec, cell, round, &timing);
                 }
                 match outcome {
                     Ok(run) => {
@@ -253,7 +280,7 @@ fn run(args: RunArgs) -> Result<(), String> {
         }
         if idle_connections > 0 && (round <= 2 || args.smoke) {
             for spec in &servers {
-                match bench::idle_run(spec, idle_connections, 1024, round) {
+                match bench::idle_run(&kind, spec, idle_connections, 1024, round) {
                     Ok(run) => {
                         eprintln!(
                             "idle {:<18} {:>8.0} B/conn handshake only, {:>8.0} B/conn after an echo",
@@ -270,7 +297,7 @@ fn run(args: RunArgs) -> Result<(), String> {
         }
         if !args.no_handshakes {
             for spec in servers.iter().filter(|s| !s.raw) {
-                match bench::handshake_run(spec, 32, round, &hs_timing) {
+                match bench::handshake_run(&kind, spec, 32, round, &hs_timing) {
                     Ok(run) => {
                         eprintln!(
                             "handshakes {:<18} {:>8.0}/s {:>6.1} µs CPU each",

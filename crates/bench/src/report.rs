@@ -15,6 +15,9 @@ pub struct Results {
     pub machine: Vec<(String, String)>,
     /// The command line.
     pub command: String,
+    /// The load generator used.
+    #[serde(default)]
+    pub generator: String,
     /// Rounds.
     pub rounds: usize,
     /// Timing per echo run.
@@ -352,6 +355,9 @@ impl Results {
                 self.rounds, t.warmup, t.duration
             )
             .ok();
+        }
+        if !self.generator.is_empty() {
+            writeln!(out, "- load generator: {}", self.generator).ok();
         }
         writeln!(out, "- command: `{}`\n", self.command).ok();
         out.push_str("### Targets\n\n");
