@@ -96,14 +96,11 @@ impl Tmux {
         assert!(status.success(), "tmux send-keys {keys:?} failed");
     }
 
-    /// Types `text` one key at a time, like a person. (rustyline 17's prompt stalls on a
-    /// burst of several keys in one read while an external printer is in use: it waits in
-    /// select(2) while the rest sits in its buffer, until the next key or message.)
+    /// Types `text` in one burst, as a paste does: several keys arrive in one read. (rustyline
+    /// 17 stalled on that while an external printer was in use, waiting in select(2) with the
+    /// rest of the keys in its buffer; this test caught it, and rustyline 19 fixes it.)
     fn type_text(&self, text: &str) {
-        for c in text.chars() {
-            self.send_keys(&["-l", &c.to_string()]);
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.send_keys(&["-l", text]);
     }
 
     /// The visible pane, lines with trailing blanks removed.
