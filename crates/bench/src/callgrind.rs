@@ -216,8 +216,11 @@ pub fn markdown(counts: &[Count], servers: &[String], command: &str) -> String {
     let mut out = String::new();
     writeln!(
         out,
-        "Server instructions per echoed message under callgrind (exact and repeatable; \
-         start-up and handshakes cancelled by differencing two runs). Command: `{command}`.\n"
+        "Server instructions per echoed message under callgrind: the difference between a \
+         run of `n2` and one of `n1` messages per connection, divided by the extra messages \
+         (start-up and handshakes cancel out). Counts repeat to about 1% (how many messages \
+         one read brings depends on scheduling), whatever else the machine does. \
+         Command: `{command}`.\n"
     )
     .ok();
     let present: Vec<&String> = servers

@@ -322,7 +322,17 @@ fn run(args: RunArgs) -> Result<(), String> {
     }
     let dir = results_dir();
     std::fs::create_dir_all(&dir).ok();
-    let json = dir.join("results.json");
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    // Every run keeps its own file; the one that wrote BENCHMARKS.md is also results.json.
+    let name = if args.output.no_write {
+        format!("results-{stamp}.json")
+    } else {
+        "results.json".to_owned()
+    };
+    let json = dir.join(name);
     std::fs::write(
         &json,
         serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?,

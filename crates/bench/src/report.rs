@@ -185,8 +185,9 @@ impl Results {
                 };
                 writeln!(
                     out,
-                    "| {} | {name} | {} ({}-{}) | {} | {} | {:.0} / {:.0} | {:.2} | {} | {:.0}% |",
+                    "| {} `{}` | {name} | {} ({}-{}) | {} | {} | {:.0} / {:.0} | {:.2} | {} | {:.0}% |",
                     cell.describe(),
+                    cell.id,
                     rate_fmt(median(&rates)),
                     rate_fmt(min(&rates)),
                     rate_fmt(max(&rates)),
