@@ -449,6 +449,9 @@ impl Connection {
                     let Some((header, header_len)) = FrameHeader::parse(&self.recv)? else {
                         return Ok(None);
                     };
+                    if let Some(event) = self.whole_message(&header, header_len)? {
+                        return Ok(Some(event));
+                    }
                     let payload_len = self.check_header(&header)?;
                     IncomingFrame {
                         header,
@@ -496,6 +499,69 @@ impl Connection {
                 return Ok(Some(event));
             }
         }
+    }
+
+    /// The common case, short-cut: an unfragmented, uncompressed text or binary message whose
+    /// whole frame is already in the receive buffer, in [`ReceiveMode::Messages`]. It is
+    /// checked exactly as [`check_header`](Self::check_header) and the incremental path would
+    /// check it (reserved bits, masking by role, frame and message limits, UTF-8), but
+    /// delivered without the bookkeeping of partial frames and messages. `Ok(None)`: not this
+    /// case, take the general path.
+    fn whole_message(
+        &mut self,
+        header: &FrameHeader,
+        header_len: usize,
+    ) -> Result<Option<Event>, ProtocolError> {
+        let kind = match header.opcode {
+            OpCode::Text => DataKind::Text,
+            OpCode::Binary => DataKind::Binary,
+            _ => return Ok(None),
+        };
+        if !header.fin
+            || header.rsv1
+            || self.message.is_some()
+            || self.config.receive_mode != ReceiveMode::Messages
+            || header.payload_len > (self.recv.len() - header_len) as u64
+        {
+            return Ok(None);
+        }
+        if header.rsv2 || header.rsv3 {
+            return Err(ProtocolError::ReservedBits);
+        }
+        match (self.role, header.mask.is_some()) {
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedFrame),
+            (Role::Client, true) => return Err(ProtocolError::MaskedFrame),
+            _ => {}
+        }
+        // At most the buffer's length: it fits a usize.
+        let payload_len = header.payload_len as usize;
+        if payload_len > self.config.max_frame_size {
+            return Err(ProtocolError::FrameTooLarge {
+                size: header.payload_len,
+                limit: self.config.max_frame_size,
+            });
+        }
+        if payload_len > self.config.max_message_size {
+            return Err(ProtocolError::MessageTooLarge {
+                limit: self.config.max_message_size,
+            });
+        }
+        let payload = &mut self.recv[header_len..header_len + payload_len];
+        if let Some(key) = header.mask {
+            apply_mask(payload, key, 0);
+        }
+        if kind == DataKind::Text && !(payload.len() < SHORT_TEXT && payload.is_ascii()) {
+            let mut utf8 = Utf8Validator::new();
+            utf8.feed(payload)
+                .and_then(|()| utf8.finish())
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        self.recv.advance(header_len);
+        let payload = self.recv.split_to(payload_len).freeze();
+        Ok(Some(Event::Message(match kind {
+            DataKind::Text => Message::Text(Utf8Bytes::from_validated(payload)),
+            DataKind::Binary => Message::Binary(payload),
+        })))
     }
 
     /// Validates a header against the role, the message in progress and the limits, and starts
