@@ -235,10 +235,12 @@ where
             recv_pool::take(buf);
         }
         // Reserve (usually: reclaim the consumed front of the buffer) only when the room left
-        // is short of what the frame being received needs or below half a read: not before
-        // every small read.
+        // is short of what the frame being received still needs or, between frames, below half
+        // a read: not before every small read, and never just to read past the end of a large
+        // frame (growing a buffer that holds most of a 1 MiB frame would copy it).
         let spare = buf.capacity() - buf.len();
-        if spare < hint || spare < read_size / 2 {
+        let needed = if hint > 0 { hint } else { read_size / 2 };
+        if spare < needed {
             buf.reserve(hint.max(read_size));
         }
         match poll_read_buf(Pin::new(&mut self.stream), cx, buf) {
