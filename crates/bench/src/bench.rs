@@ -140,10 +140,33 @@ pub struct EchoRun {
     /// Share of the window CPU 0 was busy with something other than the server (softirq
     /// work included).
     pub cpu0_other: f64,
+    /// Share of the window CPU 1 was busy with something other than the load generator.
+    #[serde(default)]
+    pub cpu1_other: f64,
 }
 
-/// Starts the generator against `server` and returns its report, the server's CPU seconds and
-/// CPU 0's busy seconds over the measured window, and the window's length.
+/// What [`measured`] returns: the generator's report and, over the measured window, the
+/// server's CPU seconds, CPU 0's busy seconds, the generator's CPU seconds, CPU 1's busy
+/// seconds, and the window's length in seconds.
+struct Measured {
+    report: Report,
+    server_cpu: f64,
+    cpu0_busy: f64,
+    load_cpu: f64,
+    cpu1_busy: f64,
+    window: f64,
+}
+
+/// CPU times at one moment.
+struct Sample {
+    server: Option<Duration>,
+    cpu0: Option<Duration>,
+    load: Option<Duration>,
+    cpu1: Option<Duration>,
+    at: Instant,
+}
+
+/// Starts the generator against `server` and measures around its window.
 ///
 /// The built-in generator announces the window with events. `fdx bench` does not: the runner
 /// then samples on its own clock, from the end of the warm-up plus a margin (connections are
@@ -153,26 +176,27 @@ fn measured(
     server: &servers::Running,
     args: &[String],
     timing: &Timing,
-) -> Result<(Report, f64, f64, f64), String> {
+) -> Result<Measured, String> {
     let timeout = Duration::from_secs_f64(timing.warmup + timing.duration + 60.0);
     let deadline = Instant::now() + timeout;
-    let sample = || {
-        (
-            procfs::process_cpu(server.pid),
-            procfs::cpu_busy(SERVER_CPU),
-            Instant::now(),
-        )
+    let sample = |load: u32| Sample {
+        server: procfs::process_cpu(server.pid),
+        cpu0: procfs::cpu_busy(SERVER_CPU),
+        load: procfs::process_cpu(load),
+        cpu1: procfs::cpu_busy(LOAD_CPU),
+        at: Instant::now(),
     };
     let mut start = None;
     let mut stop = None;
     let report = match kind {
         Kind::Builtin => {
             let mut generator = Generator::start(LOAD_CPU, args)?;
+            let pid = generator.pid();
             loop {
                 match generator.next(deadline)? {
                     Line::Event(event) => match event["event"].as_str() {
-                        Some("measure_start") => start = Some(sample()),
-                        Some("measure_stop") => stop = Some(sample()),
+                        Some("measure_start") => start = Some(sample(pid)),
+                        Some("measure_stop") => stop = Some(sample(pid)),
                         _ => {}
                     },
                     Line::Report(report) => break *report,
@@ -181,13 +205,14 @@ fn measured(
         }
         Kind::Fdx(fdx) => {
             let mut generator = Generator::start_fdx(LOAD_CPU, fdx, &fdx_args(args))?;
+            let pid = generator.pid();
             let spawned = Instant::now();
             let margin = (timing.duration * 0.1).min(0.3);
             std::thread::sleep(Duration::from_secs_f64(timing.warmup + 0.2 + margin));
-            start = Some(sample());
+            start = Some(sample(pid));
             let end = spawned + Duration::from_secs_f64(timing.warmup + 0.2 + timing.duration);
             std::thread::sleep(end.saturating_duration_since(Instant::now()));
-            stop = Some(sample());
+            stop = Some(sample(pid));
             loop {
                 if let Line::Report(report) = generator.next(deadline)? {
                     break *report;
@@ -195,13 +220,22 @@ fn measured(
             }
         }
     };
-    let (Some((Some(c0), Some(b0), t0)), Some((Some(c1), Some(b1), t1))) = (start, stop) else {
-        return Err("could not sample the server's CPU time".into());
+    let (Some(a), Some(b)) = (start, stop) else {
+        return Err("the generator reported no measured window".into());
     };
-    let cpu = (c1 - c0).as_secs_f64();
-    let busy = (b1.saturating_sub(b0)).as_secs_f64();
-    let window = (t1 - t0).as_secs_f64();
-    Ok((report, cpu, busy, window))
+    let seconds = |x: Option<Duration>, y: Option<Duration>| match (x, y) {
+        (Some(x), Some(y)) => Ok(y.saturating_sub(x).as_secs_f64()),
+        _ => Err("could not read CPU times from /proc".to_owned()),
+    };
+    Ok(Measured {
+        report,
+        server_cpu: seconds(a.server, b.server)?,
+        cpu0_busy: seconds(a.cpu0, b.cpu0)?,
+        // Unknown if the generator has already exited at the last sample.
+        load_cpu: seconds(a.load, b.load).unwrap_or(0.0),
+        cpu1_busy: seconds(a.cpu1, b.cpu1)?,
+        window: (b.at - a.at).as_secs_f64(),
+    })
 }
 
 /// The built-in generator's arguments as `fdx bench` arguments: a `ws://` URL, `--tcp` for
@@ -265,8 +299,14 @@ pub fn echo_run(
     }
     let result = measured(kind, &server, &args, timing);
     server.stop(Duration::from_secs(5));
-    let (report, cpu, busy, window) =
-        result.map_err(|e| format!("{} {}: {e}", spec.name, cell.id))?;
+    let Measured {
+        report,
+        server_cpu: cpu,
+        cpu0_busy: busy,
+        load_cpu,
+        cpu1_busy,
+        window,
+    } = result.map_err(|e| format!("{} {}: {e}", spec.name, cell.id))?;
     if report.errors > 0 || report.messages == 0 {
         return Err(format!(
             "{} {}: {} errors, {} messages",
@@ -281,6 +321,7 @@ pub fn echo_run(
             / window_count(kind, report.messages, report.messages_per_s, window),
         server_cpu_s: cpu,
         cpu0_other: ((busy - cpu) / window).max(0.0),
+        cpu1_other: ((cpu1_busy - load_cpu) / window).max(0.0),
         report,
     })
 }
@@ -428,7 +469,12 @@ pub fn handshake_run(
     ];
     let result = measured(kind, &server, &args, timing);
     server.stop(Duration::from_secs(5));
-    let (report, cpu, _, window) = result.map_err(|e| format!("{} handshakes: {e}", spec.name))?;
+    let Measured {
+        report,
+        server_cpu: cpu,
+        window,
+        ..
+    } = result.map_err(|e| format!("{} handshakes: {e}", spec.name))?;
     if report.handshakes == 0 {
         return Err(format!("{} handshakes: none completed", spec.name));
     }

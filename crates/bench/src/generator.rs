@@ -95,6 +95,11 @@ impl Generator {
         }
     }
 
+    /// The generator's process id (taskset execs in place).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends a command line (idle mode).
     pub fn command(&mut self, line: &str) -> Result<(), String> {
         let stdin = self.stdin.as_mut().ok_or("stdin closed")?;

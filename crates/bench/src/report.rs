@@ -148,7 +148,7 @@ impl Results {
         let mut out = String::new();
         out.push_str(
             "| cell | server | msg/s median (min-max) | × fastwebsockets | × TCP echo | \
-             p50 / p99 µs | server CPU µs/msg | CPU × fastwebsockets | CPU 0 other |\n\
+             p50 / p99 µs | server CPU µs/msg | CPU × fastwebsockets | other load CPU 0 / 1 |\n\
              |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         for cell in &self.cells {
@@ -163,6 +163,7 @@ impl Results {
                 let p99: Vec<f64> = list.iter().map(|r| r.report.latency_us.p99).collect();
                 let cpu: Vec<f64> = list.iter().map(|r| r.cpu_us_per_msg).collect();
                 let other: Vec<f64> = list.iter().map(|r| r.cpu0_other).collect();
+                let other1: Vec<f64> = list.iter().map(|r| r.cpu1_other).collect();
                 let rate = |r: &EchoRun| r.report.messages_per_s;
                 let vs_fw = Self::paired(
                     &runs,
@@ -185,7 +186,7 @@ impl Results {
                 };
                 writeln!(
                     out,
-                    "| {} `{}` | {name} | {} ({}-{}) | {} | {} | {:.0} / {:.0} | {:.2} | {} | {:.0}% |",
+                    "| {} `{}` | {name} | {} ({}-{}) | {} | {} | {:.0} / {:.0} | {:.2} | {} | {:.0}% / {:.0}% |",
                     cell.describe(),
                     cell.id,
                     rate_fmt(median(&rates)),
@@ -198,6 +199,7 @@ impl Results {
                     median(&cpu),
                     ratio_fmt(cpu_fw),
                     median(&other) * 100.0,
+                    median(&other1) * 100.0,
                 )
                 .ok();
             }
@@ -368,9 +370,10 @@ impl Results {
             "Ratios are medians of per-round ratios (runs of one round are paired). CPU is the \
              server's user + system time over the measured window (`/proc/PID/stat`) divided by \
              the messages echoed in it. Latency is per message, from the write of its batch to \
-             its echo, with both CPUs busy. \"CPU 0 other\" is the share of the window CPU 0 \
-             spent on anything but the server (mostly loopback softirq work); a high value \
-             flags a disturbed run.\n\n",
+             its echo, with both CPUs busy. \"Other load\" is the share of the window that CPU 0 \
+             spent on anything but the server (such as softirq work) and CPU 1 on anything but \
+             the generator (medians over the rounds); a run where either exceeds 25% is \
+             repeated once.\n\n",
         );
         out.push_str(&self.echo_table());
         writeln!(
