@@ -17,8 +17,8 @@ use super::frames::{payload, Style, DISTINCT};
 use super::parser::ParseError;
 use super::progress::{self, Progress};
 use super::raw::{DriveError, CLOSE_WAIT, RETRY_PAUSE};
-use super::report::{Mode, Report};
-use super::stats::{Counts, Samples, Shared, Window};
+use super::report::Report;
+use super::stats::{finish_echo, Counts, Samples, Shared, Window};
 use crate::Failure;
 
 type Socket = WebSocket<TcpStream>;
@@ -82,33 +82,7 @@ pub async fn run(args: &BenchArgs, target: Arc<Target>) -> Result<Report, Failur
             connection(index, ws, plan, target, shared, max_message).await
         }));
     }
-    let mut counts = Counts::default();
-    let mut open_at_end = 0;
-    for task in tasks {
-        if let Ok((c, open)) = task.await {
-            counts.add(&c);
-            open_at_end += open as u64;
-        }
-    }
-    if let Some(progress) = progress {
-        progress.finish();
-    }
-    let mut report = Report::new(Mode::Echo, &args.url);
-    report.connections = connections as u64;
-    report.size = args.size as u64;
-    report.pipeline = args.pipeline as u64;
-    report.binary = args.binary;
-    report.compress = true;
-    report.duration_s = args.duration.as_secs_f64();
-    report.messages = counts.messages;
-    report.bytes = counts.bytes;
-    report.latency_us = shared.latency();
-    report.errors = counts.errors;
-    report.reconnects = counts.reconnects;
-    report.connections_open = open_at_end;
-    report.first_error = shared.first_error();
-    report.compute_rates();
-    Ok(report)
+    Ok(finish_echo(tasks, progress, &shared, args, connections, true).await)
 }
 
 /// Connects and upgrades with permessage-deflate offered; fails if the server declines it.

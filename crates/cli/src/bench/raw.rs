@@ -22,8 +22,8 @@ use super::connect::{open_all, open_failure, Target, Upgraded};
 use super::frames::{close_frame, Expected, FrameSet, Style, DISTINCT};
 use super::parser::{EchoParser, ParseError};
 use super::progress::{self, Progress};
-use super::report::{Mode, Report};
-use super::stats::{Counts, Samples, Shared, Window};
+use super::report::Report;
+use super::stats::{finish_echo, Counts, Samples, Shared, Window};
 use crate::Failure;
 
 /// How long the close handshake after the run may take per connection.
@@ -106,32 +106,7 @@ pub async fn run(args: &BenchArgs, target: Arc<Target>) -> Result<Report, Failur
             index, upgraded, plan, target, shared,
         )));
     }
-    let mut counts = Counts::default();
-    let mut open_at_end = 0;
-    for task in tasks {
-        if let Ok((c, open)) = task.await {
-            counts.add(&c);
-            open_at_end += open as u64;
-        }
-    }
-    if let Some(progress) = progress {
-        progress.finish();
-    }
-    let mut report = Report::new(Mode::Echo, &args.url);
-    report.connections = connections as u64;
-    report.size = args.size as u64;
-    report.pipeline = args.pipeline as u64;
-    report.binary = args.binary;
-    report.duration_s = args.duration.as_secs_f64();
-    report.messages = counts.messages;
-    report.bytes = counts.bytes;
-    report.latency_us = shared.latency();
-    report.errors = counts.errors;
-    report.reconnects = counts.reconnects;
-    report.connections_open = open_at_end;
-    report.first_error = shared.first_error();
-    report.compute_rates();
-    Ok(report)
+    Ok(finish_echo(tasks, progress, &shared, args, connections, false).await)
 }
 
 /// One connection for the whole run, reconnecting after failures. Returns its counts and
