@@ -12,6 +12,14 @@ pub enum ReceiveMode {
     /// message can be processed piece by piece without holding all of it. The message size
     /// limit still applies to the sum of the fragments, and text is still validated across them.
     Fragments,
+    /// Deliver data as it arrives, without waiting for frames to complete
+    /// ([`crate::Event::Fragment`]): every read that brings payload bytes of a data message
+    /// yields them at once (unmasked, and inflated when compressed), so a large message can be
+    /// relayed or written to disk while it is still arriving, and the connection never holds
+    /// more of it than one read (of a compressed message: what one read inflates to). Limits and UTF-8 validation apply as in the other modes; a
+    /// text piece may end inside a code point. Whole frames already in the buffer are
+    /// delivered as one piece.
+    Streaming,
 }
 
 /// Limits and switches of a [`crate::Connection`]. Every size a peer controls is bounded here.

@@ -14,6 +14,13 @@ use crate::message::{DataKind, Message, Utf8Bytes};
 use crate::out::{OutQueue, COPY_THRESHOLD, ENCODED_COPY_THRESHOLD};
 use crate::utf8::Utf8Validator;
 
+/// Once this much output is waiting, automatic pongs are coalesced: only the pong for the
+/// latest ping is kept, and it is queued when the output has drained below this again (RFC 6455
+/// section 5.5.3 allows answering only the most recent ping). A peer that sends pings and
+/// never reads can then not grow the output without bound, and a shell can keep reading while
+/// its writes wait.
+pub const PONG_BACKLOG: usize = 16 << 10;
+
 /// Text pieces shorter than this are checked for ASCII before the UTF-8 validator runs (the
 /// validator's SIMD path starts at 64 bytes; below that a plain ASCII scan is cheaper).
 const SHORT_TEXT: usize = 256;
@@ -40,13 +47,15 @@ pub enum State {
     Closed,
 }
 
-/// A frame of a message delivered in [`ReceiveMode::Fragments`].
+/// A piece of a data message: one frame of it in [`ReceiveMode::Fragments`], what has arrived
+/// of it since the last piece in [`ReceiveMode::Streaming`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fragment {
     /// Text or binary: the kind of the whole message.
     pub kind: DataKind,
-    /// This frame's payload. For text, a fragment may end inside a code point; the message as
-    /// a whole has been validated once the last fragment is delivered.
+    /// This piece's payload (unmasked, inflated). For text, a piece may end inside a code
+    /// point; everything delivered so far is valid UTF-8 up to such an unfinished code point,
+    /// and the message as a whole has been validated once the last piece is delivered.
     pub payload: Bytes,
     /// The first frame of its message.
     pub is_first: bool,
@@ -59,7 +68,8 @@ pub struct Fragment {
 pub enum Event {
     /// A whole message, or a control message (ping, pong, close).
     Message(Message),
-    /// One frame of a data message, in [`ReceiveMode::Fragments`].
+    /// A piece of a data message, in [`ReceiveMode::Fragments`] and
+    /// [`ReceiveMode::Streaming`].
     Fragment(Fragment),
 }
 
@@ -67,10 +77,16 @@ pub enum Event {
 #[derive(Debug, Clone, Copy)]
 struct IncomingFrame {
     header: FrameHeader,
+    /// Header bytes still at the front of the receive buffer (0 once a piece was delivered).
     header_len: usize,
+    /// Payload bytes not yet delivered (those in the buffer and those still to come).
     payload_len: usize,
-    /// Payload bytes already unmasked (and, for text, validated) in place.
+    /// Payload bytes at the front of the buffer already unmasked (and, for uncompressed text,
+    /// validated) in place.
     processed: usize,
+    /// Payload bytes already delivered and removed from the buffer ([`ReceiveMode::Streaming`]):
+    /// the position in the frame where the buffer starts, which the mask key rotation needs.
+    consumed: usize,
 }
 
 /// The data message being received.
@@ -88,6 +104,8 @@ struct IncomingMessage {
     /// Fragments joined so far (Messages mode, multi-frame messages), or inflated bytes.
     joined: BytesMut,
     utf8: Utf8Validator,
+    /// A piece of it was delivered (Fragments and Streaming modes).
+    started: bool,
 }
 
 /// The fragmented message being sent.
@@ -136,6 +154,9 @@ pub struct Connection {
     close_received: bool,
     failed: bool,
     eof: bool,
+    /// The pong for the latest ping, held back while the output is backed up
+    /// ([`PONG_BACKLOG`]).
+    pending_pong: Option<Bytes>,
     /// Mask keys for a client; servers never mask and carry no generator.
     rng: Option<Box<StdRng>>,
     /// permessage-deflate, once negotiated.
@@ -162,6 +183,7 @@ impl Connection {
             close_received: false,
             failed: false,
             eof: false,
+            pending_pong: None,
             rng,
             compressor: None,
             decompressor: None,
@@ -281,21 +303,36 @@ impl Connection {
         }
     }
 
-    /// The bytes waiting to be written. Write them (vectored) and `advance` by what was written.
+    /// The bytes waiting to be written. Write them (vectored) and `advance` by what was written;
+    /// call `output` again for what is left (a held-back pong joins the queue here once the
+    /// queue has drained below [`PONG_BACKLOG`]).
     pub fn output(&mut self) -> &mut OutQueue {
+        if self.pending_pong.is_some() && self.out.len() < PONG_BACKLOG {
+            self.release_pending_pong();
+        }
         &mut self.out
     }
 
-    /// Bytes queued and not yet written.
+    /// Bytes queued and not yet written (a held-back pong included).
     pub fn output_len(&self) -> usize {
-        self.out.len()
+        self.out.len() + self.pending_pong.as_ref().map_or(0, |pong| 2 + pong.len())
     }
 
     /// Takes all pending output as one contiguous buffer (convenient for tests and simple
     /// shells; it copies).
     pub fn take_output(&mut self) -> Bytes {
+        self.release_pending_pong();
         let out = &mut self.out;
         out.copy_to_bytes(out.remaining())
+    }
+
+    fn release_pending_pong(&mut self) {
+        if let Some(payload) = self.pending_pong.take() {
+            self.queue_frame(
+                FrameHeader::new(OpCode::Pong, payload.len() as u64),
+                payload,
+            );
+        }
     }
 
     // ----- commands -----
@@ -458,6 +495,7 @@ impl Connection {
                         header_len,
                         payload_len,
                         processed: 0,
+                        consumed: 0,
                     }
                 }
             };
@@ -466,7 +504,7 @@ impl Connection {
                 let range = frame.header_len + frame.processed..frame.header_len + available;
                 let chunk = &mut self.recv[range];
                 if let Some(key) = frame.header.mask {
-                    apply_mask(chunk, key, frame.processed);
+                    apply_mask(chunk, key, frame.consumed + frame.processed);
                 }
                 if !frame.header.opcode.is_control() {
                     if let Some(message) = &mut self.message {
@@ -489,6 +527,20 @@ impl Connection {
                 frame.processed = available;
             }
             if available < frame.payload_len {
+                if frame.processed > 0 && self.is_streaming_data(&frame.header) {
+                    // Deliver what arrived of the frame now, and forget it.
+                    self.recv.advance(frame.header_len);
+                    let piece = self.recv.split_to(frame.processed).freeze();
+                    frame.header_len = 0;
+                    frame.payload_len -= piece.len();
+                    frame.consumed += piece.len();
+                    frame.processed = 0;
+                    self.frame = Some(frame);
+                    if let Some(event) = self.on_data(frame.header.fin, false, piece)? {
+                        return Ok(Some(event));
+                    }
+                    continue;
+                }
                 self.frame = Some(frame);
                 return Ok(None);
             }
@@ -501,12 +553,22 @@ impl Connection {
         }
     }
 
+    /// The frame is a data frame of a message received in [`ReceiveMode::Streaming`].
+    fn is_streaming_data(&self, header: &FrameHeader) -> bool {
+        !header.opcode.is_control()
+            && self
+                .message
+                .as_ref()
+                .is_some_and(|message| message.mode == ReceiveMode::Streaming)
+    }
+
     /// The common case, short-cut: an unfragmented, uncompressed text or binary message whose
-    /// whole frame is already in the receive buffer, in [`ReceiveMode::Messages`]. It is
-    /// checked exactly as [`check_header`](Self::check_header) and the incremental path would
-    /// check it (reserved bits, masking by role, frame and message limits, UTF-8), but
-    /// delivered without the bookkeeping of partial frames and messages. `Ok(None)`: not this
-    /// case, take the general path.
+    /// whole frame is already in the receive buffer, in [`ReceiveMode::Messages`] (or
+    /// [`ReceiveMode::Streaming`], as one piece that is both first and last). It is checked
+    /// exactly as [`check_header`](Self::check_header) and the incremental path would check it
+    /// (reserved bits, masking by role, frame and message limits, UTF-8), but delivered
+    /// without the bookkeeping of partial frames and messages. `Ok(None)`: not this case, take
+    /// the general path.
     fn whole_message(
         &mut self,
         header: &FrameHeader,
@@ -520,7 +582,7 @@ impl Connection {
         if !header.fin
             || header.rsv1
             || self.message.is_some()
-            || self.config.receive_mode != ReceiveMode::Messages
+            || self.config.receive_mode == ReceiveMode::Fragments
             || header.payload_len > (self.recv.len() - header_len) as u64
         {
             return Ok(None);
@@ -558,6 +620,14 @@ impl Connection {
         }
         self.recv.advance(header_len);
         let payload = self.recv.split_to(payload_len).freeze();
+        if self.config.receive_mode == ReceiveMode::Streaming {
+            return Ok(Some(Event::Fragment(Fragment {
+                kind,
+                payload,
+                is_first: true,
+                is_last: true,
+            })));
+        }
         Ok(Some(Event::Message(match kind {
             DataKind::Text => Message::Text(Utf8Bytes::from_validated(payload)),
             DataKind::Binary => Message::Binary(payload),
@@ -620,6 +690,7 @@ impl Connection {
                 delivered: 0,
                 joined: BytesMut::new(),
                 utf8: Utf8Validator::new(),
+                started: false,
             });
         }
         Ok(payload_len)
@@ -635,9 +706,14 @@ impl Connection {
                 // Section 5.5.2: "MUST send a Pong frame in response, unless it already
                 // received a Close frame" - so also while our own close is in flight.
                 if self.config.auto_pong {
-                    self.queue_frame(FrameHeader::new(OpCode::Pong, payload.len() as u64), {
-                        payload.clone()
-                    });
+                    if self.out.len() >= PONG_BACKLOG {
+                        // Replaces the pong for an earlier ping that is still held back.
+                        self.pending_pong = Some(payload.clone());
+                    } else {
+                        self.queue_frame(FrameHeader::new(OpCode::Pong, payload.len() as u64), {
+                            payload.clone()
+                        });
+                    }
                 }
                 Ok(Some(Event::Message(Message::Ping(payload))))
             }
@@ -653,22 +729,28 @@ impl Connection {
                 Ok(Some(Event::Message(Message::Close(frame))))
             }
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
-                self.on_data_frame(header, payload)
+                self.on_data(header.fin, true, payload)
             }
         }
     }
 
-    fn on_data_frame(
+    /// Payload of a data frame: the whole rest of the frame (`frame_end`), or in
+    /// [`ReceiveMode::Streaming`] the piece that arrived. `fin` is the frame's FIN bit.
+    fn on_data(
         &mut self,
-        header: FrameHeader,
+        fin: bool,
+        frame_end: bool,
         payload: Bytes,
     ) -> Result<Option<Event>, ProtocolError> {
         let Some(message) = self.message.as_mut() else {
             // check_header started the message; unreachable, but never panic on input.
             return Err(ProtocolError::UnexpectedContinuation);
         };
+        let message_end = fin && frame_end;
         message.size += payload.len();
-        message.frames += 1;
+        if frame_end {
+            message.frames += 1;
+        }
         let data = if message.compressed {
             let Some(decompressor) = self.decompressor.as_mut() else {
                 return Err(ProtocolError::ReservedBits);
@@ -680,7 +762,7 @@ impl Connection {
                 .max_message_size
                 .saturating_sub(message.delivered);
             decompressor
-                .decompress(&payload, header.fin, &mut message.joined, limit)
+                .decompress(&payload, message_end, &mut message.joined, limit)
                 .map_err(ProtocolError::Deflate)?;
             if message.kind == DataKind::Text {
                 message
@@ -692,27 +774,35 @@ impl Connection {
         } else {
             Some(payload)
         };
-        if header.fin && message.kind == DataKind::Text {
+        if message_end && message.kind == DataKind::Text {
             message
                 .utf8
                 .finish()
                 .map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         let event = match (message.mode, data) {
-            (ReceiveMode::Fragments, data) => {
+            (ReceiveMode::Fragments | ReceiveMode::Streaming, data) => {
                 let payload = match data {
                     Some(payload) => payload,
                     None => message.joined.split().freeze(),
                 };
-                message.delivered += payload.len();
-                Some(Event::Fragment(Fragment {
-                    kind: message.kind,
-                    payload,
-                    is_first: message.frames == 1,
-                    is_last: header.fin,
-                }))
+                // A streamed piece that inflated to nothing is not worth an event; the last
+                // one always is, so that the message visibly ends.
+                if payload.is_empty() && !message_end && message.mode == ReceiveMode::Streaming {
+                    None
+                } else {
+                    message.delivered += payload.len();
+                    let is_first = !message.started;
+                    message.started = true;
+                    Some(Event::Fragment(Fragment {
+                        kind: message.kind,
+                        payload,
+                        is_first,
+                        is_last: message_end,
+                    }))
+                }
             }
-            (ReceiveMode::Messages, data) if header.fin => {
+            (ReceiveMode::Messages, data) if message_end => {
                 let data = match data {
                     Some(payload) if message.frames == 1 => payload,
                     Some(payload) => {
@@ -733,7 +823,7 @@ impl Connection {
                 None
             }
         };
-        if header.fin {
+        if message_end {
             self.message = None;
         }
         Ok(event)
@@ -802,6 +892,8 @@ impl Connection {
             }
             None => Bytes::new(),
         };
+        // A held-back pong goes out first: nothing may follow the close frame.
+        self.release_pending_pong();
         self.close_sent = true;
         self.sending = None;
         self.queue_frame(

@@ -171,6 +171,78 @@ fn fragmented_compressed_send_and_fragment_mode_receive() {
     assert_eq!(joined, parts.concat().as_bytes());
 }
 
+/// Streaming mode inflates each piece as it arrives: a compressed message read a few bytes at
+/// a time is delivered in many pieces, which join back to the message, before its last frame
+/// has even arrived; the inflated size still counts against the message limit.
+#[test]
+fn streaming_mode_inflates_compressed_messages_as_they_arrive() {
+    let text: String = (0..4000)
+        .map(|i| format!("{{\"seq\":{i},\"v\":\"é{}\"}}", i % 7))
+        .collect();
+    for takeover in [true, false] {
+        let params = DeflateParams {
+            client_no_context_takeover: !takeover,
+            ..DeflateParams::default()
+        };
+        let config = Config::default().receive_mode(ReceiveMode::Streaming);
+        let (mut client, mut server) = pair(params, config);
+        for _ in 0..2 {
+            client.send(Message::text(text.clone())).unwrap();
+            let wire = client.take_output();
+            assert!(wire.len() < text.len() / 4, "compressed: {}", wire.len());
+            let mut pieces = Vec::new();
+            for chunk in wire.chunks(97) {
+                server.recv_buf().extend_from_slice(chunk);
+                while let Some(event) = server.next_event().unwrap() {
+                    match event {
+                        Event::Fragment(piece) => pieces.push(piece),
+                        other => panic!("{other:?}"),
+                    }
+                }
+            }
+            assert!(pieces.len() > 10, "{} pieces", pieces.len());
+            assert!(pieces[0].is_first && pieces.iter().skip(1).all(|p| !p.is_first));
+            assert!(pieces.last().unwrap().is_last);
+            let joined: Vec<u8> = pieces.iter().flat_map(|p| p.payload.to_vec()).collect();
+            assert_eq!(joined, text.as_bytes());
+        }
+    }
+    // The inflated size is bounded in this mode too (the compressed message is below the
+    // limit, the text above it).
+    let config = Config::default()
+        .receive_mode(ReceiveMode::Streaming)
+        .max_message_size(text.len() / 2);
+    let (mut client, mut server) = pair(DeflateParams::default(), config);
+    client.send(Message::text(text.clone())).unwrap();
+    let wire = client.take_output();
+    let mut result = Ok(());
+    let mut delivered = 0;
+    for chunk in wire.chunks(50) {
+        server.recv_buf().extend_from_slice(chunk);
+        loop {
+            match server.next_event() {
+                Ok(Some(Event::Fragment(piece))) => delivered += piece.payload.len(),
+                Ok(Some(other)) => panic!("{other:?}"),
+                Ok(None) => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        if result.is_err() {
+            break;
+        }
+    }
+    assert!(
+        matches!(result, Err(ProtocolError::Deflate(_))),
+        "{result:?}"
+    );
+    assert!(delivered <= text.len() / 2, "{delivered}");
+    let frames = server_frames(&server.take_output());
+    assert_eq!(u16::from_be_bytes([frames[0].1[0], frames[0].1[1]]), 1009);
+}
+
 // RFC 7692 section 6.1: RSV1 on a continuation frame or a control frame is an error.
 #[test]
 fn rsv1_only_on_the_first_frame_of_a_data_message() {

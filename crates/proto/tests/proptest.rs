@@ -157,12 +157,12 @@ fn reassemble(events: &[Event]) -> Result<Vec<Message>, TestCaseError> {
     Ok(out)
 }
 
-fn mode(fragments: bool) -> ReceiveMode {
-    if fragments {
-        ReceiveMode::Fragments
-    } else {
-        ReceiveMode::Messages
-    }
+fn mode_strategy() -> impl Strategy<Value = ReceiveMode> {
+    prop_oneof![
+        Just(ReceiveMode::Messages),
+        Just(ReceiveMode::Fragments),
+        Just(ReceiveMode::Streaming),
+    ]
 }
 
 proptest! {
@@ -175,12 +175,12 @@ proptest! {
         client_ops in vec(op_strategy(), 0..10),
         server_ops in vec(op_strategy(), 0..10),
         chunk in prop_oneof![1usize..8, 8usize..300, Just(usize::MAX)],
-        client_fragments in any::<bool>(),
-        server_fragments in any::<bool>(),
+        client_mode in mode_strategy(),
+        server_mode in mode_strategy(),
     ) {
         let mut pair = Pair::with_configs(
-            Config::default().receive_mode(mode(client_fragments)),
-            Config::default().receive_mode(mode(server_fragments)),
+            Config::default().receive_mode(client_mode),
+            Config::default().receive_mode(server_mode),
         );
         for op in &client_ops {
             send(&mut pair.client, op);
@@ -389,14 +389,15 @@ fn config_strategy() -> impl Strategy<Value = Config> {
     prop_oneof![
         3 => Just(Config::default()),
         1 => Just(Config::default().receive_mode(ReceiveMode::Fragments)),
+        1 => Just(Config::default().receive_mode(ReceiveMode::Streaming)),
         1 => Just(Config::default().auto_pong(false)),
         1 => (1usize..100, 1usize..200).prop_map(|(frame, message)| {
             Config::default().max_frame_size(frame).max_message_size(message)
         }),
-        1 => (1usize..100, any::<bool>()).prop_map(|(limit, fragments)| {
+        1 => (1usize..100, mode_strategy()).prop_map(|(limit, mode)| {
             Config::default()
                 .max_message_size(limit)
-                .receive_mode(mode(fragments))
+                .receive_mode(mode)
         }),
     ]
 }
@@ -412,13 +413,41 @@ fn sent(conn: &mut Connection) -> Vec<Sent> {
 }
 
 /// Feeds `bytes` cut at `cuts`, then the end of the stream; returns what came out.
+/// In [`ReceiveMode::Streaming`], where the pieces depend on the cuts, see [`merge_pieces`].
 fn run(role: Role, config: &Config, bytes: &[u8], cuts: &[usize]) -> (Outcome, Vec<Sent>) {
     let mut conn = Connection::new(role, config.clone());
     let mut outcome = feed_split(&mut conn, bytes, cuts);
     conn.recv_eof();
     outcome.absorb(drain(&mut conn));
     let out = sent(&mut conn);
+    if config.receive_mode == ReceiveMode::Streaming {
+        outcome.events = merge_pieces(outcome.events, outcome.error.is_some());
+    }
     (outcome, out)
+}
+
+/// Streamed pieces, in a form that does not depend on how the bytes were cut: adjacent pieces
+/// of a message joined into one. After an error, a message's unfinished last piece is
+/// dropped: how much of a failing frame was delivered before the failure depends on the cuts
+/// (what was delivered is checked by the UTF-8 property below).
+fn merge_pieces(events: Vec<Event>, failed: bool) -> Vec<Event> {
+    let mut merged: Vec<Event> = Vec::new();
+    for event in events {
+        if let (Some(Event::Fragment(last)), Event::Fragment(next)) = (merged.last_mut(), &event) {
+            if !last.is_last {
+                let mut joined = last.payload.to_vec();
+                joined.extend_from_slice(&next.payload);
+                last.payload = joined.into();
+                last.is_last = next.is_last;
+                continue;
+            }
+        }
+        merged.push(event);
+    }
+    if failed && matches!(merged.last(), Some(Event::Fragment(f)) if !f.is_last) {
+        merged.pop();
+    }
+    merged
 }
 
 /// Checks the state a connection must be in once it has failed or closed, and the shape of its
@@ -565,6 +594,65 @@ proptest! {
             Err(_) => {
                 prop_assert_eq!(outcome.err(), ProtocolError::InvalidUtf8);
                 prop_assert!(outcome.events.is_empty());
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// In [`ReceiveMode::Streaming`] valid text arrives whole and in order, in pieces; invalid
+    /// text fails with 1007, and what was delivered before the failure is valid UTF-8 up to
+    /// at most one unfinished code point at its end (nothing invalid is ever handed out).
+    #[test]
+    fn streamed_text_is_valid_up_to_where_it_fails(
+        bytes in prop_oneof![
+            unicode(30).prop_map(String::into_bytes),
+            vec(any::<u8>(), 0..30),
+            (unicode(20), any::<Index>(), any::<u8>()).prop_map(|(s, at, b)| {
+                let mut v = s.into_bytes();
+                let i = at.index(v.len() + 1);
+                v.insert(i, b);
+                v
+            }),
+        ],
+        cuts in vec(any::<Index>(), 0..4),
+        chunk in 1usize..10,
+        role in prop_oneof![Just(Role::Server), Just(Role::Client)],
+    ) {
+        let pieces = cut(&bytes, &cuts);
+        let last = pieces.len() - 1;
+        let frames: Vec<Vec<u8>> = pieces
+            .iter()
+            .enumerate()
+            .map(|(i, p)| frame_to(role, i == last, if i == 0 { op::TEXT } else { op::CONT }, p))
+            .collect();
+        let config = Config::default().receive_mode(ReceiveMode::Streaming);
+        let mut conn = Connection::new(role, config);
+        let outcome = feed_chunked(&mut conn, &frames.concat(), chunk);
+        let mut delivered = Vec::new();
+        for (i, event) in outcome.events.iter().enumerate() {
+            let Event::Fragment(piece) = event else {
+                return Err(TestCaseError::fail(format!("not a piece: {event:?}")));
+            };
+            prop_assert_eq!(piece.kind, DataKind::Text);
+            prop_assert_eq!(piece.is_first, i == 0);
+            prop_assert!(!piece.payload.is_empty() || piece.is_last, "empty piece in the middle");
+            delivered.extend_from_slice(&piece.payload);
+        }
+        match std::str::from_utf8(&bytes) {
+            Ok(_) => {
+                prop_assert_eq!(&outcome.error, &None);
+                prop_assert_eq!(&delivered, &bytes);
+                prop_assert!(matches!(outcome.events.last(), Some(Event::Fragment(f)) if f.is_last));
+            }
+            Err(_) => {
+                prop_assert_eq!(outcome.err(), ProtocolError::InvalidUtf8);
+                prop_assert!(bytes.starts_with(&delivered));
+                if let Err(e) = std::str::from_utf8(&delivered) {
+                    prop_assert!(e.error_len().is_none(), "invalid bytes delivered: {:?}", delivered);
+                }
             }
         }
     }

@@ -652,6 +652,53 @@ mod fragmentation {
         assert_eq!(outcome.error, None);
     }
 
+    /// `ReceiveMode::Streaming` hands out what has arrived of a frame at once, unmasked with
+    /// the key rotation continuing across pieces, and holds only the bytes not yet delivered.
+    #[test]
+    fn streaming_mode_delivers_a_frame_before_it_is_complete() {
+        let config = Config::default().receive_mode(ReceiveMode::Streaming);
+        let payload: Vec<u8> = (0..10_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let bytes = concat(&[
+            frame(false, 0, op::BINARY, Some(KEY), &payload[..6_000]),
+            frame(true, 0, op::PING, Some(KEY), b"p"),
+            frame(true, 0, op::CONT, Some(KEY), &payload[6_000..]),
+            frame(true, 0, op::TEXT, Some(KEY), b"small"),
+        ]);
+        let mut server = Connection::new(Role::Server, config);
+        let mut joined = Vec::new();
+        let mut pieces = 0;
+        let mut rest = &bytes[..];
+        // 1,001 bytes at a time (not a multiple of the mask key's length).
+        while !rest.is_empty() {
+            let (now, later) = rest.split_at(rest.len().min(1_001));
+            rest = later;
+            server.recv_buf().extend_from_slice(now);
+            while let Some(event) = server.next_event().unwrap() {
+                match event {
+                    Event::Fragment(f) if f.kind == DataKind::Binary => {
+                        assert_eq!(f.is_first, pieces == 0);
+                        assert_eq!(f.is_last, joined.len() + f.payload.len() == payload.len());
+                        assert!(!f.payload.is_empty());
+                        joined.extend_from_slice(&f.payload);
+                        pieces += 1;
+                    }
+                    Event::Fragment(f) => {
+                        assert!(f.is_first && f.is_last && &f.payload[..] == b"small");
+                    }
+                    Event::Message(m) => assert_eq!(m, Message::Ping("p".into())),
+                }
+            }
+            // Delivered bytes do not stay in the buffer: at most one read is held.
+            assert!(
+                server.recv_buf().len() <= 1_001,
+                "{}",
+                server.recv_buf().len()
+            );
+        }
+        assert_eq!(joined, payload);
+        assert!(pieces >= 10, "{pieces} pieces");
+    }
+
     #[test]
     fn receive_mode_switch_applies_from_the_next_message() {
         let mut server = conn(Role::Server);

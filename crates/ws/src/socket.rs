@@ -25,6 +25,9 @@ const MAX_IOVECS: usize = 64;
 const FEW_IOVECS: usize = 8;
 /// The largest single read reservation when a big frame is being received.
 const MAX_READ_STEP: usize = 1 << 20;
+/// The same in [`ReceiveMode::Streaming`], where a frame is handed out piece by piece and need
+/// not be read in large steps.
+const STREAM_READ_STEP: usize = 256 << 10;
 
 /// A WebSocket connection over a transport `S` (a `TcpStream`, a TLS stream, anything
 /// `AsyncRead + AsyncWrite + Unpin`).
@@ -151,12 +154,29 @@ where
     ///
     /// Pings are answered automatically (unless turned off) and still delivered; the close
     /// frame is delivered as `Message::Close`, then the stream ends. In
-    /// [`ReceiveMode::Fragments`] use [`recv_event`](WebSocket::recv_event) instead.
+    /// [`ReceiveMode::Fragments`] and [`ReceiveMode::Streaming`] use
+    /// [`recv_event`](WebSocket::recv_event) instead.
     pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
-    /// Receives the next event: a message, or in [`ReceiveMode::Fragments`] a fragment.
+    /// Receives the next event: a message, or in [`ReceiveMode::Fragments`] and
+    /// [`ReceiveMode::Streaming`] a piece of a data message ([`Event::Fragment`]).
+    ///
+    /// A relay that passes large messages on while they arrive, holding at most one read of
+    /// each (the pieces go out as the frames of a fragmented message):
+    ///
+    /// ```no_run
+    /// # async fn demo(mut ws: fullduplex::WebSocket<tokio::net::TcpStream>) -> Result<(), fullduplex::Error> {
+    /// use fullduplex::{Event, ReceiveMode};
+    /// ws.set_receive_mode(ReceiveMode::Streaming);
+    /// while let Some(event) = ws.recv_event().await {
+    ///     if let Event::Fragment(piece) = event? {
+    ///         ws.feed_fragment(piece.kind, piece.payload, piece.is_last).await?;
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn recv_event(&mut self) -> Option<Result<Event, Error>> {
         poll_fn(|cx| self.poll_next_event(cx)).await
     }
@@ -210,10 +230,11 @@ where
                     Poll::Ready(Err(error)) => {
                         return Poll::Ready(Some(Err(self.abort(cx, error))))
                     }
-                    // Keep reading while the peer is slow, unless our replies pile up.
-                    Poll::Pending if self.conn.output().len() >= self.write_limit as usize => {
-                        return Poll::Pending
-                    }
+                    // Keep reading while the peer is slow: a peer that sends while it reads
+                    // (a streaming relay, a split reader next to a busy writer) must not wait
+                    // for us to finish writing. Reading alone cannot grow the output without
+                    // bound: pongs are coalesced once it is backed up (`PONG_BACKLOG`), and
+                    // the application's own sends wait in `poll_ready_send`.
                     Poll::Pending => {}
                 }
             }
@@ -229,7 +250,11 @@ where
     /// and no partial frame is waiting in it.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let read_size = self.read_size as usize;
-        let hint = self.conn.read_hint().min(MAX_READ_STEP);
+        let step = match self.conn.config().receive_mode {
+            ReceiveMode::Streaming => STREAM_READ_STEP,
+            _ => MAX_READ_STEP,
+        };
+        let hint = self.conn.read_hint().min(step);
         let buf = self.conn.recv_buf();
         if buf.capacity() == 0 {
             recv_pool::take(buf);
@@ -341,6 +366,20 @@ where
     pub async fn feed(&mut self, message: Message) -> Result<(), Error> {
         poll_fn(|cx| self.poll_ready_send(cx)).await?;
         self.start_send_message(message)
+    }
+
+    /// Queues one frame of a fragmented message without flushing (see
+    /// [`send_fragment`](WebSocket::send_fragment) and [`feed`](WebSocket::feed)): a relay
+    /// in [`ReceiveMode::Streaming`] feeds every piece it receives, and what is queued leaves
+    /// when `recv_event` next waits for the peer.
+    pub async fn feed_fragment(
+        &mut self,
+        kind: DataKind,
+        payload: Bytes,
+        is_last: bool,
+    ) -> Result<(), Error> {
+        poll_fn(|cx| self.poll_ready_send(cx)).await?;
+        self.start_send_fragment(kind, payload, is_last)
     }
 
     /// Queues a message uncompressed even when permessage-deflate is on, and flushes.

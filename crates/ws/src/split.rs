@@ -201,6 +201,20 @@ where
         self.shared.lock().start_send_message(message)
     }
 
+    /// Queues one frame of a fragmented message without flushing (waits while the write
+    /// buffer is full).
+    pub async fn feed_fragment(
+        &mut self,
+        kind: DataKind,
+        payload: Bytes,
+        is_last: bool,
+    ) -> Result<(), Error> {
+        poll_fn(|cx| self.poll_with(cx, |ws, cx| ws.poll_ready_send(cx))).await?;
+        self.shared
+            .lock()
+            .start_send_fragment(kind, payload, is_last)
+    }
+
     /// Sends one frame of a fragmented message and flushes.
     pub async fn send_fragment(
         &mut self,

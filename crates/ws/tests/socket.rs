@@ -230,6 +230,73 @@ async fn recv_is_cancel_safe() {
     peer.await.unwrap();
 }
 
+/// A peer that sends pings and never reads: the application keeps receiving (reading does not
+/// wait for our writes), the pongs are coalesced once the output is backed up so it stays
+/// bounded, and when the peer finally reads it gets pongs in order, ending with the pong for its
+/// last ping (RFC 6455 section 5.5.3).
+#[tokio::test]
+async fn pongs_to_a_peer_that_does_not_read_stay_bounded() {
+    use fullduplex::proto::connection::PONG_BACKLOG;
+    const PINGS: usize = 20_000;
+    let (mut peer, transport) = tokio::io::duplex(4 << 10);
+    let mut server = fullduplex::WebSocket::from_raw(
+        transport,
+        fullduplex::Role::Server,
+        Config::default(),
+        bytes::BytesMut::new(),
+    );
+    let writer = tokio::spawn(async move {
+        for i in 0..PINGS {
+            peer.write_all(&client_frame(true, 9, i.to_string().as_bytes()))
+                .await
+                .unwrap();
+        }
+        peer
+    });
+    let receive = async {
+        let (mut pings, mut most) = (0, 0);
+        while pings < PINGS {
+            match server.recv().await.unwrap().unwrap() {
+                Message::Ping(_) => pings += 1,
+                other => panic!("{other:?}"),
+            }
+            most = most.max(server.buffered_amount());
+        }
+        most
+    };
+    let most = tokio::time::timeout(Duration::from_secs(60), receive)
+        .await
+        .expect("reading stalled behind the unread pongs");
+    assert!(most < PONG_BACKLOG + 256, "{most} bytes queued");
+    let mut peer = writer.await.unwrap();
+    let flush = tokio::spawn(async move {
+        server.flush().await.unwrap();
+        server
+    });
+    // Read the server's unmasked pong frames until the one for the last ping.
+    let mut bytes = Vec::new();
+    let mut pongs: Vec<usize> = Vec::new();
+    let mut buf = [0u8; 8192];
+    while pongs.last() != Some(&(PINGS - 1)) {
+        let n = tokio::time::timeout(Duration::from_secs(10), peer.read(&mut buf))
+            .await
+            .expect("the last pong never came")
+            .unwrap();
+        assert!(n > 0, "the server closed the stream");
+        bytes.extend_from_slice(&buf[..n]);
+        while bytes.len() >= 2 && bytes.len() >= 2 + usize::from(bytes[1]) {
+            assert_eq!(bytes[0], 0x8a, "not a pong");
+            let len = usize::from(bytes[1]);
+            let payload = std::str::from_utf8(&bytes[2..2 + len]).unwrap();
+            pongs.push(payload.parse().unwrap());
+            bytes.drain(..2 + len);
+        }
+    }
+    assert!(pongs.windows(2).all(|w| w[0] < w[1]), "pongs out of order");
+    assert!(pongs.len() < PINGS, "nothing was coalesced");
+    flush.await.unwrap();
+}
+
 /// Sends wait when the peer does not read: the write buffer stays bounded.
 #[tokio::test]
 async fn send_applies_backpressure() {
@@ -299,6 +366,77 @@ async fn fragments_stream_a_large_message() {
         server.recv().await,
         Some(Err(fullduplex::Error::FragmentMode))
     ));
+}
+
+/// A streaming relay: the server echoes a 16 MiB message piece by piece while it is still
+/// arriving, never holding more than a read of it (uncompressed), and the client (which reassembles) gets the
+/// message back whole: text (validated across pieces that cut code points) and binary, with and
+/// without compression.
+#[tokio::test]
+async fn streaming_relay_echoes_a_large_message_while_it_arrives() {
+    for compress in [false, true] {
+        let config = Config::default().compression(compress);
+        let (client, mut server) = tcp_pair(config.clone(), config).await;
+        assert_eq!(client.is_compressed(), compress);
+        server.set_receive_mode(ReceiveMode::Streaming);
+        let relay = tokio::spawn(async move {
+            let (mut pieces, mut largest) = (0usize, 0usize);
+            while let Some(event) = server.recv_event().await {
+                if let Event::Fragment(piece) = event.unwrap() {
+                    pieces += 1;
+                    largest = largest.max(piece.payload.len());
+                    server
+                        .feed_fragment(piece.kind, piece.payload, piece.is_last)
+                        .await
+                        .unwrap();
+                }
+            }
+            (pieces, largest)
+        });
+        let text: String = (0..16u32 << 20)
+            .map(|i| ['a', 'é', '✓', '𝄞'][(i % 7 % 4) as usize])
+            .take(6 << 20)
+            .collect();
+        let binary: Vec<u8> = (0..16u32 << 20).map(|i| (i % 251) as u8).collect();
+        // The relay answers while the message is still arriving, so the client must read
+        // while it writes (as with a TCP echo): the halves run side by side.
+        let (mut reader, mut writer) = client.split();
+        let messages = [
+            Message::text(text),
+            Message::binary(binary),
+            Message::text(""),
+        ];
+        let expected = messages.clone();
+        let sending = async move {
+            for message in messages {
+                writer.send(message).await.unwrap();
+            }
+            writer.close(None).await.unwrap();
+        };
+        let receiving = async move {
+            for message in expected {
+                assert_eq!(reader.recv().await.unwrap().unwrap(), message);
+            }
+            // Then the close handshake ends the stream.
+            while let Some(event) = reader.recv().await {
+                assert!(matches!(event.unwrap(), Message::Close(_)));
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(120), async {
+            tokio::join!(sending, receiving)
+        })
+        .await
+        .expect("the relay stalled");
+        let (pieces, largest) = relay.await.unwrap();
+        if !compress {
+            // About 120 reads of at most 256 KiB each.
+            assert!(pieces > 20, "{pieces} pieces for three messages");
+            assert!(largest <= 1 << 20, "a piece of {largest} bytes");
+        } else {
+            // This text compresses about 500:1: a piece is what one read inflates to.
+            assert!(pieces >= 3, "{pieces} pieces for three messages");
+        }
+    }
 }
 
 #[tokio::test]
