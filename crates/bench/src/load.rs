@@ -396,6 +396,8 @@ async fn echo_loop(
         let start = Instant::now();
         let mut got = 0usize;
         let mut bad = None;
+        // Payload bytes of the echo being received so far (a streaming server fragments it).
+        let mut echo_len = 0u64;
         let (mut reader, mut writer) = tcp.split();
         let write = async {
             writer
@@ -426,13 +428,19 @@ async fn echo_loop(
                         if frame.opcode == frames::CLOSE {
                             bad = Some(frame);
                         }
-                        // Pings and pongs are not echoes; a fragmented echo counts once.
-                        if !frame.fin || frame.opcode > frames::BINARY {
+                        // Pings and pongs are not echoes; a fragmented echo counts once, with
+                        // the length of all its frames.
+                        if frame.opcode > frames::BINARY {
                             return;
                         }
-                        if expected_len.is_some_and(|l| l != frame.len) {
+                        echo_len += frame.len;
+                        if !frame.fin {
+                            return;
+                        }
+                        if expected_len.is_some_and(|l| l != echo_len) {
                             bad = Some(frame);
                         }
+                        echo_len = 0;
                         got += 1;
                         if shared.phase.get() == Phase::Measure {
                             let micros = (now - start).as_micros() as u64;

@@ -57,6 +57,16 @@ fn min(values: &[f64]) -> f64 {
     values.iter().copied().fold(f64::INFINITY, f64::min)
 }
 
+/// The server the targets are about.
+const FULLDUPLEX: &str = "fullduplex";
+/// The same library echoing in `ReceiveMode::Streaming`.
+const FULLDUPLEX_STREAMING: &str = "fullduplex-streaming";
+
+/// Our own servers are set in bold in the tables (not the `fullduplex-before` baseline).
+fn is_ours(server: &str) -> bool {
+    server == FULLDUPLEX || server == FULLDUPLEX_STREAMING
+}
+
 fn max(values: &[f64]) -> f64 {
     values.iter().copied().fold(f64::NEG_INFINITY, f64::max)
 }
@@ -103,6 +113,11 @@ impl Results {
     /// fullduplex's paired ratios in one cell: (msg/s vs best Rust peer, CPU vs
     /// fastwebsockets, msg/s vs fastwebsockets, msg/s vs TCP, CPU vs python).
     fn ours(&self, cell: &str) -> [f64; 5] {
+        self.ratios_of(FULLDUPLEX, cell)
+    }
+
+    /// [`ours`](Self::ours) for another server (the streaming variant of the echo).
+    fn ratios_of(&self, server: &str, cell: &str) -> [f64; 5] {
         let runs = self.cell_runs(cell);
         let best_peer = |round| {
             let a = Self::rate(&runs, "fastwebsockets", round);
@@ -115,28 +130,28 @@ impl Results {
         let rate = |r: &EchoRun| r.report.messages_per_s;
         let cpu = |r: &EchoRun| r.cpu_us_per_msg;
         [
-            Self::paired(&runs, "fullduplex", best_peer, rate),
+            Self::paired(&runs, server, best_peer, rate),
             Self::paired(
                 &runs,
-                "fullduplex",
+                server,
                 |r| Self::cpu(&runs, "fastwebsockets", r),
                 cpu,
             ),
             Self::paired(
                 &runs,
-                "fullduplex",
+                server,
                 |r| Self::rate(&runs, "fastwebsockets", r),
                 rate,
             ),
             Self::paired(
                 &runs,
-                "fullduplex",
+                server,
                 |r| Self::rate(&runs, "tcp-echo", r),
                 rate,
             ),
             Self::paired(
                 &runs,
-                "fullduplex",
+                server,
                 |r| Self::cpu(&runs, "python-websockets", r),
                 cpu,
             ),
@@ -179,7 +194,7 @@ impl Results {
                     |r| Self::cpu(&runs, "fastwebsockets", r),
                     |r| r.cpu_us_per_msg,
                 );
-                let name = if server == "fullduplex" {
+                let name = if is_ours(server) {
                     format!("**{server}**")
                 } else {
                     server.clone()
@@ -229,7 +244,7 @@ impl Results {
             let b: Vec<f64> = idle.iter().map(|r| r.per_conn_echo).collect();
             let h: Vec<f64> = hs.iter().map(|r| r.per_s).collect();
             let c: Vec<f64> = hs.iter().map(|r| r.cpu_us).collect();
-            let name = if server == "fullduplex" {
+            let name = if is_ours(server) {
                 format!("**{server}**")
             } else {
                 server.clone()
@@ -312,6 +327,16 @@ impl Results {
                     ratio_fmt(vs_tcp),
                     vs_tcp >= 0.9,
                 );
+                let streaming = self.ratios_of(FULLDUPLEX_STREAMING, &cell.id)[3];
+                if !streaming.is_nan() {
+                    row(
+                        "1 MiB: ≥ 0.9× the TCP echo's rate (streaming echo)",
+                        &cell.describe(),
+                        streaming,
+                        ratio_fmt(streaming),
+                        streaming >= 0.9,
+                    );
+                }
             }
         }
         for cell in self.cells.iter().filter(|c| c.compress) {

@@ -35,8 +35,9 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The built-in servers: the four Rust echo servers, and Python `websockets` when `.venv`
-/// exists (compression cell, idle memory and handshakes only, unless `python_everywhere`).
+/// The built-in servers: the Rust echo servers (fullduplex, also in its streaming receive mode,
+/// the two Rust peers and the TCP floor), and Python `websockets` when `.venv` exists
+/// (compression cell, idle memory and handshakes only, unless `python_everywhere`).
 pub fn builtin(python_everywhere: bool) -> Vec<ServerSpec> {
     let dir = exe_dir();
     let rust = |name: &str, bin: &str, raw: bool, compression: bool| ServerSpec {
@@ -48,6 +49,12 @@ pub fn builtin(python_everywhere: bool) -> Vec<ServerSpec> {
     };
     let mut servers = vec![
         rust("fullduplex", "echo-fullduplex", false, true),
+        rust(
+            "fullduplex-streaming",
+            "echo-fullduplex-streaming",
+            false,
+            true,
+        ),
         rust("fastwebsockets", "echo-fastwebsockets", false, false),
         rust("tokio-tungstenite", "echo-tungstenite", false, false),
         rust("tcp-echo", "echo-tcp", true, true),

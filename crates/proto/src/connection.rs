@@ -73,20 +73,21 @@ pub enum Event {
     Fragment(Fragment),
 }
 
-/// The frame being received: its header is parsed and validated, its payload may be partial.
+/// The frame being received: its header is parsed, validated and removed from the receive
+/// buffer, which now starts with the payload; the payload may be partial. Kept small: it is
+/// part of every connection.
 #[derive(Debug, Clone, Copy)]
 struct IncomingFrame {
-    header: FrameHeader,
-    /// Header bytes still at the front of the receive buffer (0 once a piece was delivered).
-    header_len: usize,
     /// Payload bytes not yet delivered (those in the buffer and those still to come).
     payload_len: usize,
     /// Payload bytes at the front of the buffer already unmasked (and, for uncompressed text,
     /// validated) in place.
     processed: usize,
-    /// Payload bytes already delivered and removed from the buffer ([`ReceiveMode::Streaming`]):
-    /// the position in the frame where the buffer starts, which the mask key rotation needs.
-    consumed: usize,
+    opcode: OpCode,
+    fin: bool,
+    /// The masking key, rotated so that it starts at the first payload byte in the buffer
+    /// (pieces delivered in [`ReceiveMode::Streaming`] are gone from it).
+    mask: Option<[u8; 4]>,
 }
 
 /// The data message being received.
@@ -147,7 +148,9 @@ pub struct Connection {
     recv: BytesMut,
     out: OutQueue,
     frame: Option<IncomingFrame>,
-    message: Option<IncomingMessage>,
+    /// Boxed (and the box pooled per thread): most messages arrive whole and never need it,
+    /// and idle connections should be small.
+    message: Option<Box<IncomingMessage>>,
     /// The fragmented message being sent.
     sending: Option<OutgoingMessage>,
     close_sent: bool,
@@ -156,7 +159,7 @@ pub struct Connection {
     eof: bool,
     /// The pong for the latest ping, held back while the output is backed up
     /// ([`PONG_BACKLOG`]).
-    pending_pong: Option<Bytes>,
+    pending_pong: Option<Box<Bytes>>,
     /// Mask keys for a client; servers never mask and carry no generator.
     rng: Option<Box<StdRng>>,
     /// permessage-deflate, once negotiated.
@@ -266,10 +269,7 @@ impl Connection {
     /// to size its next read; it is bounded by the frame limit.
     pub fn read_hint(&self) -> usize {
         match self.frame {
-            Some(frame) => frame
-                .header_len
-                .saturating_add(frame.payload_len)
-                .saturating_sub(self.recv.len()),
+            Some(frame) => frame.payload_len.saturating_sub(self.recv.len()),
             None => 0,
         }
     }
@@ -330,7 +330,7 @@ impl Connection {
         if let Some(payload) = self.pending_pong.take() {
             self.queue_frame(
                 FrameHeader::new(OpCode::Pong, payload.len() as u64),
-                payload,
+                *payload,
             );
         }
     }
@@ -490,23 +490,23 @@ impl Connection {
                         return Ok(Some(event));
                     }
                     let payload_len = self.check_header(&header)?;
+                    self.recv.advance(header_len);
                     IncomingFrame {
-                        header,
-                        header_len,
                         payload_len,
                         processed: 0,
-                        consumed: 0,
+                        opcode: header.opcode,
+                        fin: header.fin,
+                        mask: header.mask,
                     }
                 }
             };
-            let available = (self.recv.len() - frame.header_len).min(frame.payload_len);
+            let available = self.recv.len().min(frame.payload_len);
             if available > frame.processed {
-                let range = frame.header_len + frame.processed..frame.header_len + available;
-                let chunk = &mut self.recv[range];
-                if let Some(key) = frame.header.mask {
-                    apply_mask(chunk, key, frame.consumed + frame.processed);
+                let chunk = &mut self.recv[frame.processed..available];
+                if let Some(key) = frame.mask {
+                    apply_mask(chunk, key, frame.processed);
                 }
-                if !frame.header.opcode.is_control() {
+                if !frame.opcode.is_control() {
                     if let Some(message) = &mut self.message {
                         // Compressed text is validated after inflating, in on_data_frame.
                         // Short ASCII pieces at a code point boundary (most chat and JSON
@@ -527,16 +527,16 @@ impl Connection {
                 frame.processed = available;
             }
             if available < frame.payload_len {
-                if frame.processed > 0 && self.is_streaming_data(&frame.header) {
+                if frame.processed > 0 && self.is_streaming_data(frame.opcode) {
                     // Deliver what arrived of the frame now, and forget it.
-                    self.recv.advance(frame.header_len);
                     let piece = self.recv.split_to(frame.processed).freeze();
-                    frame.header_len = 0;
                     frame.payload_len -= piece.len();
-                    frame.consumed += piece.len();
                     frame.processed = 0;
+                    if let Some(key) = &mut frame.mask {
+                        key.rotate_left(piece.len() % 4);
+                    }
                     self.frame = Some(frame);
-                    if let Some(event) = self.on_data(frame.header.fin, false, piece)? {
+                    if let Some(event) = self.on_data(frame.fin, false, piece)? {
                         return Ok(Some(event));
                     }
                     continue;
@@ -545,17 +545,16 @@ impl Connection {
                 return Ok(None);
             }
             self.frame = None;
-            self.recv.advance(frame.header_len);
             let payload = self.recv.split_to(frame.payload_len).freeze();
-            if let Some(event) = self.on_frame(frame.header, payload)? {
+            if let Some(event) = self.on_frame(frame.opcode, frame.fin, payload)? {
                 return Ok(Some(event));
             }
         }
     }
 
     /// The frame is a data frame of a message received in [`ReceiveMode::Streaming`].
-    fn is_streaming_data(&self, header: &FrameHeader) -> bool {
-        !header.opcode.is_control()
+    fn is_streaming_data(&self, opcode: OpCode) -> bool {
+        !opcode.is_control()
             && self
                 .message
                 .as_ref()
@@ -681,7 +680,7 @@ impl Connection {
             });
         }
         if self.message.is_none() {
-            self.message = Some(IncomingMessage {
+            self.message = Some(message_pool::take(IncomingMessage {
                 kind,
                 mode: self.config.receive_mode,
                 size: 0,
@@ -691,24 +690,25 @@ impl Connection {
                 joined: BytesMut::new(),
                 utf8: Utf8Validator::new(),
                 started: false,
-            });
+            }));
         }
         Ok(payload_len)
     }
 
     fn on_frame(
         &mut self,
-        header: FrameHeader,
+        opcode: OpCode,
+        fin: bool,
         payload: Bytes,
     ) -> Result<Option<Event>, ProtocolError> {
-        match header.opcode {
+        match opcode {
             OpCode::Ping => {
                 // Section 5.5.2: "MUST send a Pong frame in response, unless it already
                 // received a Close frame" - so also while our own close is in flight.
                 if self.config.auto_pong {
                     if self.out.len() >= PONG_BACKLOG {
                         // Replaces the pong for an earlier ping that is still held back.
-                        self.pending_pong = Some(payload.clone());
+                        self.pending_pong = Some(Box::new(payload.clone()));
                     } else {
                         self.queue_frame(FrameHeader::new(OpCode::Pong, payload.len() as u64), {
                             payload.clone()
@@ -729,7 +729,7 @@ impl Connection {
                 Ok(Some(Event::Message(Message::Close(frame))))
             }
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
-                self.on_data(header.fin, true, payload)
+                self.on_data(fin, true, payload)
             }
         }
     }
@@ -824,7 +824,7 @@ impl Connection {
             }
         };
         if message_end {
-            self.message = None;
+            message_pool::give(self.message.take());
         }
         Ok(event)
     }
@@ -832,7 +832,7 @@ impl Connection {
     fn fail(&mut self, error: &ProtocolError) {
         self.failed = true;
         self.frame = None;
-        self.message = None;
+        message_pool::give(self.message.take());
         if !self.close_sent && *error != ProtocolError::UnexpectedEof {
             let reason = error.to_string();
             self.queue_close(Some(&CloseFrame::new(error.close_code(), reason.as_str())));
@@ -958,4 +958,47 @@ pub fn encode_server_message(message: &Message) -> Bytes {
     out.put_slice(&head[..n]);
     out.put_slice(&payload);
     out.freeze()
+}
+
+/// Boxes for the message being received, lent per thread: a connection holds one only while a
+/// message arrives in pieces (fragmented, compressed, or larger than a read), and getting one
+/// allocates nothing once the thread has received such a message before.
+mod message_pool {
+    use super::IncomingMessage;
+    use std::cell::RefCell;
+
+    /// Boxes kept per thread.
+    const MAX_POOLED: usize = 16;
+
+    thread_local! {
+        static POOL: RefCell<Vec<Box<IncomingMessage>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// A box holding `message`, from the pool when it has one.
+    pub(super) fn take(message: IncomingMessage) -> Box<IncomingMessage> {
+        let pooled = POOL
+            .try_with(|pool| pool.borrow_mut().pop())
+            .ok()
+            .flatten();
+        match pooled {
+            Some(mut boxed) => {
+                *boxed = message;
+                boxed
+            }
+            None => Box::new(message),
+        }
+    }
+
+    /// Returns a finished message's box to the pool (its buffer is released first).
+    pub(super) fn give(message: Option<Box<IncomingMessage>>) {
+        let Some(mut boxed) = message else { return };
+        boxed.joined = bytes::BytesMut::new();
+        // During thread teardown the pool may be gone: the box is then simply freed.
+        let _ = POOL.try_with(|pool| {
+            let mut pool = pool.borrow_mut();
+            if pool.len() < MAX_POOLED {
+                pool.push(boxed);
+            }
+        });
+    }
 }

@@ -1,7 +1,7 @@
 //! `WebSocket<S>`: a [`Connection`] driven over an `AsyncRead + AsyncWrite` transport.
 
 use std::cell::RefCell;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -363,9 +363,17 @@ where
     /// queued is written by the next [`flush`](WebSocket::flush), or by
     /// [`recv`](WebSocket::recv) as soon as it has to wait for the peer: an echo loop of
     /// `recv` and `feed` writes all replies to one batch of reads in a single write.
-    pub async fn feed(&mut self, message: Message) -> Result<(), Error> {
-        poll_fn(|cx| self.poll_ready_send(cx)).await?;
-        self.start_send_message(message)
+    pub fn feed(&mut self, message: Message) -> impl Future<Output = Result<(), Error>> + '_ {
+        // A hand-written future rather than an `async fn`: it holds the message once, not
+        // twice, which keeps the task of an echo loop (and so every connection) smaller.
+        let mut message = Some(message);
+        poll_fn(move |cx| {
+            ready!(self.poll_ready_send(cx))?;
+            match message.take() {
+                Some(message) => Poll::Ready(self.start_send_message(message)),
+                None => Poll::Ready(Ok(())),
+            }
+        })
     }
 
     /// Queues one frame of a fragmented message without flushing (see
