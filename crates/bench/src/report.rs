@@ -143,12 +143,7 @@ impl Results {
                 |r| Self::rate(&runs, "fastwebsockets", r),
                 rate,
             ),
-            Self::paired(
-                &runs,
-                server,
-                |r| Self::rate(&runs, "tcp-echo", r),
-                rate,
-            ),
+            Self::paired(&runs, server, |r| Self::rate(&runs, "tcp-echo", r), rate),
             Self::paired(
                 &runs,
                 server,

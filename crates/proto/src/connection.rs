@@ -109,6 +109,13 @@ struct IncomingMessage {
     started: bool,
 }
 
+/// permessage-deflate's state: one box, allocated only when the extension was negotiated.
+#[derive(Debug)]
+struct Deflate {
+    compressor: Compressor,
+    decompressor: Decompressor,
+}
+
 /// The fragmented message being sent.
 #[derive(Debug)]
 struct OutgoingMessage {
@@ -163,8 +170,7 @@ pub struct Connection {
     /// Mask keys for a client; servers never mask and carry no generator.
     rng: Option<Box<StdRng>>,
     /// permessage-deflate, once negotiated.
-    compressor: Option<Box<Compressor>>,
-    decompressor: Option<Box<Decompressor>>,
+    deflate: Option<Box<Deflate>>,
 }
 
 impl Connection {
@@ -188,8 +194,7 @@ impl Connection {
             eof: false,
             pending_pong: None,
             rng,
-            compressor: None,
-            decompressor: None,
+            deflate: None,
         }
     }
 
@@ -207,13 +212,15 @@ impl Connection {
     /// threshold are sent compressed.
     pub fn enable_deflate(&mut self, params: DeflateParams) {
         let config = self.config.deflate.clone().unwrap_or_default();
-        self.compressor = Some(Box::new(Compressor::new(&params, self.role, &config)));
-        self.decompressor = Some(Box::new(Decompressor::new(&params, self.role)));
+        self.deflate = Some(Box::new(Deflate {
+            compressor: Compressor::new(&params, self.role, &config),
+            decompressor: Decompressor::new(&params, self.role),
+        }));
     }
 
     /// True once permessage-deflate is on.
     pub fn is_deflate_enabled(&self) -> bool {
-        self.decompressor.is_some()
+        self.deflate.is_some()
     }
 
     /// This end's role.
@@ -398,7 +405,7 @@ impl Connection {
                     DataKind::Text => OpCode::Text,
                     DataKind::Binary => OpCode::Binary,
                 },
-                self.compressor.is_some(),
+                self.deflate.is_some(),
                 Utf8Validator::new(),
             ),
         };
@@ -409,8 +416,9 @@ impl Connection {
                 return Err(SendError::InvalidUtf8);
             }
         }
-        let payload = match self.compressor.as_mut().filter(|_| compressed) {
-            Some(compressor) => {
+        let payload = match self.deflate.as_mut().filter(|_| compressed) {
+            Some(deflate) => {
+                let compressor = &mut deflate.compressor;
                 let mut out = BytesMut::new();
                 compressor
                     .compress_fragment(&payload, is_last, &mut out)
@@ -639,7 +647,7 @@ impl Connection {
         // RSV1 is permessage-deflate's "compressed" bit, allowed on the first frame of a data
         // message once negotiated (RFC 7692 section 6); everything else is reserved.
         let rsv1_allowed =
-            self.decompressor.is_some() && matches!(header.opcode, OpCode::Text | OpCode::Binary);
+            self.deflate.is_some() && matches!(header.opcode, OpCode::Text | OpCode::Binary);
         if (header.rsv1 && !rsv1_allowed) || header.rsv2 || header.rsv3 {
             return Err(ProtocolError::ReservedBits);
         }
@@ -752,7 +760,7 @@ impl Connection {
             message.frames += 1;
         }
         let data = if message.compressed {
-            let Some(decompressor) = self.decompressor.as_mut() else {
+            let Some(decompressor) = self.deflate.as_mut().map(|d| &mut d.decompressor) else {
                 return Err(ProtocolError::ReservedBits);
             };
             let before = message.joined.len();
@@ -854,8 +862,9 @@ impl Connection {
             return Err(SendError::FragmentInProgress);
         }
         let compressor = self
-            .compressor
+            .deflate
             .as_mut()
+            .map(|d| &mut d.compressor)
             .filter(|c| may_compress && c.should_compress(payload.len()));
         match compressor {
             Some(compressor) => {
@@ -970,16 +979,17 @@ mod message_pool {
     /// Boxes kept per thread.
     const MAX_POOLED: usize = 16;
 
+    /// The boxes themselves are what is reused, so they are pooled boxed.
+    #[allow(clippy::vec_box)]
+    type Boxes = Vec<Box<IncomingMessage>>;
+
     thread_local! {
-        static POOL: RefCell<Vec<Box<IncomingMessage>>> = const { RefCell::new(Vec::new()) };
+        static POOL: RefCell<Boxes> = const { RefCell::new(Vec::new()) };
     }
 
     /// A box holding `message`, from the pool when it has one.
     pub(super) fn take(message: IncomingMessage) -> Box<IncomingMessage> {
-        let pooled = POOL
-            .try_with(|pool| pool.borrow_mut().pop())
-            .ok()
-            .flatten();
+        let pooled = POOL.try_with(|pool| pool.borrow_mut().pop()).ok().flatten();
         match pooled {
             Some(mut boxed) => {
                 *boxed = message;

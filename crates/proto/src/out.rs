@@ -50,9 +50,32 @@ const TAIL_STEP: usize = 4096;
 /// ```
 #[derive(Debug, Default)]
 pub struct OutQueue {
+    len: usize,
+    /// The buffers, only while something is queued: a drained queue hands them back to the
+    /// pool, so an idle connection's queue is two words.
+    bufs: Option<Box<Buffers>>,
+}
+
+/// What a queue holds while it is not empty.
+#[derive(Debug, Default)]
+struct Buffers {
     chunks: VecDeque<Bytes>,
     tail: BytesMut,
-    len: usize,
+}
+
+impl Buffers {
+    fn reserve_tail(&mut self, len: usize) {
+        if self.tail.capacity() - self.tail.len() < len {
+            self.tail.reserve(len.max(TAIL_STEP));
+        }
+    }
+
+    /// Moves what the tail holds into the chunk list so that later chunks follow it.
+    fn seal_tail(&mut self) {
+        if !self.tail.is_empty() {
+            self.chunks.push_back(self.tail.split().freeze());
+        }
+    }
 }
 
 impl OutQueue {
@@ -69,7 +92,9 @@ impl OutQueue {
     /// How many separate pieces the queue holds (the `iovec`s a vectored write of all of it
     /// needs).
     pub fn chunk_count(&self) -> usize {
-        self.chunks.len() + usize::from(!self.tail.is_empty())
+        self.bufs
+            .as_ref()
+            .map_or(0, |b| b.chunks.len() + usize::from(!b.tail.is_empty()))
     }
 
     /// True when nothing waits to be written.
@@ -79,8 +104,9 @@ impl OutQueue {
 
     /// Appends a copy of `bytes`.
     pub fn push_copy(&mut self, bytes: &[u8]) {
-        self.reserve_tail(bytes.len());
-        self.tail.extend_from_slice(bytes);
+        let bufs = self.bufs();
+        bufs.reserve_tail(bytes.len());
+        bufs.tail.extend_from_slice(bytes);
         self.len += bytes.len();
     }
 
@@ -89,50 +115,34 @@ impl OutQueue {
         if bytes.is_empty() {
             return;
         }
-        if self.len == 0 && self.chunks.capacity() == 0 {
-            self.attach();
-        }
-        self.seal_tail();
-        self.len += bytes.len();
-        self.chunks.push_back(bytes);
+        let len = bytes.len();
+        let bufs = self.bufs();
+        bufs.seal_tail();
+        bufs.chunks.push_back(bytes);
+        self.len += len;
     }
 
     /// Appends `len` bytes written by `fill` directly into the tail (used to mask in place).
     pub(crate) fn push_with(&mut self, len: usize, fill: impl FnOnce(&mut BytesMut)) {
-        let before = self.tail.len();
-        self.reserve_tail(len);
-        fill(&mut self.tail);
-        debug_assert_eq!(self.tail.len() - before, len);
-        self.len += self.tail.len() - before;
+        let bufs = self.bufs();
+        let before = bufs.tail.len();
+        bufs.reserve_tail(len);
+        fill(&mut bufs.tail);
+        let added = bufs.tail.len() - before;
+        debug_assert_eq!(added, len);
+        self.len += added;
     }
 
-    fn reserve_tail(&mut self, len: usize) {
-        if self.tail.capacity() - self.tail.len() < len {
-            if self.tail.capacity() == 0 && self.chunks.is_empty() {
-                self.attach();
-            }
-            self.tail.reserve(len.max(TAIL_STEP));
-        }
-    }
-
-    /// Takes pooled buffers for an empty queue that holds none.
-    fn attach(&mut self) {
-        pool::take(&mut self.tail, &mut self.chunks);
+    /// The buffers, taken from the pool when the queue holds none.
+    fn bufs(&mut self) -> &mut Buffers {
+        self.bufs.get_or_insert_with(pool::take)
     }
 
     /// Hands the buffers of a drained queue back to the pool.
     fn release(&mut self) {
-        debug_assert!(self.len == 0 && self.chunks.is_empty());
-        if self.tail.capacity() != 0 || self.chunks.capacity() != 0 {
-            self.tail.clear();
-            pool::give(&mut self.tail, &mut self.chunks);
-        }
-    }
-
-    /// Moves what the tail holds into the chunk list so that later chunks follow it.
-    fn seal_tail(&mut self) {
-        if !self.tail.is_empty() {
-            self.chunks.push_back(self.tail.split().freeze());
+        debug_assert!(self.len == 0);
+        if let Some(bufs) = self.bufs.take() {
+            pool::give(bufs);
         }
     }
 }
@@ -143,47 +153,60 @@ impl Buf for OutQueue {
     }
 
     fn chunk(&self) -> &[u8] {
-        match self.chunks.front() {
-            Some(chunk) => chunk,
-            None => &self.tail,
+        match &self.bufs {
+            Some(bufs) => match bufs.chunks.front() {
+                Some(chunk) => chunk,
+                None => &bufs.tail,
+            },
+            None => &[],
         }
     }
 
     fn advance(&mut self, mut cnt: usize) {
         assert!(cnt <= self.len, "advance past the end of the queue");
+        if cnt == 0 {
+            return;
+        }
         self.len -= cnt;
+        if self.len == 0 {
+            self.release();
+            return;
+        }
+        let Some(bufs) = self.bufs.as_mut() else {
+            return;
+        };
         while cnt > 0 {
-            match self.chunks.front_mut() {
+            match bufs.chunks.front_mut() {
                 Some(front) if front.len() <= cnt => {
                     cnt -= front.len();
-                    self.chunks.pop_front();
+                    bufs.chunks.pop_front();
                 }
                 Some(front) => {
                     front.advance(cnt);
                     break;
                 }
                 None => {
-                    self.tail.advance(cnt);
+                    bufs.tail.advance(cnt);
                     break;
                 }
             }
         }
-        if self.len == 0 {
-            self.release();
-        }
     }
 
     fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let Some(bufs) = &self.bufs else {
+            return 0;
+        };
         let mut n = 0;
-        for chunk in self.chunks.iter() {
+        for chunk in bufs.chunks.iter() {
             if n == dst.len() {
                 return n;
             }
             dst[n] = IoSlice::new(chunk);
             n += 1;
         }
-        if n < dst.len() && !self.tail.is_empty() {
-            dst[n] = IoSlice::new(&self.tail);
+        if n < dst.len() && !bufs.tail.is_empty() {
+            dst[n] = IoSlice::new(&bufs.tail);
             n += 1;
         }
         n
@@ -200,10 +223,10 @@ mod pool {
     /// Pooled tail bytes per thread (a client's masked 1 MiB frame may leave a large tail).
     const MAX_POOLED_BYTES: usize = 4 << 20;
 
-    type Pooled = (BytesMut, VecDeque<Bytes>);
-
+    // The boxes themselves are what is reused, so they are pooled boxed.
+    #[allow(clippy::vec_box)]
     struct Pool {
-        free: Vec<Pooled>,
+        free: Vec<Box<Buffers>>,
         bytes: usize,
     }
 
@@ -216,30 +239,35 @@ mod pool {
         };
     }
 
-    /// Moves pooled buffers into `tail` and `chunks` (both empty, holding nothing), if the
-    /// pool has any.
-    pub(super) fn take(tail: &mut BytesMut, chunks: &mut VecDeque<Bytes>) {
-        let _ = POOL.try_with(|pool| {
+    /// Pooled buffers if the pool has any, new (empty, unallocated) ones otherwise.
+    pub(super) fn take() -> Box<Buffers> {
+        POOL.try_with(|pool| {
             let mut pool = pool.borrow_mut();
-            if let Some((pooled_tail, pooled_chunks)) = pool.free.pop() {
-                pool.bytes -= pooled_tail.capacity();
-                *tail = pooled_tail;
-                *chunks = pooled_chunks;
-            }
-        });
+            let bufs = pool.free.pop()?;
+            pool.bytes -= bufs.tail.capacity();
+            Some(bufs)
+        })
+        .ok()
+        .flatten()
+        .unwrap_or_default()
     }
 
-    /// Moves the (empty) buffers out of `tail` and `chunks` into the pool, unless it is
-    /// full; either way the queue is left holding nothing.
-    pub(super) fn give(tail: &mut BytesMut, chunks: &mut VecDeque<Bytes>) {
-        let tail = std::mem::take(tail);
-        let chunks = std::mem::take(chunks);
+    /// Empties `bufs` and keeps them for the next queue, unless the pool is full.
+    pub(super) fn give(mut bufs: Box<Buffers>) {
+        // The chunks go first: pieces split off the tail share its allocation, and once they
+        // are gone the tail can take back its whole buffer without allocating.
+        bufs.chunks.clear();
+        bufs.tail.clear();
+        if bufs.tail.capacity() < TAIL_STEP {
+            bufs.tail.reserve(TAIL_STEP);
+        }
         // During thread teardown the pool may be gone: the buffers are then simply freed.
         let _ = POOL.try_with(|pool| {
             let mut pool = pool.borrow_mut();
-            if pool.free.len() < MAX_POOLED && pool.bytes + tail.capacity() <= MAX_POOLED_BYTES {
-                pool.bytes += tail.capacity();
-                pool.free.push((tail, chunks));
+            if pool.free.len() < MAX_POOLED && pool.bytes + bufs.tail.capacity() <= MAX_POOLED_BYTES
+            {
+                pool.bytes += bufs.tail.capacity();
+                pool.free.push(bufs);
             }
         });
     }
@@ -311,17 +339,12 @@ mod tests {
         let n = out.remaining();
         out.advance(n);
         assert!(out.is_empty());
-        assert_eq!(out.tail.capacity(), 0, "the tail went back to the pool");
-        assert_eq!(
-            out.chunks.capacity(),
-            0,
-            "the chunk list went back to the pool"
-        );
+        assert!(out.bufs.is_none(), "the buffers went back to the pool");
         assert_eq!(pool::pooled(), 1);
         let mut other = OutQueue::new();
         other.push_copy(b"again");
         assert_eq!(pool::pooled(), 0, "the next queue took the pooled buffers");
-        assert!(other.tail.capacity() >= TAIL_STEP);
+        assert!(other.bufs.as_ref().unwrap().tail.capacity() >= TAIL_STEP);
         assert_eq!(other.chunk(), b"again");
     }
 

@@ -6,7 +6,7 @@ use std::io::IoSlice;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use fullduplex_proto::{
     CloseFrame, Connection, DataKind, Event, Message, ProtocolError, ReceiveMode, Role, State,
 };
@@ -61,6 +61,9 @@ pub struct WebSocket<S> {
     timers: Timers,
     read_size: u32,
     write_limit: u32,
+    /// The close timeout in milliseconds (kept here, not in the timers, which exist only
+    /// while one runs).
+    close_timeout_ms: u32,
     protocol: Option<Box<str>>,
     /// The transport reported end of stream.
     read_closed: bool,
@@ -93,6 +96,9 @@ where
             timers: Timers::new(&config),
             read_size: clamp_u32(config.read_size.max(512)),
             write_limit: clamp_u32(config.write_buffer_limit.max(1)),
+            // Rounded up: a sub-millisecond timeout is not zero.
+            close_timeout_ms: u32::try_from(config.close_timeout.as_micros().div_ceil(1000))
+                .unwrap_or(u32::MAX),
             protocol: None,
             read_closed: false,
             done: false,
@@ -216,7 +222,7 @@ where
                 Err(error) => self.pending_error = Some(Box::new(error.into())),
             }
             if self.conn.state() == State::Closed {
-                self.timers.start_close_timer();
+                self.timers.start_close_timer(self.close_timeout());
                 ready!(self.poll_finish(cx));
                 self.done = true;
                 return Poll::Ready(self.pending_error.take().map(|error| Err(*error)));
@@ -250,9 +256,11 @@ where
     /// and no partial frame is waiting in it.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let read_size = self.read_size as usize;
-        let step = match self.conn.config().receive_mode {
-            ReceiveMode::Streaming => STREAM_READ_STEP,
-            _ => MAX_READ_STEP,
+        let streaming = self.conn.config().receive_mode == ReceiveMode::Streaming;
+        let step = if streaming {
+            STREAM_READ_STEP
+        } else {
+            MAX_READ_STEP
         };
         let hint = self.conn.read_hint().min(step);
         let buf = self.conn.recv_buf();
@@ -268,7 +276,14 @@ where
         if spare < needed {
             buf.reserve(hint.max(read_size));
         }
-        match poll_read_buf(Pin::new(&mut self.stream), cx, buf) {
+        // In Streaming mode a read is also a piece handed out: at most one step of it, however
+        // large a buffer the pool lent.
+        let polled = if streaming {
+            poll_read_buf(Pin::new(&mut self.stream), cx, &mut (&mut *buf).limit(step))
+        } else {
+            poll_read_buf(Pin::new(&mut self.stream), cx, buf)
+        };
+        match polled {
             Poll::Pending => {
                 let buf = self.conn.recv_buf();
                 if buf.is_empty() {
@@ -471,9 +486,13 @@ where
     fn start_close(&mut self, frame: Option<CloseFrame>) -> Result<(), Error> {
         if !self.conn.is_close_sent() {
             self.conn.close(frame)?;
-            self.timers.start_close_timer();
+            self.timers.start_close_timer(self.close_timeout());
         }
         Ok(())
+    }
+
+    fn close_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.close_timeout_ms.into())
     }
 
     fn ensure_open(&self) -> Result<(), Error> {

@@ -26,7 +26,6 @@ pub(crate) struct Fired {
 /// that an idle connection carries none of it.
 #[derive(Debug)]
 pub(crate) struct Timers {
-    close_timeout: Duration,
     state: Option<Box<TimerState>>,
 }
 
@@ -55,10 +54,7 @@ impl Timers {
                 sleep: None,
             })
         });
-        Timers {
-            close_timeout: config.close_timeout,
-            state,
-        }
+        Timers { state }
     }
 
     /// True when any deadline is set (the common case, all off, costs one branch).
@@ -84,9 +80,8 @@ impl Timers {
         }
     }
 
-    /// The close handshake started: it must end within the close timeout.
-    pub(crate) fn start_close_timer(&mut self) {
-        let close_timeout = self.close_timeout;
+    /// The close handshake started: it must end within `close_timeout`.
+    pub(crate) fn start_close_timer(&mut self, close_timeout: Duration) {
         let state = self.state.get_or_insert_with(|| {
             Box::new(TimerState {
                 keepalive: None,
