@@ -1,10 +1,13 @@
 //! An echo server: every text and binary message comes back unchanged.
 //!
 //! ```text
-//! cargo run --release -p fullduplex --example echo_server -- 127.0.0.1:9001
+//! cargo run --release -p fullduplex --example echo_server -- 127.0.0.1:9001 [--streaming]
 //! ```
 //!
-//! This is the Autobahn server testee. Replies are fed, not sent: they leave in one write per
+//! This is the Autobahn server testee. With `--streaming` it receives in
+//! `ReceiveMode::Streaming` and echoes every piece as soon as it arrives, as a frame of a
+//! fragmented reply (the conformance run covers that mode too), with a write buffer limit
+//! large enough for a whole message of a peer that does not read while it sends. Replies are fed, not sent: they leave in one write per
 //! batch of reads, when `recv` would wait for the peer.
 //!
 //! With permessage-deflate negotiated it compresses every reply (threshold 0) rather than only
@@ -14,30 +17,50 @@
 //! the runner happy.
 
 use fullduplex::proto::deflate::DeflateConfig;
-use fullduplex::Config;
+use fullduplex::{Config, Event, ReceiveMode};
 use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr = std::env::args()
-        .nth(1)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let streaming = args.iter().any(|a| a == "--streaming");
+    let addr = args
+        .iter()
+        .find(|a| !a.starts_with("--"))
+        .cloned()
         .unwrap_or_else(|| "127.0.0.1:9001".to_owned());
     let listener = TcpListener::bind(&addr).await?;
     println!("listening on {}", listener.local_addr()?);
     loop {
         let (tcp, peer) = listener.accept().await?;
         tokio::spawn(async move {
-            if let Err(error) = echo(tcp).await {
+            if let Err(error) = echo(tcp, streaming).await {
                 eprintln!("{peer}: {error}");
             }
         });
     }
 }
 
-async fn echo(tcp: tokio::net::TcpStream) -> Result<(), fullduplex::Error> {
+async fn echo(tcp: tokio::net::TcpStream, streaming: bool) -> Result<(), fullduplex::Error> {
     tcp.set_nodelay(true)?;
-    let config = Config::default().deflate(DeflateConfig::default().with_threshold(0));
+    let mut config = Config::default().deflate(DeflateConfig::default().with_threshold(0));
+    if streaming {
+        // A streaming echo answers while the message is still arriving. A peer that reads
+        // only once it has sent everything (the Autobahn runner does, for its 16 MiB
+        // messages) would wait for us while we wait for it: let the echo pile up instead.
+        config = config.write_buffer_limit(64 << 20);
+    }
     let mut ws = fullduplex::accept_with(tcp, config, |_| Ok(fullduplex::Accept::new())).await?;
+    if streaming {
+        ws.set_receive_mode(ReceiveMode::Streaming);
+        while let Some(event) = ws.recv_event().await {
+            if let Event::Fragment(piece) = event? {
+                ws.feed_fragment(piece.kind, piece.payload, piece.is_last)
+                    .await?;
+            }
+        }
+        return Ok(());
+    }
     while let Some(message) = ws.recv().await {
         let message = message?;
         if message.is_text() || message.is_binary() {

@@ -170,7 +170,11 @@ where
     /// [`ReceiveMode::Streaming`] a piece of a data message ([`Event::Fragment`]).
     ///
     /// A relay that passes large messages on while they arrive, holding at most one read of
-    /// each (the pieces go out as the frames of a fragmented message):
+    /// each (the pieces go out as the frames of a fragmented message). Like a TCP echo, an echo
+    /// written this way needs a peer that reads while it sends: `feed_fragment` waits while
+    /// the write buffer is full, and meanwhile nothing is read. For peers that read only once
+    /// they have sent a whole message, raise [`Config::write_buffer_limit`] above the largest
+    /// message.
     ///
     /// ```no_run
     /// # async fn demo(mut ws: fullduplex::WebSocket<tokio::net::TcpStream>) -> Result<(), fullduplex::Error> {
