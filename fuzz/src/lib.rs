@@ -6,7 +6,8 @@
 //! ```text
 //! byte 0   flags: bit 0 ReceiveMode::Fragments, bit 1 auto_pong off, bit 2 echo data back,
 //!          bit 3 send a ping after every chunk, bit 4 close(None) instead of close(Some(..)),
-//!          bit 5 recv_eof after the last chunk
+//!          bit 5 recv_eof after the last chunk, bit 6 ReceiveMode::Streaming (wins over
+//!          bit 0)
 //! byte 1   low 3 bits: how many chunk-size bytes follow (0: one chunk with everything);
 //!          high 4 bits: after which chunk we start the close handshake ourselves (15: never)
 //! bytes    chunk sizes, used in turn; 0 means "everything that is left"
@@ -35,6 +36,7 @@ const BYTES_ORIGINAL_CAPACITY_CAP: usize = 64 << 10;
 /// The decoded fuzz input.
 struct Input<'a> {
     fragments: bool,
+    streaming: bool,
     auto_pong: bool,
     echo: bool,
     ping_each_chunk: bool,
@@ -54,6 +56,7 @@ impl<'a> Input<'a> {
         let close_at = (layout >> 4) as usize;
         Some(Input {
             fragments: flags & 1 != 0,
+            streaming: flags & 64 != 0,
             auto_pong: flags & 2 == 0,
             echo: flags & 4 != 0,
             ping_each_chunk: flags & 8 != 0,
@@ -70,7 +73,9 @@ impl<'a> Input<'a> {
             .max_frame_size(MAX_FRAME)
             .max_message_size(MAX_MESSAGE)
             .auto_pong(self.auto_pong)
-            .receive_mode(if self.fragments {
+            .receive_mode(if self.streaming {
+                ReceiveMode::Streaming
+            } else if self.fragments {
                 ReceiveMode::Fragments
             } else {
                 ReceiveMode::Messages
@@ -249,6 +254,12 @@ impl EventChecker {
                 assert_eq!(*kind, fragment.kind, "kind changed inside a message");
                 bytes.extend_from_slice(&fragment.payload);
                 assert!(bytes.len() <= MAX_MESSAGE, "message over the limit");
+                if *kind == DataKind::Text && !fragment.is_last {
+                    // Valid so far, up to at most an unfinished code point at the end.
+                    if let Err(error) = std::str::from_utf8(bytes) {
+                        assert!(error.error_len().is_none(), "invalid UTF-8 handed out");
+                    }
+                }
                 if fragment.is_last {
                     if *kind == DataKind::Text {
                         assert!(std::str::from_utf8(bytes).is_ok(), "fragments not UTF-8");
@@ -271,7 +282,7 @@ pub fn frame_stream(role: Role, data: &[u8]) {
     let mut conn = Connection::new(role, config.clone());
     let mut output = OutputChecker::new(role);
     let mut checker = EventChecker {
-        fragments: input.fragments,
+        fragments: input.fragments || input.streaming,
         message: None,
     };
     let mut events = Vec::new();
@@ -360,8 +371,41 @@ pub fn frame_stream(role: Role, data: &[u8]) {
             }
         }
     }
+    let (events, ref_events) = if input.streaming {
+        // Streamed pieces follow the reads: compare them joined (see `merge_pieces`).
+        (
+            merge_pieces(events, error.is_some()),
+            merge_pieces(ref_events, ref_error.is_some()),
+        )
+    } else {
+        (events, ref_events)
+    };
     assert_eq!(events, ref_events, "events depend on split points");
     assert_eq!(error, ref_error, "error depends on split points");
+}
+
+/// Streamed pieces in a form that does not depend on the reads: adjacent pieces of a message
+/// joined. After an error, a message's unfinished last piece is dropped (how much of the
+/// failing frame was handed out before the failure depends on the reads; what was handed out
+/// is checked by `EventChecker`).
+fn merge_pieces(events: Vec<Event>, failed: bool) -> Vec<Event> {
+    let mut merged: Vec<Event> = Vec::new();
+    for event in events {
+        if let (Some(Event::Fragment(last)), Event::Fragment(next)) = (merged.last_mut(), &event) {
+            if !last.is_last {
+                let mut joined = last.payload.to_vec();
+                joined.extend_from_slice(&next.payload);
+                last.payload = joined.into();
+                last.is_last = next.is_last;
+                continue;
+            }
+        }
+        merged.push(event);
+    }
+    if failed && matches!(merged.last(), Some(Event::Fragment(f)) if !f.is_last) {
+        merged.pop();
+    }
+    merged
 }
 
 fn drain_events(
