@@ -224,11 +224,13 @@ impl Connection {
     }
 
     /// This end's role.
+    #[inline]
     pub fn role(&self) -> Role {
         self.role
     }
 
     /// The configuration.
+    #[inline]
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -239,6 +241,7 @@ impl Connection {
     }
 
     /// Where the close handshake stands.
+    #[inline]
     pub fn state(&self) -> State {
         if self.failed || self.close_received {
             State::Closed
@@ -250,6 +253,7 @@ impl Connection {
     }
 
     /// True once a close frame has been sent or queued (no more data may be sent).
+    #[inline]
     pub fn is_close_sent(&self) -> bool {
         self.close_sent
     }
@@ -268,12 +272,14 @@ impl Connection {
 
     /// The receive buffer: append bytes read from the transport, then call
     /// [`next_event`](Connection::next_event) until it returns `Ok(None)`.
+    #[inline]
     pub fn recv_buf(&mut self) -> &mut BytesMut {
         &mut self.recv
     }
 
     /// How many more bytes the frame being received needs (0 when unknown). A shell may use it
     /// to size its next read; it is bounded by the frame limit.
+    #[inline]
     pub fn read_hint(&self) -> usize {
         match self.frame {
             Some(frame) => frame.payload_len.saturating_sub(self.recv.len()),
@@ -313,6 +319,7 @@ impl Connection {
     /// The bytes waiting to be written. Write them (vectored) and `advance` by what was written;
     /// call `output` again for what is left (a held-back pong joins the queue here once the
     /// queue has drained below [`PONG_BACKLOG`]).
+    #[inline]
     pub fn output(&mut self) -> &mut OutQueue {
         if self.pending_pong.is_some() && self.out.len() < PONG_BACKLOG {
             self.release_pending_pong();
@@ -321,6 +328,7 @@ impl Connection {
     }
 
     /// Bytes queued and not yet written (a held-back pong included).
+    #[inline]
     pub fn output_len(&self) -> usize {
         self.out.len() + self.pending_pong.as_ref().map_or(0, |pong| 2 + pong.len())
     }

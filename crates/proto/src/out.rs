@@ -85,12 +85,14 @@ impl OutQueue {
     }
 
     /// Bytes waiting to be written.
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// How many separate pieces the queue holds (the `iovec`s a vectored write of all of it
     /// needs).
+    #[inline]
     pub fn chunk_count(&self) -> usize {
         self.bufs
             .as_ref()
@@ -98,6 +100,7 @@ impl OutQueue {
     }
 
     /// True when nothing waits to be written.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -148,10 +151,12 @@ impl OutQueue {
 }
 
 impl Buf for OutQueue {
+    #[inline]
     fn remaining(&self) -> usize {
         self.len
     }
 
+    #[inline]
     fn chunk(&self) -> &[u8] {
         match &self.bufs {
             Some(bufs) => match bufs.chunks.front() {

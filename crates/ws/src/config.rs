@@ -42,7 +42,8 @@ pub struct Config {
     /// answering it (server). Default 10 s.
     pub handshake_timeout: Duration,
     /// Sends wait (backpressure) while this many bytes are queued and not yet written.
-    /// Reading also pauses while automatic replies (pongs) exceed it. Default 1 MiB.
+    /// Reading does not wait for writes; automatic pongs are coalesced once 16 KiB of output
+    /// is waiting (`fullduplex_proto::connection::PONG_BACKLOG`). Default 1 MiB.
     pub write_buffer_limit: usize,
     /// Bytes to reserve for each socket read when the frame being read needs no more. Default
     /// 8 KiB; reads of large frames grow up to the frame's size, in steps of at most 1 MiB.
