@@ -564,29 +564,14 @@ proptest! {
     /// whole message, however it is fragmented and however the fragments are read.
     #[test]
     fn text_is_accepted_exactly_when_it_is_utf8(
-        bytes in prop_oneof![
-            unicode(30).prop_map(String::into_bytes),
-            vec(any::<u8>(), 0..30),
-            (unicode(20), any::<Index>(), any::<u8>()).prop_map(|(s, at, b)| {
-                let mut v = s.into_bytes();
-                let i = at.index(v.len() + 1);
-                v.insert(i, b);
-                v
-            }),
-        ],
+        bytes in maybe_utf8_strategy(),
         cuts in vec(any::<Index>(), 0..4),
         chunk in 1usize..10,
         role in prop_oneof![Just(Role::Server), Just(Role::Client)],
     ) {
-        let pieces = cut(&bytes, &cuts);
-        let last = pieces.len() - 1;
-        let frames: Vec<Vec<u8>> = pieces
-            .iter()
-            .enumerate()
-            .map(|(i, p)| frame_to(role, i == last, if i == 0 { op::TEXT } else { op::CONT }, p))
-            .collect();
+        let stream = text_frames(role, &bytes, &cuts);
         let mut conn = Connection::new(role, Config::default());
-        let outcome = feed_chunked(&mut conn, &frames.concat(), chunk);
+        let outcome = feed_chunked(&mut conn, &stream, chunk);
         match std::str::from_utf8(&bytes) {
             Ok(text) => {
                 prop_assert_eq!(outcome.ok_messages(), vec![Message::text(text)]);
@@ -599,6 +584,32 @@ proptest! {
     }
 }
 
+/// Text that is valid UTF-8, arbitrary bytes, or valid text with one byte inserted.
+fn maybe_utf8_strategy() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        unicode(30).prop_map(String::into_bytes),
+        vec(any::<u8>(), 0..30),
+        (unicode(20), any::<Index>(), any::<u8>()).prop_map(|(s, at, b)| {
+            let mut v = s.into_bytes();
+            let i = at.index(v.len() + 1);
+            v.insert(i, b);
+            v
+        }),
+    ]
+}
+
+/// `bytes` as one text message cut into frames at `cuts`, as `role`'s peer sends it.
+fn text_frames(role: Role, bytes: &[u8], cuts: &[Index]) -> Vec<u8> {
+    let pieces = cut(bytes, cuts);
+    let last = pieces.len() - 1;
+    pieces
+        .iter()
+        .enumerate()
+        .map(|(i, p)| frame_to(role, i == last, if i == 0 { op::TEXT } else { op::CONT }, p))
+        .collect::<Vec<_>>()
+        .concat()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -607,30 +618,15 @@ proptest! {
     /// at most one unfinished code point at its end (nothing invalid is ever handed out).
     #[test]
     fn streamed_text_is_valid_up_to_where_it_fails(
-        bytes in prop_oneof![
-            unicode(30).prop_map(String::into_bytes),
-            vec(any::<u8>(), 0..30),
-            (unicode(20), any::<Index>(), any::<u8>()).prop_map(|(s, at, b)| {
-                let mut v = s.into_bytes();
-                let i = at.index(v.len() + 1);
-                v.insert(i, b);
-                v
-            }),
-        ],
+        bytes in maybe_utf8_strategy(),
         cuts in vec(any::<Index>(), 0..4),
         chunk in 1usize..10,
         role in prop_oneof![Just(Role::Server), Just(Role::Client)],
     ) {
-        let pieces = cut(&bytes, &cuts);
-        let last = pieces.len() - 1;
-        let frames: Vec<Vec<u8>> = pieces
-            .iter()
-            .enumerate()
-            .map(|(i, p)| frame_to(role, i == last, if i == 0 { op::TEXT } else { op::CONT }, p))
-            .collect();
+        let stream = text_frames(role, &bytes, &cuts);
         let config = Config::default().receive_mode(ReceiveMode::Streaming);
         let mut conn = Connection::new(role, config);
-        let outcome = feed_chunked(&mut conn, &frames.concat(), chunk);
+        let outcome = feed_chunked(&mut conn, &stream, chunk);
         let mut delivered = Vec::new();
         for (i, event) in outcome.events.iter().enumerate() {
             let Event::Fragment(piece) = event else {

@@ -431,8 +431,7 @@ where
         payload: Bytes,
         is_last: bool,
     ) -> Result<(), Error> {
-        poll_fn(|cx| self.poll_ready_send(cx)).await?;
-        self.start_send_fragment(kind, payload, is_last)?;
+        self.feed_fragment(kind, payload, is_last).await?;
         self.flush().await
     }
 

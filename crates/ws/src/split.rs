@@ -222,10 +222,7 @@ where
         payload: Bytes,
         is_last: bool,
     ) -> Result<(), Error> {
-        poll_fn(|cx| self.poll_with(cx, |ws, cx| ws.poll_ready_send(cx))).await?;
-        self.shared
-            .lock()
-            .start_send_fragment(kind, payload, is_last)?;
+        self.feed_fragment(kind, payload, is_last).await?;
         self.flush().await
     }
 
