@@ -399,14 +399,21 @@ where
     /// [`send_fragment`](WebSocket::send_fragment) and [`feed`](WebSocket::feed)): a relay
     /// in [`ReceiveMode::Streaming`] feeds every piece it receives, and what is queued leaves
     /// when `recv_event` next waits for the peer.
-    pub async fn feed_fragment(
+    pub fn feed_fragment(
         &mut self,
         kind: DataKind,
         payload: Bytes,
         is_last: bool,
-    ) -> Result<(), Error> {
-        poll_fn(|cx| self.poll_ready_send(cx)).await?;
-        self.start_send_fragment(kind, payload, is_last)
+    ) -> impl Future<Output = Result<(), Error>> + '_ {
+        // Hand-written for the same reason as `feed`: the payload is held once.
+        let mut payload = Some(payload);
+        poll_fn(move |cx| {
+            ready!(self.poll_ready_send(cx))?;
+            match payload.take() {
+                Some(payload) => Poll::Ready(self.start_send_fragment(kind, payload, is_last)),
+                None => Poll::Ready(Ok(())),
+            }
+        })
     }
 
     /// Queues a message uncompressed even when permessage-deflate is on, and flushes.

@@ -11,15 +11,19 @@ fn main() {
             return;
         };
         ws.set_receive_mode(ReceiveMode::Streaming);
-        while let Some(Ok(event)) = ws.recv_event().await {
-            if let Event::Fragment(piece) = event {
-                if ws
-                    .feed_fragment(piece.kind, piece.payload, piece.is_last)
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
+        loop {
+            let piece = match ws.recv_event().await {
+                Some(Ok(Event::Fragment(piece))) => piece,
+                // Pings (answered by the library), pongs, the close frame.
+                Some(Ok(Event::Message(_))) => continue,
+                Some(Err(_)) | None => return,
+            };
+            if ws
+                .feed_fragment(piece.kind, piece.payload, piece.is_last)
+                .await
+                .is_err()
+            {
+                return;
             }
         }
     });
