@@ -31,6 +31,27 @@ where
     F: Fn(tokio::net::TcpStream) -> Fut + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    run_with_listener(|listener| async move {
+        loop {
+            match listener.accept().await {
+                Ok((tcp, _)) => {
+                    tcp.set_nodelay(true).ok();
+                    tokio::spawn(serve(tcp));
+                }
+                // Out of file descriptors, say: the runner sees the clients fail.
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        }
+    });
+}
+
+/// Like [`run`], for a server that runs its own accept loop on the listener (one task for
+/// all connections, say).
+pub fn run_with_listener<F, Fut>(serve: F)
+where
+    F: FnOnce(TcpListener) -> Fut,
+    Fut: Future<Output = ()>,
+{
     raise_nofile_limit();
     let addr = std::env::args()
         .nth(1)
@@ -46,16 +67,7 @@ where
         let mut stdout = std::io::stdout();
         writeln!(stdout, "listening on {local}").ok();
         stdout.flush().ok();
-        loop {
-            match listener.accept().await {
-                Ok((tcp, _)) => {
-                    tcp.set_nodelay(true).ok();
-                    tokio::spawn(serve(tcp));
-                }
-                // Out of file descriptors, say: the runner sees the clients fail.
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
-            }
-        }
+        serve(listener).await;
     });
 }
 

@@ -55,6 +55,7 @@ pub fn builtin(python_everywhere: bool) -> Vec<ServerSpec> {
             false,
             true,
         ),
+        rust("fullduplex-set", "echo-fullduplex-set", false, true),
         rust("fastwebsockets", "echo-fastwebsockets", false, false),
         rust("tokio-tungstenite", "echo-tungstenite", false, false),
         rust("tcp-echo", "echo-tcp", true, true),

@@ -1,14 +1,15 @@
 //! An echo server: every text and binary message comes back unchanged.
 //!
 //! ```text
-//! cargo run --release -p fullduplex --example echo_server -- 127.0.0.1:9001 [--streaming]
+//! cargo run --release -p fullduplex --example echo_server -- 127.0.0.1:9001 [--streaming | --set]
 //! ```
 //!
 //! This is the Autobahn server testee. With `--streaming` it receives in
 //! `ReceiveMode::Streaming` and echoes every piece as soon as it arrives, as a frame of a
 //! fragmented reply (the conformance run covers that mode too), with a write buffer limit
-//! large enough for a whole message of a peer that does not read while it sends. Replies are fed, not sent: they leave in one write per
-//! batch of reads, when `recv` would wait for the peer.
+//! large enough for a whole message of a peer that does not read while it sends. With `--set`
+//! all connections live in one `WebSocketSet`, driven by the main task. Replies are fed, not
+//! sent: they leave in one write per batch of reads, when `recv` would wait for the peer.
 //!
 //! With permessage-deflate negotiated it compresses every reply (threshold 0) rather than only
 //! those of 64 bytes or more: kosoku, the Autobahn runner, hands an uncompressed text message
@@ -17,13 +18,15 @@
 //! the runner happy.
 
 use fullduplex::proto::deflate::DeflateConfig;
-use fullduplex::{Config, Event, ReceiveMode};
-use tokio::net::TcpListener;
+use fullduplex::{Config, Event, ReceiveMode, WebSocketSet};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let streaming = args.iter().any(|a| a == "--streaming");
+    let in_set = args.iter().any(|a| a == "--set");
     let addr = args
         .iter()
         .find(|a| !a.starts_with("--"))
@@ -31,6 +34,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "127.0.0.1:9001".to_owned());
     let listener = TcpListener::bind(&addr).await?;
     println!("listening on {}", listener.local_addr()?);
+    if in_set {
+        return echo_in_set(listener).await;
+    }
     loop {
         let (tcp, peer) = listener.accept().await?;
         tokio::spawn(async move {
@@ -41,9 +47,45 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
-async fn echo(tcp: tokio::net::TcpStream, streaming: bool) -> Result<(), fullduplex::Error> {
+fn config() -> Config {
+    Config::default().deflate(DeflateConfig::default().with_threshold(0))
+}
+
+/// Every connection in one set: handshakes run as tasks, open connections in this one.
+async fn echo_in_set(listener: TcpListener) -> Result<(), Box<dyn std::error::Error>> {
+    let mut set = WebSocketSet::new();
+    let mut handshakes = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (tcp, _) = accepted?;
+                tcp.set_nodelay(true)?;
+                handshakes.spawn(fullduplex::accept_with(tcp, config(), |_| {
+                    Ok(fullduplex::Accept::new())
+                }));
+            }
+            Some(done) = handshakes.join_next() => match done? {
+                Ok(ws) => {
+                    set.insert(ws);
+                }
+                Err(error) => eprintln!("handshake: {error}"),
+            },
+            (key, message) = set.recv() => match message {
+                Some(Ok(message)) if message.is_text() || message.is_binary() => {
+                    if let Err(error) = set.feed(key, message) {
+                        eprintln!("{key:?}: {error}");
+                    }
+                }
+                Some(Err(error)) => eprintln!("{key:?}: {error}"),
+                Some(Ok(_)) | None => {}
+            },
+        }
+    }
+}
+
+async fn echo(tcp: TcpStream, streaming: bool) -> Result<(), fullduplex::Error> {
     tcp.set_nodelay(true)?;
-    let mut config = Config::default().deflate(DeflateConfig::default().with_threshold(0));
+    let mut config = config();
     if streaming {
         // A streaming echo answers while the message is still arriving. A peer that reads
         // only once it has sent everything (the Autobahn runner does, for its 16 MiB

@@ -472,6 +472,30 @@ where
         self.poll_write_out(cx)
     }
 
+    /// For [`WebSocketSet`](crate::WebSocketSet): `Pending` while the write buffer is at its
+    /// limit and the peer takes nothing, when the connection delivers no more events (as an
+    /// echo loop waiting in `feed` would not read). The timers run meanwhile, so a peer that
+    /// takes nothing still times out; a timer that fails the connection makes this `Ready`,
+    /// and `poll_next_event` then reports the failure.
+    #[inline]
+    pub(crate) fn poll_write_backlog(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.done || self.conn.output_len() < self.write_limit as usize {
+            return Poll::Ready(());
+        }
+        self.poll_write_backlog_full(cx)
+    }
+
+    #[cold]
+    fn poll_write_backlog_full(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.poll_write_out(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        match self.poll_timers(cx) {
+            Ok(()) => Poll::Pending,
+            Err(_) => Poll::Ready(()),
+        }
+    }
+
     /// Queues a message (after [`poll_ready_send`](WebSocket::poll_ready_send)).
     pub fn start_send_message(&mut self, message: Message) -> Result<(), Error> {
         self.ensure_open()?;

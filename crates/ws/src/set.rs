@@ -1,0 +1,460 @@
+//! [`WebSocketSet`]: many connections driven by one task, for servers that hold very many.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
+
+use bytes::Bytes;
+use fullduplex_proto::{CloseFrame, DataKind, Event, Message};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::error::Error;
+use crate::socket::WebSocket;
+
+/// How many events in a row one connection may deliver before the others get their turn.
+const STREAK: u32 = 32;
+
+/// Names one connection in a [`WebSocketSet`]. A key is never reused: once its connection
+/// has left the set, the key addresses nothing, even when a new connection takes the slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    index: u32,
+    generation: u32,
+}
+
+impl Key {
+    /// The slot this key points at: small, dense numbers (for per-connection tables beside
+    /// the set). Slots are reused; keys are not.
+    pub fn index(self) -> usize {
+        self.index as usize
+    }
+}
+
+/// Many WebSocket connections driven by the one task that owns the set, instead of one task
+/// each.
+///
+/// A tokio task costs every connection its header and a future rounded up to 128-byte steps
+/// (cache-line aligned); a connection in a set costs its [`WebSocket`] and a 16-byte waker.
+/// For a server that keeps tens of thousands of mostly idle connections (push, chat,
+/// notifications) this is the smallest way to hold them: about 750 bytes per idle TCP
+/// connection including tokio's I/O registration, against about 1,200 with a task each.
+///
+/// [`recv`](WebSocketSet::recv) yields the next message of any connection with the key it
+/// came from; [`feed`](WebSocketSet::feed) queues a message on one connection, and what is
+/// queued is written when the set next polls that connection (a connection's replies to one
+/// batch of reads leave in one write, as with [`WebSocket::feed`]). Everything a
+/// `WebSocket` does by itself (automatic pongs, the close handshake, keepalive and idle
+/// timers) goes on inside the set.
+///
+/// Backpressure works as in an echo loop over one `WebSocket`: a connection whose write
+/// buffer is at [`Config::write_buffer_limit`](crate::Config::write_buffer_limit) delivers no
+/// further events until the peer has taken enough of it. `feed` itself never refuses a
+/// message for a full buffer; a server that pushes without being asked checks
+/// [`buffered_amount`](WebSocketSet::buffered_amount) and applies its own slow-consumer
+/// policy.
+///
+/// All connections of a set run on the task that polls it, so one set uses one core; a
+/// multi-threaded server keeps one set per worker.
+///
+/// ```no_run
+/// # async fn demo() -> std::io::Result<()> {
+/// use fullduplex::{Message, WebSocketSet};
+/// use tokio::task::JoinSet;
+///
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:9001").await?;
+/// let mut set = WebSocketSet::new();
+/// let mut handshakes = JoinSet::new();
+/// loop {
+///     tokio::select! {
+///         accepted = listener.accept() => {
+///             let (tcp, _) = accepted?;
+///             handshakes.spawn(fullduplex::accept(tcp));
+///         }
+///         Some(Ok(Ok(ws))) = handshakes.join_next() => {
+///             set.insert(ws);
+///         }
+///         (key, message) = set.recv() => match message {
+///             Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
+///                 set.feed(key, message).ok();
+///             }
+///             Some(_) => {}  // pings, pongs, the peer's close, errors
+///             None => {}     // the connection is over and has left the set
+///         },
+///     }
+/// }
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct WebSocketSet<S> {
+    slots: Vec<Slot<S>>,
+    /// Slots without a connection, reused before the vector grows.
+    free: Vec<u32>,
+    /// Connections to poll, in order; a slot is in here at most once (`Slot::queued`).
+    ready: VecDeque<u32>,
+    /// Where the connections' wakers report.
+    shared: Arc<Shared>,
+    len: usize,
+    /// Events delivered in a row by the connection at the front of `ready`.
+    streak: u32,
+}
+
+#[derive(Debug)]
+struct Slot<S> {
+    generation: u32,
+    queued: bool,
+    entry: Option<Entry<S>>,
+}
+
+#[derive(Debug)]
+struct Entry<S> {
+    ws: WebSocket<S>,
+    /// Wakes the set and names this slot.
+    waker: Waker,
+}
+
+/// The part of the set that wakers reach, from any thread.
+#[derive(Debug, Default)]
+struct Shared {
+    woken: Mutex<Woken>,
+}
+
+#[derive(Debug, Default)]
+struct Woken {
+    /// Slots woken since the set last looked (duplicates possible; the set skips them).
+    slots: Vec<u32>,
+    /// The task polling the set, while it waits.
+    waker: Option<Waker>,
+}
+
+/// One connection's waker: it queues its slot and wakes the set's task.
+#[derive(Debug)]
+struct SlotWaker {
+    index: u32,
+    shared: Arc<Shared>,
+}
+
+impl Wake for SlotWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let task = {
+            let mut woken = self
+                .shared
+                .woken
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            woken.slots.push(self.index);
+            woken.waker.take()
+        };
+        if let Some(task) = task {
+            task.wake();
+        }
+    }
+}
+
+impl<S> Default for WebSocketSet<S> {
+    fn default() -> Self {
+        WebSocketSet {
+            slots: Vec::new(),
+            free: Vec::new(),
+            ready: VecDeque::new(),
+            shared: Arc::default(),
+            len: 0,
+            streak: 0,
+        }
+    }
+}
+
+impl<S> WebSocketSet<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a connection (after its handshake: from [`crate::accept`], say) and returns its
+    /// key. Bytes that arrived with the handshake are processed at the next poll.
+    pub fn insert(&mut self, ws: WebSocket<S>) -> Key {
+        let index = match self.free.pop() {
+            Some(index) => index,
+            None => {
+                let index = u32::try_from(self.slots.len()).expect("fewer than 2^32 connections");
+                self.slots.push(Slot {
+                    generation: 0,
+                    queued: false,
+                    entry: None,
+                });
+                index
+            }
+        };
+        let waker = Waker::from(Arc::new(SlotWaker {
+            index,
+            shared: Arc::clone(&self.shared),
+        }));
+        let slot = &mut self.slots[index as usize];
+        slot.entry = Some(Entry { ws, waker });
+        self.len += 1;
+        let key = Key {
+            index,
+            generation: slot.generation,
+        };
+        self.schedule(index);
+        key
+    }
+
+    /// Takes a connection out of the set, as it is (open or not).
+    pub fn remove(&mut self, key: Key) -> Option<WebSocket<S>> {
+        let slot = self.slot_mut(key)?;
+        let entry = slot.entry.take()?;
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(key.index);
+        self.len -= 1;
+        Some(entry.ws)
+    }
+
+    /// How many connections the set holds.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the set holds no connection.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether `key` still names a connection in the set.
+    pub fn contains(&self, key: Key) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// The keys of all connections in the set (for a broadcast, say).
+    pub fn keys(&self) -> impl Iterator<Item = Key> + '_ {
+        self.slots.iter().enumerate().filter_map(|(index, slot)| {
+            slot.entry.as_ref().map(|_| Key {
+                index: index as u32,
+                generation: slot.generation,
+            })
+        })
+    }
+
+    /// The connection behind `key`: its state, subprotocol, buffered amount.
+    pub fn get(&self, key: Key) -> Option<&WebSocket<S>> {
+        let slot = self.slots.get(key.index as usize)?;
+        if slot.generation != key.generation {
+            return None;
+        }
+        slot.entry.as_ref().map(|entry| &entry.ws)
+    }
+
+    /// The connection behind `key`, to change its settings (its receive mode, say). The set
+    /// polls it again afterwards. Do not await its I/O methods here: the set drives its I/O.
+    pub fn get_mut(&mut self, key: Key) -> Option<&mut WebSocket<S>> {
+        self.slot_mut(key)?.entry.as_ref()?;
+        self.schedule(key.index);
+        self.slots[key.index as usize]
+            .entry
+            .as_mut()
+            .map(|entry| &mut entry.ws)
+    }
+
+    /// Bytes queued on the connection and not yet written (0 for an unknown key).
+    pub fn buffered_amount(&self, key: Key) -> usize {
+        self.get(key).map_or(0, WebSocket::buffered_amount)
+    }
+
+    /// Queues a message on one connection; it is written when the set next polls the
+    /// connection, together with everything else queued there. `Message::Close` starts the
+    /// close handshake (see [`close`](WebSocketSet::close)).
+    ///
+    /// Fails with [`Error::Closed`] when the key names no connection (any more) or the
+    /// connection has ended, and with [`Error::Send`] when the protocol does not allow the
+    /// message now (after our close frame, say).
+    pub fn feed(&mut self, key: Key, message: Message) -> Result<(), Error> {
+        self.entry_mut(key)?.ws.start_send_message(message)?;
+        self.schedule(key.index);
+        Ok(())
+    }
+
+    /// Queues one frame of a fragmented message on one connection (see
+    /// [`WebSocket::feed_fragment`]).
+    pub fn feed_fragment(
+        &mut self,
+        key: Key,
+        kind: DataKind,
+        payload: Bytes,
+        is_last: bool,
+    ) -> Result<(), Error> {
+        self.entry_mut(key)?
+            .ws
+            .start_send_fragment(kind, payload, is_last)?;
+        self.schedule(key.index);
+        Ok(())
+    }
+
+    /// Starts the close handshake on one connection. The set goes on driving it: the peer's
+    /// close frame arrives as `Message::Close`, then [`recv`](WebSocketSet::recv) reports the
+    /// connection's end (`None`) and it leaves the set, within the close timeout.
+    pub fn close(&mut self, key: Key, frame: Option<CloseFrame>) -> Result<(), Error> {
+        self.feed(key, Message::Close(frame))
+    }
+
+    /// Receives the next message of any connection, with its key.
+    ///
+    /// `(key, None)` says that the connection has ended (normally after the close
+    /// handshake, or after the error reported just before) and has left the set. Waits while
+    /// the set is empty, so it fits a `tokio::select!` beside an accept loop. Cancel-safe.
+    pub async fn recv(&mut self) -> (Key, Option<Result<Message, Error>>) {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Receives the next event of any connection (for connections in
+    /// [`ReceiveMode::Fragments`](crate::ReceiveMode::Fragments) or
+    /// [`ReceiveMode::Streaming`](crate::ReceiveMode::Streaming)), with its key.
+    pub async fn recv_event(&mut self) -> (Key, Option<Result<Event, Error>>) {
+        poll_fn(|cx| self.poll_next_event(cx)).await
+    }
+
+    /// Polls for the next message of any connection (see [`recv`](WebSocketSet::recv)).
+    pub fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<(Key, Option<Result<Message, Error>>)> {
+        self.poll_next_event(cx).map(|(key, event)| {
+            let message = event.map(|result| {
+                result.and_then(|event| match event {
+                    Event::Message(message) => Ok(message),
+                    Event::Fragment(_) => Err(Error::FragmentMode),
+                })
+            });
+            (key, message)
+        })
+    }
+
+    /// Polls for the next event of any connection (see
+    /// [`recv_event`](WebSocketSet::recv_event)).
+    pub fn poll_next_event(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<(Key, Option<Result<Event, Error>>)> {
+        // Slots woken while we poll (tokio's cooperative budget wakes a connection it turns
+        // away) are looked at in the next call, after the runtime has had its turn.
+        let mut collected = false;
+        loop {
+            let Some(&index) = self.ready.front() else {
+                if collected {
+                    if self.park(cx) {
+                        cx.waker().wake_by_ref();
+                    }
+                    return Poll::Pending;
+                }
+                collected = true;
+                self.collect();
+                continue;
+            };
+            let slot = &mut self.slots[index as usize];
+            let Some(entry) = slot.entry.as_mut() else {
+                slot.queued = false;
+                self.ready.pop_front();
+                continue;
+            };
+            let key = Key {
+                index,
+                generation: slot.generation,
+            };
+            let mut slot_cx = Context::from_waker(&entry.waker);
+            // A connection whose peer does not take our writes delivers nothing more until it
+            // does (its writer wakes it), as an echo loop awaiting `feed` would.
+            let polled = match entry.ws.poll_write_backlog(&mut slot_cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(()) => entry.ws.poll_next_event(&mut slot_cx),
+            };
+            match polled {
+                Poll::Pending => {
+                    slot.queued = false;
+                    self.ready.pop_front();
+                    self.streak = 0;
+                }
+                Poll::Ready(Some(event)) => {
+                    // It may have more: it stays in front for a while (its replies then
+                    // leave in one write), then goes to the back.
+                    self.streak += 1;
+                    if self.streak >= STREAK {
+                        self.streak = 0;
+                        self.ready.pop_front();
+                        self.ready.push_back(index);
+                    }
+                    return Poll::Ready((key, Some(event)));
+                }
+                Poll::Ready(None) => {
+                    slot.queued = false;
+                    self.ready.pop_front();
+                    self.streak = 0;
+                    self.remove(key);
+                    return Poll::Ready((key, None));
+                }
+            }
+        }
+    }
+
+    /// Moves the slots woken since the last look into `ready`.
+    fn collect(&mut self) {
+        let mut woken = self
+            .shared
+            .woken
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for index in woken.slots.drain(..) {
+            let Some(slot) = self.slots.get_mut(index as usize) else {
+                continue;
+            };
+            if !slot.queued && slot.entry.is_some() {
+                slot.queued = true;
+                self.ready.push_back(index);
+            }
+        }
+    }
+
+    /// Before waiting: returns true if slots were woken meanwhile (the caller yields and comes
+    /// back), otherwise leaves the task's waker for the slots' wakers to wake.
+    fn park(&mut self, cx: &Context<'_>) -> bool {
+        let mut woken = self
+            .shared
+            .woken
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !woken.slots.is_empty() {
+            return true;
+        }
+        match &woken.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => woken.waker = Some(cx.waker().clone()),
+        }
+        false
+    }
+
+    /// Queues a slot for polling (once).
+    fn schedule(&mut self, index: u32) {
+        let slot = &mut self.slots[index as usize];
+        if !slot.queued {
+            slot.queued = true;
+            self.ready.push_back(index);
+        }
+    }
+
+    fn slot_mut(&mut self, key: Key) -> Option<&mut Slot<S>> {
+        self.slots
+            .get_mut(key.index as usize)
+            .filter(|slot| slot.generation == key.generation)
+    }
+
+    fn entry_mut(&mut self, key: Key) -> Result<&mut Entry<S>, Error> {
+        self.slot_mut(key)
+            .and_then(|slot| slot.entry.as_mut())
+            .ok_or_else(|| Error::Closed)
+    }
+}

@@ -1,0 +1,311 @@
+//! `WebSocketSet`: many connections driven by one task. Echo over real sockets, keys that
+//! outlive their connection, a close started by the server, backpressure that pauses only
+//! the slow connection, and timers that still run on a paused one.
+
+mod common;
+
+use std::time::Duration;
+
+use common::client_frame;
+use fullduplex::set::Key;
+use fullduplex::{Accept, CloseCode, CloseFrame, Config, Message, WebSocket, WebSocketSet};
+use tokio::io::{AsyncWriteExt, DuplexStream};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// A server connection over an in-memory pipe, and the client's end of it.
+async fn duplex_server(
+    capacity: usize,
+    server_config: Config,
+) -> (WebSocket<DuplexStream>, WebSocket<DuplexStream>) {
+    common::duplex_pair(capacity, Config::default(), server_config).await
+}
+
+/// The server side of a raw peer: the handshake is answered, then the test speaks frames.
+async fn raw_peer(
+    capacity: usize,
+    server_config: Config,
+) -> (DuplexStream, WebSocket<DuplexStream>) {
+    use tokio::io::AsyncReadExt;
+    let (mut peer, transport) = tokio::io::duplex(capacity);
+    let server = tokio::spawn(async move {
+        fullduplex::accept_with(transport, server_config, |_| Ok(Accept::new()))
+            .await
+            .unwrap()
+    });
+    peer.write_all(common::upgrade_request("/", "").as_bytes())
+        .await
+        .unwrap();
+    let server = server.await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        peer.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    (peer, server)
+}
+
+#[tokio::test]
+async fn one_task_echoes_many_connections() {
+    const CLIENTS: usize = 200;
+    const MESSAGES: usize = 10;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let mut set = WebSocketSet::new();
+        let mut handshakes = JoinSet::new();
+        let (mut echoed, mut ended, mut most) = (0usize, 0usize, 0usize);
+        while ended < CLIENTS {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    handshakes.spawn(fullduplex::accept(accepted.unwrap().0));
+                }
+                Some(done) = handshakes.join_next() => {
+                    set.insert(done.unwrap().unwrap());
+                    most = most.max(set.len());
+                }
+                (key, message) = set.recv() => match message {
+                    Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
+                        set.feed(key, message).unwrap();
+                        echoed += 1;
+                    }
+                    Some(Ok(Message::Close(_))) => {}
+                    Some(other) => panic!("{other:?}"),
+                    None => {
+                        assert!(!set.contains(key));
+                        ended += 1;
+                    }
+                },
+            }
+        }
+        (echoed, set.len(), most)
+    });
+    let mut clients = JoinSet::new();
+    for c in 0..CLIENTS {
+        clients.spawn(async move {
+            let (mut ws, _) = fullduplex::connect(format!("ws://{addr}/")).await.unwrap();
+            // All messages first, then the echoes: several are in flight on every connection.
+            for m in 0..MESSAGES {
+                let message = if m % 2 == 0 {
+                    Message::text(format!("client {c} message {m}"))
+                } else {
+                    Message::binary(vec![c as u8; m * 100])
+                };
+                ws.feed(message).await.unwrap();
+            }
+            ws.flush().await.unwrap();
+            for m in 0..MESSAGES {
+                match ws.recv().await.unwrap().unwrap() {
+                    Message::Text(text) => {
+                        assert_eq!(text.as_str(), format!("client {c} message {m}"))
+                    }
+                    Message::Binary(data) => assert_eq!(data, vec![c as u8; m * 100]),
+                    other => panic!("{other:?}"),
+                }
+            }
+            ws.close(None).await.unwrap();
+        });
+    }
+    let run = async {
+        while let Some(client) = clients.join_next().await {
+            client.unwrap();
+        }
+        server.await.unwrap()
+    };
+    let (echoed, left, most) = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the set stalled");
+    assert_eq!(echoed, CLIENTS * MESSAGES);
+    assert_eq!(left, 0, "ended connections stay in the set");
+    assert!(most > 1, "the connections never overlapped");
+}
+
+#[tokio::test]
+async fn a_key_never_names_a_later_connection() {
+    let mut set = WebSocketSet::new();
+    let (_client1, server1) = duplex_server(1024, Config::default()).await;
+    let (_client2, server2) = duplex_server(1024, Config::default()).await;
+    let first = set.insert(server1);
+    assert!(set.contains(first));
+    assert!(set.remove(first).is_some());
+    assert!(set.remove(first).is_none());
+    assert!(!set.contains(first));
+    assert!(set.is_empty());
+    let second = set.insert(server2);
+    assert_eq!(second.index(), first.index(), "the slot is reused");
+    assert_ne!(second, first);
+    assert!(set.get(first).is_none());
+    assert!(matches!(
+        set.feed(first, Message::text("lost")),
+        Err(fullduplex::Error::Closed)
+    ));
+    assert_eq!(set.keys().collect::<Vec<Key>>(), vec![second]);
+    assert_eq!(set.len(), 1);
+}
+
+#[tokio::test]
+async fn the_server_closes_one_connection() {
+    let mut set = WebSocketSet::new();
+    let (mut client, server) = duplex_server(1024, Config::default()).await;
+    let (mut other_client, other) = duplex_server(1024, Config::default()).await;
+    let key = set.insert(server);
+    let other_key = set.insert(other);
+    set.close(key, Some(CloseFrame::new(CloseCode::from(4000), "bye")))
+        .unwrap();
+    assert!(
+        set.feed(key, Message::text("after close")).is_err(),
+        "a message was accepted after our close frame"
+    );
+    let client = tokio::spawn(async move {
+        match client.recv().await.unwrap().unwrap() {
+            Message::Close(Some(frame)) => {
+                assert_eq!(u16::from(frame.code), 4000);
+                assert_eq!(frame.reason, "bye");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(client.recv().await.is_none());
+    });
+    let (k, message) = set.recv().await;
+    assert_eq!(k, key);
+    assert!(matches!(message, Some(Ok(Message::Close(Some(_))))));
+    let (k, message) = tokio::time::timeout(Duration::from_secs(10), set.recv())
+        .await
+        .expect("the close handshake did not end");
+    assert_eq!(k, key);
+    assert!(message.is_none());
+    client.await.unwrap();
+    // The other connection is untouched.
+    assert_eq!(set.keys().collect::<Vec<_>>(), vec![other_key]);
+    other_client
+        .send(Message::text("still here"))
+        .await
+        .unwrap();
+    let (k, message) = set.recv().await;
+    assert_eq!(k, other_key);
+    assert_eq!(message.unwrap().unwrap(), Message::text("still here"));
+}
+
+/// A peer that sends and never reads fills its write buffer; from then on its connection
+/// delivers nothing (its echoes could not leave), while another connection is served as usual.
+#[tokio::test]
+async fn a_peer_that_does_not_read_pauses_only_itself() {
+    const LIMIT: usize = 64 << 10;
+    const FRAME: usize = 16 << 10;
+    let config = Config::default().write_buffer_limit(LIMIT);
+    let mut set = WebSocketSet::new();
+    let (mut flooder, server) = raw_peer(FRAME, config.clone()).await;
+    let slow = set.insert(server);
+    let (mut client, server) = duplex_server(4096, config).await;
+    set.insert(server);
+    let flood = tokio::spawn(async move {
+        let frame = client_frame(true, 2, &[7u8; FRAME]);
+        for _ in 0..1000 {
+            if flooder.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+        flooder
+    });
+    let talk = tokio::spawn(async move {
+        for i in 0..100 {
+            client.send(Message::text(i.to_string())).await.unwrap();
+            assert_eq!(
+                client.recv().await.unwrap().unwrap(),
+                Message::text(i.to_string())
+            );
+        }
+        client
+    });
+    let (mut from_slow, mut most) = (0usize, 0usize);
+    let serve = async {
+        while !talk.is_finished() {
+            tokio::select! {
+                (key, message) = set.recv() => {
+                    let message = message.unwrap().unwrap();
+                    if key == slow {
+                        from_slow += 1;
+                    }
+                    set.feed(key, message).unwrap();
+                    most = most.max(set.buffered_amount(slow));
+                }
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), serve)
+        .await
+        .expect("the reading connection was starved");
+    let _client = talk.await.unwrap();
+    assert!(
+        most <= LIMIT + FRAME + 16,
+        "{most} bytes queued for a peer that reads nothing"
+    );
+    // What the flooder could send: the pipe, plus what the set read before pausing.
+    assert!(
+        from_slow <= (LIMIT + 2 * FRAME) / FRAME + 2,
+        "{from_slow} messages delivered from a paused connection"
+    );
+    assert!(!flood.is_finished(), "the flooder was never held back");
+    flood.abort();
+}
+
+/// A connection paused by backpressure still runs its timers: a peer that takes nothing and
+/// sends nothing more is dropped after the idle timeout.
+#[tokio::test(start_paused = true)]
+async fn a_paused_connection_still_times_out() {
+    const LIMIT: usize = 4 << 10;
+    let config = Config::default()
+        .write_buffer_limit(LIMIT)
+        .idle_timeout(Some(Duration::from_secs(5)));
+    let mut set = WebSocketSet::new();
+    let (mut peer, server) = raw_peer(1024, config).await;
+    let key = set.insert(server);
+    // Two messages whose echoes the peer never reads: the first one's echo alone is over
+    // the limit, even once the pipe has taken what it can.
+    let frame = client_frame(true, 2, &[1u8; 4 * LIMIT]);
+    let send = tokio::spawn(async move {
+        peer.write_all(&frame).await.unwrap();
+        peer.write_all(&frame).await.ok();
+        peer
+    });
+    let run = async {
+        loop {
+            match set.recv().await {
+                (k, Some(Ok(message))) => {
+                    assert_eq!(k, key);
+                    set.feed(k, message).unwrap();
+                }
+                (k, Some(Err(error))) => {
+                    assert_eq!(k, key);
+                    assert!(
+                        matches!(
+                            error,
+                            fullduplex::Error::Timeout(fullduplex::TimeoutKind::Idle)
+                        ),
+                        "{error:?}"
+                    );
+                }
+                (k, None) => {
+                    assert_eq!(k, key);
+                    break;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("a paused connection never timed out");
+    assert!(set.is_empty());
+    send.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_set_waits() {
+    let mut set = WebSocketSet::<DuplexStream>::new();
+    assert!(tokio::time::timeout(Duration::from_secs(1), set.recv())
+        .await
+        .is_err());
+}
