@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo build --release -p fullduplex-bench
-//! cargo run --release -p fullduplex-bench                 # the full run (about 16 minutes)
+//! cargo run --release -p fullduplex-bench                 # the full run (about 18 minutes)
 //! cargo run --release -p fullduplex-bench -- --smoke      # seconds; writes nothing
 //! cargo run --release -p fullduplex-bench -- callgrind    # instructions per message
 //! ```

@@ -61,10 +61,12 @@ fn min(values: &[f64]) -> f64 {
 const FULLDUPLEX: &str = "fullduplex";
 /// The same library echoing in `ReceiveMode::Streaming`.
 const FULLDUPLEX_STREAMING: &str = "fullduplex-streaming";
+/// The echo server with all connections in one `WebSocketSet`.
+const FULLDUPLEX_SET: &str = "fullduplex-set";
 
 /// Our own servers are set in bold in the tables (not the `fullduplex-before` baseline).
 fn is_ours(server: &str) -> bool {
-    server == FULLDUPLEX || server == FULLDUPLEX_STREAMING
+    server == FULLDUPLEX || server == FULLDUPLEX_STREAMING || server == FULLDUPLEX_SET
 }
 
 fn max(values: &[f64]) -> f64 {
@@ -360,6 +362,23 @@ impl Results {
             bytes_fmt(echo),
             echo <= 1024.0,
         );
+        if self.idle.iter().any(|r| r.server == FULLDUPLEX_SET) {
+            let (idle, echo) = self.idle_of(FULLDUPLEX_SET);
+            row(
+                "idle memory ≤ 1 KiB/conn, handshake only (`WebSocketSet` echo)",
+                &cell,
+                idle,
+                bytes_fmt(idle),
+                idle <= 1024.0,
+            );
+            row(
+                "idle memory ≤ 1 KiB/conn, after one 1 KiB echo (`WebSocketSet` echo)",
+                &cell,
+                echo,
+                bytes_fmt(echo),
+                echo <= 1024.0,
+            );
+        }
         out
     }
 

@@ -1,6 +1,7 @@
 //! An idle connection holds no buffers: neither after the handshake (tokio reports a fresh
 //! socket readable once, which must not leave a receive buffer behind) nor after it has
 //! echoed a message (the receive buffer and the send queue go back to their per-thread pools).
+//! The same holds in a `WebSocketSet`, where a connection also has no task.
 //!
 //! A counting global allocator tracks live heap bytes. Server and raw clients share the
 //! process, so the figures include each client socket's tokio registration; the bounds are
@@ -10,9 +11,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
-use fullduplex::Message;
+use fullduplex::{Message, WebSocketSet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
 
 struct Counting;
 
@@ -58,8 +60,53 @@ async fn settle() {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
-#[test]
-fn idle_connections_hold_no_buffers() {
+/// How the test server holds its connections.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Serving {
+    /// A tokio task per connection, each an echo loop of `recv` and `feed`.
+    TaskEach,
+    /// All connections in one `WebSocketSet`.
+    OneSet,
+}
+
+async fn serve(listener: TcpListener, serving: Serving) {
+    if serving == Serving::OneSet {
+        let mut set = WebSocketSet::new();
+        let mut handshakes = JoinSet::new();
+        loop {
+            tokio::select! {
+                Ok((tcp, _)) = listener.accept() => {
+                    handshakes.spawn(fullduplex::accept(tcp));
+                }
+                Some(Ok(Ok(ws))) = handshakes.join_next() => {
+                    set.insert(ws);
+                }
+                (key, message) = set.recv() => {
+                    if let Some(Ok(message @ Message::Binary(_))) = message {
+                        set.feed(key, message).unwrap();
+                    }
+                }
+            }
+        }
+    }
+    while let Ok((tcp, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            let Ok(mut ws) = fullduplex::accept(tcp).await else {
+                return;
+            };
+            while let Some(Ok(message)) = ws.recv().await {
+                if let Message::Binary(_) = message {
+                    if ws.feed(message).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Live heap bytes per connection once `CONNECTIONS` are open, and after each has echoed.
+fn measure(serving: Serving) -> (isize, isize) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -67,22 +114,7 @@ fn idle_connections_hold_no_buffers() {
     runtime.block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let Ok(mut ws) = fullduplex::accept(tcp).await else {
-                        return;
-                    };
-                    while let Some(Ok(message)) = ws.recv().await {
-                        if let Message::Binary(_) = message {
-                            if ws.feed(message).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                });
-            }
-        });
+        tokio::spawn(serve(listener, serving));
         // Warm up: the runtime's own structures, the pools, the first connection.
         let mut warm = connect(addr).await;
         echo(&mut warm).await;
@@ -104,17 +136,36 @@ fn idle_connections_hold_no_buffers() {
 
         let per_idle = (idle - before) / CONNECTIONS as isize;
         let per_echoed = (echoed - before) / CONNECTIONS as isize;
-        eprintln!("live heap per connection (server + raw client): {per_idle} B after the handshake, {per_echoed} B after one 1 KiB echo");
+        eprintln!("{serving:?}: live heap per connection (server + raw client): {per_idle} B after the handshake, {per_echoed} B after one 1 KiB echo");
+        (per_idle, per_echoed)
+    })
+}
+
+/// One test for both ways of serving: the allocation counter is global, so the two
+/// measurements must not run at the same time.
+#[test]
+fn idle_connections_hold_no_buffers() {
+    let mut idle = Vec::new();
+    for serving in [Serving::TaskEach, Serving::OneSet] {
+        let (per_idle, per_echoed) = measure(serving);
         assert!(
             per_idle < 2048,
-            "{per_idle} B per idle connection: a buffer is kept after the handshake"
+            "{serving:?}: {per_idle} B per idle connection: a buffer is kept after the handshake"
         );
         assert!(
             per_echoed - per_idle < 128,
-            "an echo left {} B per connection behind",
+            "{serving:?}: an echo left {} B per connection behind",
             per_echoed - per_idle
         );
-    });
+        idle.push(per_idle);
+    }
+    // The set holds a connection without a task: its `WebSocket` and a waker, in a slot.
+    assert!(
+        idle[1] + 128 <= idle[0],
+        "a connection in a set ({} B) is not smaller than one with a task ({} B)",
+        idle[1],
+        idle[0]
+    );
 }
 
 async fn connect(addr: std::net::SocketAddr) -> TcpStream {
