@@ -633,8 +633,10 @@ impl Connection {
                 .and_then(|()| utf8.finish())
                 .map_err(|_| ProtocolError::InvalidUtf8)?;
         }
-        self.recv.advance(header_len);
-        let payload = self.recv.split_to(payload_len).freeze();
+        // One split for header and payload, then the header is skipped in the frozen view
+        // (cheaper than advancing the receive buffer past the header first).
+        let mut payload = self.recv.split_to(header_len + payload_len).freeze();
+        payload.advance(header_len);
         if self.config.receive_mode == ReceiveMode::Streaming {
             return Ok(Some(Event::Fragment(Fragment {
                 kind,
