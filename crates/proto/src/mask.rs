@@ -56,14 +56,15 @@ fn apply_mask_short(buf: &mut [u8], key: [u8; 4]) {
     let word = u64::from_ne_bytes([
         key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
     ]);
-    let mut chunks = buf.chunks_exact_mut(8);
-    for chunk in &mut chunks {
-        if let Ok(bytes) = <&mut [u8; 8]>::try_from(chunk) {
+    let mut rest = buf;
+    while rest.len() >= 8 {
+        if let Some((bytes, tail)) = std::mem::take(&mut rest).split_first_chunk_mut::<8>() {
             *bytes = (u64::from_ne_bytes(*bytes) ^ word).to_ne_bytes();
+            rest = tail;
         }
     }
     // Whole words keep the key's phase: the rest starts at key[0].
-    for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
+    for (i, byte) in rest.iter_mut().enumerate() {
         *byte ^= key[i & 3];
     }
 }
