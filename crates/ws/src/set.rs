@@ -296,6 +296,31 @@ where
         Ok(())
     }
 
+    /// Queues frames encoded once for many connections (see
+    /// [`fullduplex_proto::connection::encode_server_message`]) on one connection: a
+    /// broadcast encodes a message once and feeds the same bytes to every key.
+    ///
+    /// ```no_run
+    /// # fn demo(set: &mut fullduplex::WebSocketSet<tokio::net::TcpStream>) {
+    /// use fullduplex::proto::connection::encode_server_message;
+    /// let frame = encode_server_message(&fullduplex::Message::text("news"));
+    /// let keys: Vec<_> = set.keys().collect();
+    /// for key in keys {
+    ///     // A peer that is this far behind is dropped (a slow-consumer policy).
+    ///     if set.buffered_amount(key) > 1 << 20 {
+    ///         set.remove(key);
+    ///     } else {
+    ///         set.feed_encoded(key, frame.clone()).ok();
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn feed_encoded(&mut self, key: Key, frames: Bytes) -> Result<(), Error> {
+        self.entry_mut(key)?.ws.start_send_encoded(frames)?;
+        self.schedule(key.index);
+        Ok(())
+    }
+
     /// Starts the close handshake on one connection. The set goes on driving it: the peer's
     /// close frame arrives as `Message::Close`, then [`recv`](WebSocketSet::recv) reports the
     /// connection's end (`None`) and it leaves the set, within the close timeout.

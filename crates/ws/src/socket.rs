@@ -446,9 +446,16 @@ where
     /// [`fullduplex_proto::connection::encode_server_message`]), and flushes.
     pub async fn send_encoded(&mut self, frames: Bytes) -> Result<(), Error> {
         poll_fn(|cx| self.poll_ready_send(cx)).await?;
-        self.ensure_open()?;
-        self.conn.send_encoded(frames)?;
+        self.start_send_encoded(frames)?;
         self.flush().await
+    }
+
+    /// Queues frames encoded once for many connections (after
+    /// [`poll_ready_send`](WebSocket::poll_ready_send)); see
+    /// [`send_encoded`](WebSocket::send_encoded).
+    pub fn start_send_encoded(&mut self, frames: Bytes) -> Result<(), Error> {
+        self.ensure_open()?;
+        Ok(self.conn.send_encoded(frames)?)
     }
 
     /// Closes the connection: sends a close frame (if none was sent yet), then reads until the

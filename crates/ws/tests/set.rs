@@ -309,3 +309,43 @@ async fn an_empty_set_waits() {
         .await
         .is_err());
 }
+
+/// A broadcast: one frame encoded once, fed to every connection of the set.
+#[tokio::test]
+async fn a_frame_encoded_once_reaches_every_connection() {
+    use fullduplex::proto::connection::encode_server_message;
+    let mut set = WebSocketSet::new();
+    let mut clients = Vec::new();
+    for _ in 0..50 {
+        let (client, server) = duplex_server(1024, Config::default()).await;
+        set.insert(server);
+        clients.push(client);
+    }
+    let frame = encode_server_message(&Message::text("to everyone"));
+    let keys: Vec<Key> = set.keys().collect();
+    assert_eq!(keys.len(), 50);
+    for key in keys {
+        set.feed_encoded(key, frame.clone()).unwrap();
+    }
+    // Nothing is written until the set is polled: drive it while the clients read.
+    let readers = tokio::spawn(async move {
+        for client in &mut clients {
+            assert_eq!(
+                client.recv().await.unwrap().unwrap(),
+                Message::text("to everyone")
+            );
+        }
+        clients
+    });
+    let serve = async {
+        loop {
+            let (_, message) = set.recv().await;
+            panic!("unexpected {message:?}");
+        }
+    };
+    tokio::select! {
+        clients = readers => assert_eq!(clients.unwrap().len(), 50),
+        () = serve => {}
+        () = tokio::time::sleep(Duration::from_secs(10)) => panic!("the broadcast did not arrive"),
+    }
+}
