@@ -338,10 +338,8 @@ async fn a_frame_encoded_once_reaches_every_connection() {
         clients
     });
     let serve = async {
-        loop {
-            let (_, message) = set.recv().await;
-            panic!("unexpected {message:?}");
-        }
+        let (_, message) = set.recv().await;
+        panic!("unexpected {message:?}");
     };
     tokio::select! {
         clients = readers => assert_eq!(clients.unwrap().len(), 50),
