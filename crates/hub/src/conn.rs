@@ -7,8 +7,10 @@
 //! one buffer, large ones are queued as they are) with one flush.
 
 use std::collections::HashSet;
+use std::future::{poll_fn, Future};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::ready;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -83,13 +85,23 @@ struct Session {
     topics: HashSet<Topic>,
     grants: Grants,
     rate: RateLimit,
+    /// Counts against the connection limit while the session lives.
+    _slot: Slot,
 }
 
 /// Runs a client connection until it ends, then leaves its topics.
-pub(crate) async fn run(hub: Arc<Hub>, mut ws: HyperWebSocket, grants: Grants, slot: Slot) {
-    let metrics = hub.metrics.clone();
-    metrics.connections.fetch_add(1, Ordering::Relaxed);
-    inc(&metrics.connections_total);
+///
+/// Not an `async fn`: the session is built here and the returned future owns it and the
+/// socket in place (an `async fn` keeps its arguments twice, which every idle connection's
+/// task would carry).
+pub(crate) fn run(
+    hub: Arc<Hub>,
+    mut ws: HyperWebSocket,
+    grants: Grants,
+    slot: Slot,
+) -> impl Future<Output = ()> + Send {
+    hub.metrics.connections.fetch_add(1, Ordering::Relaxed);
+    inc(&hub.metrics.connections_total);
     let mut session = Session {
         id: hub.next_conn_id(),
         outbox: Arc::new(Outbox::new(hub.config.max_queued_bytes)),
@@ -97,12 +109,23 @@ pub(crate) async fn run(hub: Arc<Hub>, mut ws: HyperWebSocket, grants: Grants, s
         grants,
         rate: RateLimit::new(hub.config.publish_rate),
         hub,
+        _slot: slot,
     };
-    let end = session.drive(&mut ws).await;
-    session.leave_all();
-    session.finish(&mut ws, end).await;
-    metrics.connections.fetch_sub(1, Ordering::Relaxed);
-    drop(slot);
+    async move {
+        let end = session.drive(&mut ws).await;
+        session.leave_all();
+        // Boxed, like `handle`: the closing steps run once, and their state need not be
+        // part of every idle connection's task.
+        Box::pin(session.finish(&mut ws, end)).await;
+    }
+}
+
+impl Drop for Session {
+    /// The connection is over (or its task was dropped): it no longer counts, and its slot
+    /// (a field) is given back right after.
+    fn drop(&mut self) {
+        self.hub.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Session {
@@ -132,7 +155,10 @@ impl Session {
                 message = ws.recv() => match message {
                     None => return End::Closed,
                     Some(Err(error)) => return End::Failed(error),
-                    Some(Ok(Message::Text(text))) => self.handle(text.as_str()).await,
+                    // Boxed: a request's state (a subscription's history sync, a publish
+                    // through Redis) lives only while it is handled, not in every idle
+                    // connection's task, whose future it would otherwise triple.
+                    Some(Ok(Message::Text(text))) => Box::pin(self.handle(text.as_str())).await,
                     Some(Ok(Message::Binary(_))) => self.error(
                         "bad_json",
                         "binary messages are not supported: send JSON text",
@@ -288,24 +314,50 @@ impl Session {
     }
 }
 
-/// Writes `frames` (emptying it) with one flush per buffer of copied small frames and per
-/// large frame.
+/// Writes `frames` (emptying it): small frames are copied into buffers of about
+/// `BATCH_BYTES`, large ones are queued as they are, and everything leaves with one flush
+/// (waiting on the way only while the socket's write buffer is full).
+///
+/// One `poll_fn` over the socket's own queue rather than `send_encoded` futures: its state is
+/// part of every connection's task, and this way it is a position in `frames`.
 async fn write_batch(
     ws: &mut HyperWebSocket,
     frames: &mut Vec<Bytes>,
 ) -> Result<(), fullduplex::Error> {
-    if frames.len() == 1 {
-        if let Some(frame) = frames.pop() {
-            return ws.send_encoded(frame).await;
+    coalesce(frames);
+    let mut next = 0;
+    let written = poll_fn(|cx| {
+        while let Some(frame) = frames.get_mut(next) {
+            ready!(ws.poll_ready_send(cx))?;
+            ws.start_send_encoded(std::mem::take(frame))?;
+            next += 1;
         }
+        ws.poll_write_out(cx)
+    })
+    .await;
+    frames.clear();
+    written
+}
+
+/// Copies runs of small frames into buffers of about `BATCH_BYTES`, in place and in order;
+/// frames of `LARGE_FRAME` or more stay as they are.
+fn coalesce(frames: &mut Vec<Bytes>) {
+    if frames.len() < 2 {
+        return;
     }
     let mut batch = BytesMut::new();
-    for frame in frames.drain(..) {
+    // Frames before `kept` are final. A frame is read before anything is written to its
+    // index, so `kept` never passes the frame being read.
+    let mut kept = 0;
+    for read in 0..frames.len() {
+        let frame = std::mem::take(&mut frames[read]);
         if frame.len() >= LARGE_FRAME {
             if !batch.is_empty() {
-                ws.send_encoded(batch.split().freeze()).await?;
+                frames[kept] = batch.split().freeze();
+                kept += 1;
             }
-            ws.send_encoded(frame).await?;
+            frames[kept] = frame;
+            kept += 1;
             continue;
         }
         if batch.is_empty() {
@@ -313,19 +365,55 @@ async fn write_batch(
         }
         batch.extend_from_slice(&frame);
         if batch.len() >= BATCH_BYTES {
-            ws.send_encoded(batch.split().freeze()).await?;
+            frames[kept] = batch.split().freeze();
+            kept += 1;
         }
     }
     if !batch.is_empty() {
-        ws.send_encoded(batch.freeze()).await?;
+        frames[kept] = batch.freeze();
+        kept += 1;
     }
-    Ok(())
+    frames.truncate(kept);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn coalesce_keeps_order_and_batches_small_frames() {
+        let small = |b: u8| Bytes::from(vec![b; 100]);
+        let large = |b: u8| Bytes::from(vec![b; LARGE_FRAME]);
+        let input = vec![
+            small(1),
+            small(2),
+            large(3),
+            small(4),
+            large(5),
+            large(6),
+            small(7),
+        ];
+        let joined: Vec<u8> = input.iter().flat_map(|f| f.iter().copied()).collect();
+        let mut frames = input;
+        coalesce(&mut frames);
+        let lens: Vec<usize> = frames.iter().map(Bytes::len).collect();
+        assert_eq!(lens, [200, LARGE_FRAME, 100, LARGE_FRAME, LARGE_FRAME, 100]);
+        let rejoined: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
+        assert_eq!(rejoined, joined);
+        // Many small frames: buffers of about BATCH_BYTES.
+        let mut frames: Vec<Bytes> = (0..2000).map(|i| small(i as u8)).collect();
+        coalesce(&mut frames);
+        assert!(
+            frames.len() < 2000 * 100 / BATCH_BYTES + 2,
+            "{} buffers",
+            frames.len()
+        );
+        assert!(frames[..frames.len() - 1]
+            .iter()
+            .all(|f| f.len() >= BATCH_BYTES));
+        assert_eq!(frames.iter().map(Bytes::len).sum::<usize>(), 200_000);
+    }
 
     #[test]
     fn rate_limit() {

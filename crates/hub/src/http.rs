@@ -150,7 +150,11 @@ fn websocket<B>(hub: Arc<Hub>, mut request: Request<B>) -> HttpResponse {
             let task_hub = hub.clone();
             hub.tasks().spawn(async move {
                 match upgrade.await {
-                    Ok(ws) => conn::run(task_hub, ws, grants, slot).await,
+                    // A task of its own: this one, with the upgrade's state, ends here.
+                    Ok(ws) => {
+                        let tasks = task_hub.tasks().clone();
+                        tasks.spawn(conn::run(task_hub, ws, grants, slot));
+                    }
                     Err(error) => {
                         inc(&task_hub.metrics.handshake_failures);
                         tracing::debug!(%error, "upgrade failed");

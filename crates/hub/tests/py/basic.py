@@ -58,5 +58,13 @@ async def main(addr):
         check(metric(addr, "fdx_hub_connections") == 2, "two connections")
         check(metric(addr, "fdx_hub_subscriptions") == 2, "two subscriptions")
 
+    # Both closed: they no longer count (within a bounded wait for the hub to notice).
+    for _ in range(100):
+        if metric(addr, "fdx_hub_connections") == 0 and metric(addr, "fdx_hub_subscriptions") == 0:
+            break
+        await asyncio.sleep(0.02)
+    check(metric(addr, "fdx_hub_connections") == 0, "closed connections still counted")
+    check(metric(addr, "fdx_hub_subscriptions") == 0, "closed connections' subscriptions still counted")
+
 
 run(main)
