@@ -7,7 +7,9 @@
 //!
 //! Reports, for the hub process:
 //! * memory per idle subscriber: RSS growth (`VmRSS`) from before the subscribers connect to
-//!   when all are subscribed and idle, divided by their number;
+//!   when all are subscribed and idle, divided by their number; beside it the growth of the
+//!   heap bytes in use (glibc's `mallinfo2`, asked of the hub over its stdin), which tells
+//!   live data from the allocator's free space;
 //! * deliveries per second: a burst of `--burst` messages published back to back, timed from
 //!   the first publish until every subscriber has every message;
 //! * publish-to-delivery latency p50/p99/max: `--rate` messages per second for `--seconds`,
@@ -25,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fullduplex::Message;
 use hdrhistogram::Histogram;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -92,9 +94,39 @@ fn serve(addr: &str) -> Result<(), Error> {
         let hub = fullduplex_hub::Hub::new(config);
         let listener = tokio::net::TcpListener::bind(addr).await?;
         println!("listening on {}", listener.local_addr()?);
+        answer_heap_queries();
         hub.serve(listener).await?;
         Ok(())
     })
+}
+
+/// In the hub: every line on stdin is answered with `heap N`, the bytes the allocator has
+/// handed out and not had back (glibc's `mallinfo2`: `uordblks` + `hblkhd`).
+fn answer_heap_queries() {
+    std::thread::spawn(|| {
+        let mut line = String::new();
+        while matches!(std::io::stdin().read_line(&mut line), Ok(n) if n > 0) {
+            // SAFETY: mallinfo2 only reads the allocator's counters.
+            let info = unsafe { libc::mallinfo2() };
+            println!("heap {}", info.uordblks + info.hblkhd);
+            line.clear();
+        }
+    });
+}
+
+/// Asks the hub for its heap bytes in use (see [`answer_heap_queries`]).
+async fn heap_in_use(
+    stdin: &mut tokio::process::ChildStdin,
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+) -> Result<u64, Error> {
+    stdin.write_all(b"heap\n").await?;
+    let line = tokio::time::timeout(Duration::from_secs(5), lines.next_line())
+        .await??
+        .ok_or("the hub exited")?;
+    Ok(line
+        .strip_prefix("heap ")
+        .ok_or("unexpected hub output")?
+        .parse()?)
 }
 
 /// Resident memory of `pid`, bytes.
@@ -160,6 +192,7 @@ async fn bench(options: Options) -> Result<(), Error> {
     let mut child = command
         .args(["--serve", "127.0.0.1:0"])
         .stdout(std::process::Stdio::piped())
+        .stdin(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
     let pid = child.id().ok_or("no child pid")?;
@@ -171,6 +204,7 @@ async fn bench(options: Options) -> Result<(), Error> {
             .status()?;
     }
     let mut lines = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
+    let mut hub_stdin = child.stdin.take().ok_or("no stdin")?;
     let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
         .await??
         .ok_or("the hub did not start")?;
@@ -181,6 +215,7 @@ async fn bench(options: Options) -> Result<(), Error> {
     let url = format!("ws://{addr}/ws");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_before = rss(pid);
+    let heap_before = heap_in_use(&mut hub_stdin, &mut lines).await?;
 
     // Subscribers, connected 200 at a time.
     let shared = Arc::new(Shared {
@@ -231,6 +266,9 @@ async fn bench(options: Options) -> Result<(), Error> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_after = rss(pid);
     let per_subscriber = rss_after.saturating_sub(rss_before) as f64 / options.subscribers as f64;
+    let heap_after = heap_in_use(&mut hub_stdin, &mut lines).await?;
+    let heap_per_subscriber =
+        heap_after.saturating_sub(heap_before) as f64 / options.subscribers as f64;
 
     let (mut publisher, _) = fullduplex::connect(url.clone()).await?;
     let pad = "x".repeat(options.size.saturating_sub(30));
@@ -301,10 +339,11 @@ async fn bench(options: Options) -> Result<(), Error> {
         connect_time.as_secs_f64()
     );
     println!(
-        "  hub RSS                  {:.1} MB before, {:.1} MB with subscribers: {:.0} B per idle subscriber",
+        "  hub RSS                  {:.1} MB before, {:.1} MB with subscribers: {:.0} B per idle subscriber ({:.0} B of it heap in use)",
         rss_before as f64 / 1e6,
         rss_after as f64 / 1e6,
-        per_subscriber
+        per_subscriber,
+        heap_per_subscriber
     );
     println!(
         "  burst                    {} messages -> {} deliveries in {:.3} s: {:.0} deliveries/s, hub CPU {:.2} us/delivery",
@@ -331,6 +370,7 @@ async fn bench(options: Options) -> Result<(), Error> {
         "rss_before": rss_before,
         "rss_after": rss_after,
         "bytes_per_idle_subscriber": per_subscriber,
+        "heap_bytes_per_idle_subscriber": heap_per_subscriber,
         "burst_messages": options.burst,
         "burst_seconds": burst_time.as_secs_f64(),
         "deliveries_per_second": deliveries_per_second,
