@@ -54,6 +54,10 @@ impl Key {
 /// [`buffered_amount`](WebSocketSet::buffered_amount) and applies its own slow-consumer
 /// policy.
 ///
+/// The set does its work while [`recv`](WebSocketSet::recv) is polled: that is when it
+/// writes what was fed, reads, answers pings and runs the timers. A server that only pushes
+/// still keeps a `recv` going (in a `tokio::select!` beside whatever produces its pushes).
+///
 /// All connections of a set run on the task that polls it, so one set uses one core; a
 /// multi-threaded server keeps one set per worker.
 ///
