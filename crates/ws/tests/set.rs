@@ -347,3 +347,189 @@ async fn a_frame_encoded_once_reaches_every_connection() {
         () = tokio::time::sleep(Duration::from_secs(10)) => panic!("the broadcast did not arrive"),
     }
 }
+
+/// The same echo with the set's connections woken from other threads (a multi-threaded
+/// runtime: the I/O driver runs wherever a worker is free).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wakers_from_other_threads() {
+    const CLIENTS: usize = 50;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let mut set = WebSocketSet::new();
+        let mut handshakes = JoinSet::new();
+        let mut ended = 0;
+        while ended < CLIENTS {
+            tokio::select! {
+                Ok((tcp, _)) = listener.accept() => {
+                    handshakes.spawn(fullduplex::accept(tcp));
+                }
+                Some(done) = handshakes.join_next() => {
+                    set.insert(done.unwrap().unwrap());
+                }
+                (key, message) = set.recv() => match message {
+                    Some(Ok(message @ Message::Binary(_))) => set.feed(key, message).unwrap(),
+                    Some(_) => {}
+                    None => ended += 1,
+                },
+            }
+        }
+    });
+    let mut clients = JoinSet::new();
+    for c in 0..CLIENTS {
+        clients.spawn(async move {
+            let (mut ws, _) = fullduplex::connect(format!("ws://{addr}/")).await.unwrap();
+            for m in 0..20u8 {
+                ws.send(Message::binary(vec![c as u8, m])).await.unwrap();
+                assert_eq!(
+                    ws.recv().await.unwrap().unwrap(),
+                    Message::binary(vec![c as u8, m])
+                );
+            }
+            ws.close(None).await.unwrap();
+        });
+    }
+    let run = async {
+        while let Some(client) = clients.join_next().await {
+            client.unwrap();
+        }
+        server.await.unwrap();
+    };
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the set stalled");
+}
+
+/// A small deterministic generator for the operation sequences below.
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+type Event = (Key, Option<Result<Message, fullduplex::Error>>);
+
+/// Runs `work` while polling the set, and returns what the set delivered meanwhile.
+async fn while_driving<T>(
+    set: &mut WebSocketSet<DuplexStream>,
+    work: impl std::future::Future<Output = T>,
+) -> (T, Vec<Event>) {
+    tokio::pin!(work);
+    let mut events = Vec::new();
+    let drive = async {
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                event = set.recv() => events.push(event),
+            }
+        }
+    };
+    let out = tokio::time::timeout(Duration::from_secs(10), drive)
+        .await
+        .expect("stalled");
+    (out, events)
+}
+
+/// Random sequences of inserts, removals, messages both ways and closes from both sides,
+/// checked against a model of which keys are live: every message reaches the right
+/// connection in order, every end is reported once, and stale keys address nothing.
+#[tokio::test]
+async fn random_operations_keep_the_set_consistent() {
+    for seed in 1..=20u64 {
+        let mut rng = Xorshift(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut set = WebSocketSet::new();
+        let mut live: Vec<(Key, WebSocket<DuplexStream>)> = Vec::new();
+        let mut gone: Vec<Key> = Vec::new();
+        for step in 0..60 {
+            let op = if live.is_empty() { 0 } else { rng.below(7) };
+            match op {
+                0 => {
+                    let (client, server) = duplex_server(4096, Config::default()).await;
+                    let key = set.insert(server);
+                    assert!(
+                        !gone.contains(&key),
+                        "seed {seed} step {step}: a key came back"
+                    );
+                    live.push((key, client));
+                }
+                1 => {
+                    let (key, _client) = live.swap_remove(rng.below(live.len()));
+                    assert!(set.remove(key).is_some());
+                    gone.push(key);
+                }
+                2 => {
+                    let pick = rng.below(live.len());
+                    let (key, client) = &mut live[pick];
+                    let message = Message::text(format!("to {step}"));
+                    set.feed(*key, message.clone()).unwrap();
+                    let (received, events) = while_driving(&mut set, client.recv()).await;
+                    assert_eq!(received.unwrap().unwrap(), message);
+                    assert!(events.is_empty(), "seed {seed} step {step}: {events:?}");
+                }
+                3 => {
+                    let pick = rng.below(live.len());
+                    let (key, client) = &mut live[pick];
+                    let message = Message::binary(vec![step as u8; step]);
+                    client.send(message.clone()).await.unwrap();
+                    let (from, received) =
+                        tokio::time::timeout(Duration::from_secs(10), set.recv())
+                            .await
+                            .expect("stalled");
+                    assert_eq!(from, *key, "seed {seed} step {step}");
+                    assert_eq!(received.unwrap().unwrap(), message);
+                }
+                4 => {
+                    // The client closes.
+                    let (key, mut client) = live.swap_remove(rng.below(live.len()));
+                    let (closed, mut events) = while_driving(&mut set, client.close(None)).await;
+                    closed.unwrap();
+                    if !events.iter().any(|(_, e)| e.is_none()) {
+                        events.push(set.recv().await);
+                    }
+                    assert!(matches!(events[0], (k, Some(Ok(Message::Close(_)))) if k == key));
+                    assert!(matches!(events[1], (k, None) if k == key), "{events:?}");
+                    assert_eq!(events.len(), 2);
+                    gone.push(key);
+                }
+                5 => {
+                    // The server closes.
+                    let (key, mut client) = live.swap_remove(rng.below(live.len()));
+                    set.close(key, None).unwrap();
+                    let work = async {
+                        match client.recv().await {
+                            Some(Ok(Message::Close(_))) => {}
+                            other => panic!("{other:?}"),
+                        }
+                        assert!(client.recv().await.is_none());
+                    };
+                    let ((), mut events) = while_driving(&mut set, work).await;
+                    while !events.iter().any(|(_, e)| e.is_none()) {
+                        events.push(set.recv().await);
+                    }
+                    assert!(events.iter().all(|(k, _)| *k == key), "{events:?}");
+                    gone.push(key);
+                }
+                _ => {
+                    // Stale keys address nothing.
+                    if let Some(&key) = gone.last() {
+                        assert!(!set.contains(key));
+                        assert!(set.get(key).is_none());
+                        assert!(set.feed(key, Message::text("x")).is_err());
+                        assert!(set.remove(key).is_none());
+                    }
+                }
+            }
+            assert_eq!(set.len(), live.len(), "seed {seed} step {step}");
+            let mut keys: Vec<Key> = set.keys().collect();
+            let mut expected: Vec<Key> = live.iter().map(|(k, _)| *k).collect();
+            keys.sort();
+            expected.sort();
+            assert_eq!(keys, expected, "seed {seed} step {step}");
+        }
+    }
+}
