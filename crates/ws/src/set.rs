@@ -10,7 +10,7 @@ use fullduplex_proto::{CloseFrame, DataKind, Event, Message};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::error::Error;
-use crate::socket::WebSocket;
+use crate::socket::{into_message, WebSocket};
 
 /// How many events in a row one connection may deliver before the others get their turn.
 const STREAK: u32 = 32;
@@ -353,15 +353,8 @@ where
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<(Key, Option<Result<Message, Error>>)> {
-        self.poll_next_event(cx).map(|(key, event)| {
-            let message = event.map(|result| {
-                result.and_then(|event| match event {
-                    Event::Message(message) => Ok(message),
-                    Event::Fragment(_) => Err(Error::FragmentMode),
-                })
-            });
-            (key, message)
-        })
+        self.poll_next_event(cx)
+            .map(|(key, event)| (key, event.map(|result| result.and_then(into_message))))
     }
 
     /// Polls for the next event of any connection (see

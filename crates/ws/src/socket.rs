@@ -193,14 +193,8 @@ where
 
     /// Polls for the next message (the `Stream` implementation).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
-        self.poll_next_event(cx).map(|event| {
-            event.map(|result| {
-                result.and_then(|event| match event {
-                    Event::Message(message) => Ok(message),
-                    Event::Fragment(_) => Err(Error::FragmentMode),
-                })
-            })
-        })
+        self.poll_next_event(cx)
+            .map(|event| event.map(|result| result.and_then(into_message)))
     }
 
     /// Polls for the next event. The engine of the connection: it delivers what the core has
@@ -577,6 +571,16 @@ where
         }
         ready!(Pin::new(&mut self.stream).poll_flush(cx))?;
         Poll::Ready(Ok(()))
+    }
+}
+
+/// The message of an event, for `recv`: a piece of a message (in a receive mode that hands
+/// out pieces) is an error there.
+#[inline]
+pub(crate) fn into_message(event: Event) -> Result<Message, Error> {
+    match event {
+        Event::Message(message) => Ok(message),
+        Event::Fragment(_) => Err(Error::FragmentMode),
     }
 }
 
