@@ -15,6 +15,10 @@
 //! ```
 
 use bytes::Bytes;
+
+// The proptests' normalisation of streamed pieces, shared rather than copied.
+#[path = "../../crates/proto/tests/support/pieces.rs"]
+mod pieces;
 use fullduplex_proto::close::{CloseCode, CloseFrame, MAX_REASON_LEN};
 use fullduplex_proto::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use fullduplex_proto::mask::apply_mask;
@@ -23,6 +27,7 @@ use fullduplex_proto::{
     Config, Connection, DataKind, Event, Message, ProtocolError, ReceiveMode, Role, SendError,
     State,
 };
+use pieces::merge_pieces;
 
 /// The frame limit of the fuzzed connections.
 pub const MAX_FRAME: usize = 64 << 10;
@@ -382,30 +387,6 @@ pub fn frame_stream(role: Role, data: &[u8]) {
     };
     assert_eq!(events, ref_events, "events depend on split points");
     assert_eq!(error, ref_error, "error depends on split points");
-}
-
-/// Streamed pieces in a form that does not depend on the reads: adjacent pieces of a message
-/// joined. After an error, a message's unfinished last piece is dropped (how much of the
-/// failing frame was handed out before the failure depends on the reads; what was handed out
-/// is checked by `EventChecker`).
-fn merge_pieces(events: Vec<Event>, failed: bool) -> Vec<Event> {
-    let mut merged: Vec<Event> = Vec::new();
-    for event in events {
-        if let (Some(Event::Fragment(last)), Event::Fragment(next)) = (merged.last_mut(), &event) {
-            if !last.is_last {
-                let mut joined = last.payload.to_vec();
-                joined.extend_from_slice(&next.payload);
-                last.payload = joined.into();
-                last.is_last = next.is_last;
-                continue;
-            }
-        }
-        merged.push(event);
-    }
-    if failed && matches!(merged.last(), Some(Event::Fragment(f)) if !f.is_last) {
-        merged.pop();
-    }
-    merged
 }
 
 fn drain_events(

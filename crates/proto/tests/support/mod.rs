@@ -10,6 +10,11 @@
 //! [`OutQueue`]: fullduplex_proto::OutQueue
 #![allow(dead_code)]
 
+mod pieces;
+// Only the proptests use it; `rfc6455.rs` shares this module too.
+#[allow(unused_imports)]
+pub use pieces::merge_pieces;
+
 use bytes::{Buf, Bytes};
 use fullduplex_proto::{
     CloseCode, Config, Connection, Event, Fragment, Message, ProtocolError, Role,
