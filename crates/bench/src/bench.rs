@@ -137,6 +137,10 @@ pub struct EchoRun {
     pub server_cpu_s: f64,
     /// Server CPU microseconds per echoed message.
     pub cpu_us_per_msg: f64,
+    /// The user-space part of `cpu_us_per_msg` (the rest is the kernel's: system calls and,
+    /// on loopback, much of the peer's TCP work). Absent in runs saved before it was measured.
+    #[serde(default)]
+    pub user_us_per_msg: Option<f64>,
     /// Share of the window CPU 0 was busy with something other than the server (softirq
     /// work included).
     pub cpu0_other: f64,
@@ -151,6 +155,7 @@ pub struct EchoRun {
 struct Measured {
     report: Report,
     server_cpu: f64,
+    server_user: f64,
     cpu0_busy: f64,
     load_cpu: f64,
     cpu1_busy: f64,
@@ -159,7 +164,7 @@ struct Measured {
 
 /// CPU times at one moment.
 struct Sample {
-    server: Option<Duration>,
+    server: Option<procfs::CpuTimes>,
     cpu0: Option<Duration>,
     load: Option<Duration>,
     cpu1: Option<Duration>,
@@ -182,7 +187,7 @@ fn measured(
     let sample = |load: u32| Sample {
         server: procfs::process_cpu(server.pid),
         cpu0: procfs::cpu_busy(SERVER_CPU),
-        load: procfs::process_cpu(load),
+        load: procfs::process_cpu(load).map(|t| t.total()),
         cpu1: procfs::cpu_busy(LOAD_CPU),
         at: Instant::now(),
     };
@@ -229,7 +234,8 @@ fn measured(
     };
     Ok(Measured {
         report,
-        server_cpu: seconds(a.server, b.server)?,
+        server_cpu: seconds(a.server.map(|t| t.total()), b.server.map(|t| t.total()))?,
+        server_user: seconds(a.server.map(|t| t.user), b.server.map(|t| t.user))?,
         cpu0_busy: seconds(a.cpu0, b.cpu0)?,
         // Unknown if the generator has already exited at the last sample.
         load_cpu: seconds(a.load, b.load).unwrap_or(0.0),
@@ -302,6 +308,7 @@ pub fn echo_run(
     let Measured {
         report,
         server_cpu: cpu,
+        server_user: user,
         cpu0_busy: busy,
         load_cpu,
         cpu1_busy,
@@ -313,12 +320,13 @@ pub fn echo_run(
             spec.name, cell.id, report.errors, report.messages
         ));
     }
+    let messages = window_count(kind, report.messages, report.messages_per_s, window);
     Ok(EchoRun {
         cell: cell.id.clone(),
         server: spec.name.clone(),
         round,
-        cpu_us_per_msg: cpu * 1e6
-            / window_count(kind, report.messages, report.messages_per_s, window),
+        cpu_us_per_msg: cpu * 1e6 / messages,
+        user_us_per_msg: Some(user * 1e6 / messages),
         server_cpu_s: cpu,
         cpu0_other: ((busy - cpu) / window).max(0.0),
         cpu1_other: ((cpu1_busy - load_cpu) / window).max(0.0),

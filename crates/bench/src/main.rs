@@ -261,11 +261,12 @@ fn run(args: RunArgs) -> Result<(), String> {
                 match outcome {
                     Ok(run) => {
                         eprintln!(
-                            "[{done}/{total}] round {round} {:<22} {:<18} {:>10.0} msg/s  {:>6.2} µs/msg CPU  p50 {:>6.0} µs  other {:>3.0}% / {:>3.0}%",
+                            "[{done}/{total}] round {round} {:<22} {:<18} {:>10.0} msg/s  {:>6.2} µs/msg CPU ({:.2} user)  p50 {:>6.0} µs  other {:>3.0}% / {:>3.0}%",
                             cell.id,
                             spec.name,
                             run.report.messages_per_s,
                             run.cpu_us_per_msg,
+                            run.user_us_per_msg.unwrap_or(f64::NAN),
                             run.report.latency_us.p50,
                             run.cpu0_other * 100.0,
                             run.cpu1_other * 100.0

@@ -14,8 +14,25 @@ fn ticks_per_second() -> f64 {
     }
 }
 
-/// User plus system CPU time of process `pid` (all its threads), from `/proc/PID/stat`.
-pub fn process_cpu(pid: u32) -> Option<Duration> {
+/// CPU time of a process, split into user space and the kernel.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpuTimes {
+    /// Time in user space (`utime`).
+    pub user: Duration,
+    /// Time in the kernel on the process's behalf (`stime`): system calls, and on loopback the
+    /// TCP work those calls do for the peer too.
+    pub system: Duration,
+}
+
+impl CpuTimes {
+    /// User plus system time.
+    pub fn total(&self) -> Duration {
+        self.user + self.system
+    }
+}
+
+/// User and system CPU time of process `pid` (all its threads), from `/proc/PID/stat`.
+pub fn process_cpu(pid: u32) -> Option<CpuTimes> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces: fields are counted after its closing parenthesis.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -23,9 +40,11 @@ pub fn process_cpu(pid: u32) -> Option<Duration> {
     // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after "pid (comm) ".
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(Duration::from_secs_f64(
-        (utime + stime) as f64 / ticks_per_second(),
-    ))
+    let ticks = ticks_per_second();
+    Some(CpuTimes {
+        user: Duration::from_secs_f64(utime as f64 / ticks),
+        system: Duration::from_secs_f64(stime as f64 / ticks),
+    })
 }
 
 /// Resident memory of process `pid` in bytes (`VmRSS` in `/proc/PID/status`).
