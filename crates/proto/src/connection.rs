@@ -12,7 +12,7 @@ use crate::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use crate::mask::apply_mask;
 use crate::message::{DataKind, Message, Utf8Bytes};
 use crate::out::{OutQueue, COPY_THRESHOLD, ENCODED_COPY_THRESHOLD};
-use crate::utf8::Utf8Validator;
+use crate::utf8::{self, Utf8Validator};
 
 /// Once this much output is waiting, automatic pongs are coalesced: only the pong for the
 /// latest ping is kept, and it is queued when the output has drained below this again (RFC 6455
@@ -20,10 +20,6 @@ use crate::utf8::Utf8Validator;
 /// never reads can then not grow the output without bound, and a shell can keep reading while
 /// its writes wait.
 pub const PONG_BACKLOG: usize = 16 << 10;
-
-/// Text pieces shorter than this are checked for ASCII before the UTF-8 validator runs (the
-/// validator's SIMD path starts at 64 bytes; below that a plain ASCII scan is cheaper).
-const SHORT_TEXT: usize = 256;
 
 /// Which end of the connection this is. Servers require masked frames and send unmasked ones;
 /// clients the reverse.
@@ -525,14 +521,7 @@ impl Connection {
                 if !frame.opcode.is_control() {
                     if let Some(message) = &mut self.message {
                         // Compressed text is validated after inflating, in on_data_frame.
-                        // Short ASCII pieces at a code point boundary (most chat and JSON
-                        // messages) need no validator: one word-at-a-time check is cheaper.
-                        if message.kind == DataKind::Text
-                            && !message.compressed
-                            && !(chunk.len() < SHORT_TEXT
-                                && message.utf8.is_complete()
-                                && chunk.is_ascii())
-                        {
+                        if message.kind == DataKind::Text && !message.compressed {
                             message
                                 .utf8
                                 .feed(chunk)
@@ -627,11 +616,8 @@ impl Connection {
         if let Some(key) = header.mask {
             apply_mask(payload, key, 0);
         }
-        if kind == DataKind::Text && !(payload.len() < SHORT_TEXT && payload.is_ascii()) {
-            let mut utf8 = Utf8Validator::new();
-            utf8.feed(payload)
-                .and_then(|()| utf8.finish())
-                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        if kind == DataKind::Text {
+            utf8::validate(payload).map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         // One split for header and payload, then the header is skipped in the frozen view
         // (cheaper than advancing the receive buffer past the header first).

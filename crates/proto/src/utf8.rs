@@ -13,6 +13,9 @@ use thiserror::Error;
 #[error("invalid UTF-8")]
 pub struct Utf8Error;
 
+/// Pieces shorter than this are first checked for ASCII (see [`Utf8Validator::feed`]).
+const SHORT_ASCII: usize = 256;
+
 /// Validates UTF-8 fed in pieces. Allocates nothing.
 ///
 /// ```
@@ -40,7 +43,19 @@ impl Utf8Validator {
     }
 
     /// Feeds the next piece. Fails if the input so far cannot be the prefix of valid UTF-8.
-    pub fn feed(&mut self, mut input: &[u8]) -> Result<(), Utf8Error> {
+    #[inline]
+    pub fn feed(&mut self, input: &[u8]) -> Result<(), Utf8Error> {
+        // Short ASCII pieces at a code point boundary (most chat and JSON messages): one
+        // word-at-a-time scan is cheaper than the validator, whose SIMD path starts at 64
+        // bytes.
+        if self.pending_len == 0 && input.len() < SHORT_ASCII && input.is_ascii() {
+            return Ok(());
+        }
+        self.feed_any(input)
+    }
+
+    /// [`feed`](Self::feed) for any piece: the cut code point first, then `simdutf8`.
+    fn feed_any(&mut self, mut input: &[u8]) -> Result<(), Utf8Error> {
         if self.pending_len > 0 {
             let need = sequence_len(self.pending[0]);
             while (self.pending_len as usize) < need {
@@ -88,7 +103,11 @@ impl Utf8Validator {
 }
 
 /// Validates a complete string in one go (the fast path for single-frame text messages).
+#[inline]
 pub fn validate(input: &[u8]) -> Result<(), Utf8Error> {
+    if input.len() < SHORT_ASCII && input.is_ascii() {
+        return Ok(());
+    }
     simdutf8::basic::from_utf8(input)
         .map(|_| ())
         .map_err(|_| Utf8Error)
