@@ -294,7 +294,18 @@ impl Connection {
     ///
     /// On a protocol violation the connection fails: a close frame with the error's code is
     /// queued, the error is returned once, and later calls return `Ok(None)`.
+    #[inline]
     pub fn next_event(&mut self) -> Result<Option<Event>, ProtocolError> {
+        // No bytes and no end of stream: nothing can come out (every event is parsed from the
+        // receive buffer, or is the end of stream). The usual answer when a shell polls on
+        // waking up, before it reads.
+        if self.recv.is_empty() && !self.eof {
+            return Ok(None);
+        }
+        self.parse_event()
+    }
+
+    fn parse_event(&mut self) -> Result<Option<Event>, ProtocolError> {
         if self.failed || self.close_received {
             return Ok(None);
         }
