@@ -63,6 +63,8 @@ const FULLDUPLEX: &str = "fullduplex";
 const FULLDUPLEX_STREAMING: &str = "fullduplex-streaming";
 /// The echo server with all connections in one `WebSocketSet`.
 const FULLDUPLEX_SET: &str = "fullduplex-set";
+/// µWebSockets (`peers/uws_echo.c`), when `peers/build_uws.sh` has built it.
+const UWEBSOCKETS: &str = "uwebsockets";
 
 /// Our own servers are set in bold in the tables (not the `fullduplex-before` baseline).
 fn is_ours(server: &str) -> bool {
@@ -114,6 +116,18 @@ impl Results {
 
     fn user_cpu(runs: &ByServer<'_>, server: &str, round: usize) -> Option<f64> {
         runs.get(server)?.get(&round)?.user_us_per_msg
+    }
+
+    /// In one cell: `server`'s messages/s against `reference`'s (paired median; NaN where
+    /// either did not run).
+    fn rate_vs(&self, server: &str, reference: &str, cell: &str) -> f64 {
+        let runs = self.cell_runs(cell);
+        Self::paired(
+            &runs,
+            server,
+            |r| Self::rate(&runs, reference, r),
+            |r| r.report.messages_per_s,
+        )
     }
 
     /// In one cell: `server`'s CPU per message against fastwebsockets', in all and in user
@@ -183,8 +197,9 @@ impl Results {
         let mut out = String::new();
         out.push_str(
             "| cell | server | msg/s median (min-max) | × fastwebsockets | × TCP echo | \
-             p50 / p99 µs | server CPU µs/msg (user) | CPU × fastwebsockets | other load CPU 0 / 1 |\n\
-             |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+             × µWebSockets | p50 / p99 µs | server CPU µs/msg (user) | CPU × fastwebsockets | \
+             other load CPU 0 / 1 |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         for cell in &self.cells {
             let runs = self.cell_runs(&cell.id);
@@ -214,6 +229,7 @@ impl Results {
                 );
                 let vs_tcp =
                     Self::paired(&runs, server, |r| Self::rate(&runs, "tcp-echo", r), rate);
+                let vs_uws = self.rate_vs(server, UWEBSOCKETS, &cell.id);
                 let cpu_fw = Self::paired(
                     &runs,
                     server,
@@ -227,7 +243,7 @@ impl Results {
                 };
                 writeln!(
                     out,
-                    "| {} `{}` | {name} | {} ({}-{}) | {} | {} | {:.0} / {:.0} | {} | {} | {:.0}% / {:.0}% |",
+                    "| {} `{}` | {name} | {} ({}-{}) | {} | {} | {} | {:.0} / {:.0} | {} | {} | {:.0}% / {:.0}% |",
                     cell.describe(),
                     cell.id,
                     rate_fmt(median(&rates)),
@@ -235,6 +251,7 @@ impl Results {
                     rate_fmt(max(&rates)),
                     ratio_fmt(vs_fw),
                     ratio_fmt(vs_tcp),
+                    ratio_fmt(vs_uws),
                     median(&p50),
                     median(&p99),
                     cpu_shown,
@@ -322,9 +339,13 @@ impl Results {
             // user-space part compares.
             let (_, user_fw) = self.cpu_split_vs_fastwebsockets(FULLDUPLEX, &cell.id);
             let (tcp_fw, _) = self.cpu_split_vs_fastwebsockets("tcp-echo", &cell.id);
+            let (uws_fw, _) = self.cpu_split_vs_fastwebsockets(UWEBSOCKETS, &cell.id);
             let mut shown = ratio_fmt(cpu_fw);
             if !tcp_fw.is_nan() {
                 shown += &format!(" (TCP echo {}", ratio_fmt(tcp_fw));
+                if !uws_fw.is_nan() {
+                    shown += &format!("; µWebSockets {}", ratio_fmt(uws_fw));
+                }
                 if !user_fw.is_nan() {
                     shown += &format!("; user space {}", ratio_fmt(user_fw));
                 }
@@ -344,7 +365,21 @@ impl Results {
                 ratio_fmt(vs_best),
                 vs_best >= 1.1,
             );
-            if cell.pipeline > 1 {
+            let vs_uws = self.rate_vs(FULLDUPLEX, UWEBSOCKETS, &cell.id);
+            if cell.pipeline > 1 && !vs_uws.is_nan() {
+                row(
+                    "pipelined: ≥ µWebSockets' rate",
+                    &cell.describe(),
+                    vs_uws,
+                    format!(
+                        "{} µWebSockets ({} fastwebsockets, {} TCP)",
+                        ratio_fmt(vs_uws),
+                        ratio_fmt(vs_fw),
+                        ratio_fmt(vs_tcp)
+                    ),
+                    vs_uws >= 1.0,
+                );
+            } else if cell.pipeline > 1 {
                 row(
                     "pipelined: ≈ 8× fastwebsockets (µWebSockets' rate ≈ the TCP echo's)",
                     &cell.describe(),
@@ -603,6 +638,33 @@ mod tests {
             .targets_table()
             .contains("| 0.80× (TCP echo 0.88×) | met |"));
         assert!(old.echo_table().contains("| 8.00 |"));
+    }
+
+    #[test]
+    fn uwebsockets_is_a_reference_when_it_ran() {
+        let mut results = one_cell(vec![
+            run(FULLDUPLEX, 120.0, 9.0, Some(1.0)),
+            run("fastwebsockets", 100.0, 10.0, Some(2.0)),
+            run("tcp-echo", 100.0, 8.8, Some(0.5)),
+            run(UWEBSOCKETS, 150.0, 9.5, Some(0.6)),
+        ]);
+        results.cells[0].pipeline = 8;
+        let targets = results.targets_table();
+        assert!(
+            targets.contains("| 0.90× (TCP echo 0.88×; µWebSockets 0.95×; user space 0.50×) |"),
+            "{targets}"
+        );
+        assert!(
+            targets.contains(
+                "| pipelined: ≥ µWebSockets' rate | 16 B text, 100 conns, 8 in flight | \
+                 0.80× µWebSockets (1.20× fastwebsockets, 1.20× TCP) | **missed** |"
+            ),
+            "{targets}"
+        );
+        // The echo table's µWebSockets column: fullduplex at 0.80×, µWebSockets itself 1.00×.
+        let table = results.echo_table();
+        assert!(table.contains("| 1.20× | 1.20× | 0.80× |"), "{table}");
+        assert!(table.contains("| 1.50× | 1.50× | 1.00× |"), "{table}");
     }
 
     #[test]

@@ -36,7 +36,8 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// The built-in servers: the Rust echo servers (fullduplex, also in its streaming receive mode,
-/// the two Rust peers and the TCP floor), and Python `websockets` when `.venv` exists
+/// the two Rust peers and the TCP floor), µWebSockets when `peers/build_uws.sh` has built it
+/// (every cell but the compression cell), and Python `websockets` when `.venv` exists
 /// (compression cell, idle memory and handshakes only, unless `python_everywhere`).
 pub fn builtin(python_everywhere: bool) -> Vec<ServerSpec> {
     let dir = exe_dir();
@@ -61,6 +62,16 @@ pub fn builtin(python_everywhere: bool) -> Vec<ServerSpec> {
         rust("tcp-echo", "echo-tcp", true, true),
     ];
     let root = workspace_root();
+    let uws = root.join("target/bench/uws/uws-echo");
+    if uws.exists() {
+        servers.push(ServerSpec {
+            name: "uwebsockets".to_owned(),
+            command: vec![uws.display().to_string()],
+            raw: false,
+            compression: false,
+            everywhere: true,
+        });
+    }
     let python = root.join(".venv/bin/python");
     if python.exists() {
         servers.push(ServerSpec {
