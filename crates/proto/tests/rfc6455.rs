@@ -7,6 +7,7 @@
 
 mod support;
 
+use fullduplex_proto::connection::LARGE_FRAME;
 use fullduplex_proto::{
     CloseCode, CloseFrame, Config, Connection, Event, Message, ProtocolError, Role, SendError,
     State,
@@ -1734,8 +1735,140 @@ mod limits {
         let mut server = Connection::new(Role::Server, Config::default().max_frame_size(1 << 20));
         let head = header(true, 0, op::BINARY, Some(KEY), 1 << 20);
         assert_eq!(feed(&mut server, &head), Outcome::default());
-        assert_eq!(server.read_hint(), 1 << 20);
+        // A frame longer than LARGE_FRAME is read a LARGE_FRAME at a time.
+        assert_eq!(server.read_hint(), LARGE_FRAME);
         assert!(server.recv_buf().capacity() < 4096);
+        // A shorter one is read whole.
+        let mut server = conn(Role::Server);
+        let head = header(true, 0, op::BINARY, Some(KEY), LARGE_FRAME as u64);
+        assert_eq!(feed(&mut server, &head), Outcome::default());
+        assert_eq!(server.read_hint(), LARGE_FRAME);
+    }
+}
+
+/// `LARGE_FRAME`: a data frame longer than it is joined into its message piece by piece as the
+/// bytes arrive, so the receive buffer stays small; the events are the same as for any other
+/// frame, checked (masking, UTF-8, limits) the same way.
+mod large_frames {
+    use super::*;
+
+    /// Feeds `bytes` in reads of `step` bytes, the way a shell does, and checks after each
+    /// that the receive buffer holds no more than one read plus an unfinished header (until
+    /// the connection fails: then nothing is parsed any more).
+    fn feed_in_reads(conn: &mut Connection, bytes: &[u8], step: usize) -> Outcome {
+        let mut outcome = Outcome::default();
+        for chunk in bytes.chunks(step) {
+            conn.recv_buf().extend_from_slice(chunk);
+            outcome.absorb(drain(conn));
+            assert!(
+                outcome.error.is_some() || conn.recv_buf().len() < step + 14,
+                "the receive buffer kept {} bytes",
+                conn.recv_buf().len()
+            );
+        }
+        outcome
+    }
+
+    #[test]
+    fn a_large_frame_arriving_in_reads_is_joined_and_leaves_the_buffer() {
+        for len in [LARGE_FRAME + 1, 1 << 20, (3 << 20) + 7] {
+            let payload = pattern(len);
+            let mut server = conn(Role::Server);
+            let bytes = client_frame(op::BINARY, &payload);
+            let outcome = feed_in_reads(&mut server, &bytes, 64 << 10);
+            assert_eq!(outcome.events, vec![binary(&payload)], "{len} bytes");
+            assert_eq!(outcome.error, None);
+            // The client role (unmasked frames) too.
+            let mut client = conn(Role::Client);
+            let bytes = server_frame(op::BINARY, &payload);
+            assert_eq!(
+                feed_in_reads(&mut client, &bytes, 100_000).events,
+                vec![binary(&payload)]
+            );
+        }
+    }
+
+    #[test]
+    fn large_text_is_validated_across_pieces() {
+        // Three-byte code points cut at every read boundary (reads of 1000 bytes).
+        let text = "€".repeat(LARGE_FRAME / 3 + 1000);
+        let mut server = conn(Role::Server);
+        let outcome = feed_in_reads(&mut server, &client_frame(op::TEXT, text.as_bytes()), 1000);
+        assert_eq!(outcome.events, vec![super::text(&text)]);
+        // An invalid byte far into the frame fails the connection with 1007 before the frame
+        // has fully arrived.
+        let mut bad = text.clone().into_bytes();
+        let at = LARGE_FRAME + 10;
+        bad[at] = 0xff;
+        let bytes = client_frame(op::TEXT, &bad);
+        let mut server = conn(Role::Server);
+        let outcome = feed_in_reads(&mut server, &bytes[..at + 2000], 1000);
+        assert_eq!(outcome.err(), ProtocolError::InvalidUtf8);
+        assert_eq!(
+            close_frames(&take_frames(&mut server))[0].close_code(),
+            Some(1007)
+        );
+    }
+
+    #[test]
+    fn large_frames_in_a_fragmented_message_with_a_ping_between() {
+        let payload = pattern(3 * LARGE_FRAME);
+        let bytes = concat(&[
+            frame(false, 0, op::BINARY, Some(KEY), &payload[..LARGE_FRAME + 5]),
+            frame(true, 0, op::PING, Some(KEY), b"p"),
+            frame(
+                false,
+                0,
+                op::CONT,
+                Some(KEY),
+                &payload[LARGE_FRAME + 5..LARGE_FRAME + 9],
+            ),
+            frame(true, 0, op::CONT, Some(KEY), &payload[LARGE_FRAME + 9..]),
+        ]);
+        let mut server = conn(Role::Server);
+        let outcome = feed_in_reads(&mut server, &bytes, 50_000);
+        assert_eq!(outcome.events, vec![ping(b"p"), binary(&payload)]);
+        // Any split gives the same events.
+        for step in [1 << 20, 4096, 777] {
+            let mut server = conn(Role::Server);
+            assert_eq!(
+                feed_chunked(&mut server, &bytes, step).events,
+                vec![ping(b"p"), binary(&payload)]
+            );
+        }
+    }
+
+    #[test]
+    fn a_large_frame_whole_in_the_buffer_is_not_copied() {
+        let payload = pattern(LARGE_FRAME * 2);
+        let bytes = client_frame(op::BINARY, &payload);
+        let mut server = conn(Role::Server);
+        server.recv_buf().extend_from_slice(&bytes);
+        let base = server.recv_buf().as_ptr() as usize;
+        let Some(Event::Message(Message::Binary(got))) = server.next_event().unwrap() else {
+            panic!("no message");
+        };
+        assert_eq!(&got[..], &payload[..]);
+        assert_eq!(got.as_ptr() as usize, base + bytes.len() - payload.len());
+    }
+
+    #[test]
+    fn the_message_limit_holds_for_large_frames() {
+        let config = Config::default()
+            .max_frame_size(4 << 20)
+            .max_message_size(LARGE_FRAME * 2);
+        let mut server = Connection::new(Role::Server, config);
+        let bytes = concat(&[
+            frame(false, 0, op::BINARY, Some(KEY), &pattern(LARGE_FRAME + 1)),
+            header(true, 0, op::CONT, Some(KEY), LARGE_FRAME as u64),
+        ]);
+        let outcome = feed_in_reads(&mut server, &bytes, 10_000);
+        assert_eq!(
+            outcome.err(),
+            ProtocolError::MessageTooLarge {
+                limit: LARGE_FRAME * 2
+            }
+        );
     }
 }
 
