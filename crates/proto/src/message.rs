@@ -10,7 +10,8 @@ use crate::utf8::{self, Utf8Error};
 
 /// Immutable bytes that are known to be valid UTF-8: a cheap-to-clone `&str`.
 ///
-/// Received text messages are slices of the receive buffer, validated once while they arrived;
+/// Received text messages are slices of the receive buffer (joined from pieces when a frame is
+/// longer than [`LARGE_FRAME`](crate::connection::LARGE_FRAME)), validated once while they arrived;
 /// [`Utf8Bytes::as_str`] does not validate them again.
 ///
 /// ```
