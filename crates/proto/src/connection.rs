@@ -28,8 +28,9 @@ pub const PONG_BACKLOG: usize = 16 << 10;
 /// already whole in the buffer, are handed out as slices of the receive buffer without a copy.
 ///
 /// The copy pays for itself: writing each read into a buffer as large as the frame made the
-/// kernel's copies go to memory that was not in cache. An echo of 1 MiB messages spent about
-/// 1.4x the CPU of one that reads into a 256 KiB buffer and copies (BENCHMARKS.md).
+/// kernel's copies go to memory that was not in cache: an echo of 1 MiB messages spent about
+/// twice the CPU of one that reads into a 256 KiB buffer and copies (1,123 against 572 µs per
+/// message, BENCHMARKS.md).
 pub const LARGE_FRAME: usize = 256 << 10;
 
 /// How much room joining a large frame reserves at once, at most, before its bytes arrive.
