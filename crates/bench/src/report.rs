@@ -221,15 +221,12 @@ impl Results {
                 let other: Vec<f64> = list.iter().map(|r| r.cpu0_other).collect();
                 let other1: Vec<f64> = list.iter().map(|r| r.cpu1_other).collect();
                 let rate = |r: &EchoRun| r.report.messages_per_s;
-                let vs_fw = Self::paired(
-                    &runs,
-                    server,
-                    |r| Self::rate(&runs, "fastwebsockets", r),
-                    rate,
-                );
-                let vs_tcp =
-                    Self::paired(&runs, server, |r| Self::rate(&runs, "tcp-echo", r), rate);
-                let vs_uws = self.rate_vs(server, UWEBSOCKETS, &cell.id);
+                let rate_vs = |reference: &str| {
+                    Self::paired(&runs, server, |r| Self::rate(&runs, reference, r), rate)
+                };
+                let vs_fw = rate_vs("fastwebsockets");
+                let vs_tcp = rate_vs("tcp-echo");
+                let vs_uws = rate_vs(UWEBSOCKETS);
                 let cpu_fw = Self::paired(
                     &runs,
                     server,
