@@ -199,62 +199,158 @@ def run_server_mode(args, outdir: Path, kosoku: str) -> None:
         stop(testee, "testee")
 
 
-def run_client_mode(args, outdir: Path, kosoku: str) -> int:
-    """Returns the client testee's exit code."""
-    argv_probe = testee_argv(args, "autobahn_client", "ws://127.0.0.1:0")  # builds first
-    port = free_port()
-    url = f"ws://127.0.0.1:{port}"
-    argv = [a.replace("ws://127.0.0.1:0", url) for a in argv_probe]
-    cmd = [kosoku, "-m", "fuzzingserver", f"127.0.0.1:{port}", "-o", str(outdir)]
-    for g in args.include:
-        cmd += ["-i", g]
-    for g in args.exclude:
-        cmd += ["-x", g]
-    log("$ " + " ".join(shlex.quote(c) for c in cmd))
-    klog = outdir / "kosoku.log"
-    server = subprocess.Popen(
-        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, errors="replace",
+def client_shards(args, expected_path: Path) -> list[list[str]]:
+    """The include lists of the client-mode shards.
+
+    kosoku's fuzzingserver runs its cases one after another, so one client run uses one core.
+    With `--shards N` the selected cases (from the expected file, in suite order) are dealt
+    round-robin to N fuzzingserver + client pairs that run at the same time; neighbouring
+    cases differ mostly in message size, so the shards get about the same work. Without an
+    expected file (or with few cases) there is one shard with the globs as given.
+    """
+    n = max(1, args.shards)
+    if n == 1 or not expected_path.exists():
+        return [args.include]
+    ids = sorted(
+        (c for c in json.loads(expected_path.read_text())
+         if selected(c, args.include, args.exclude)),
+        key=case_key,
     )
-    pump = Pump(server.stdout, klog, marker="listening")
-    pump.start()
-    try:
-        deadline = time.monotonic() + args.startup_timeout
-        while not pump.seen.is_set():
-            if server.poll() is not None:
-                pump.join(2)
-                sys.exit(f"autobahn: fuzzingserver exited with {server.returncode}:\n" + tail(klog))
+    if len(ids) < 2 * n:
+        return [args.include]
+    return [ids[k::n] for k in range(n)]
+
+
+class ClientShard:
+    """One kosoku fuzzingserver and one client testee, reporting into their own directory."""
+
+    def __init__(self, args, kosoku: str, outdir: Path, include: list[str], exclude: list[str]):
+        self.args = args
+        self.outdir = outdir
+        outdir.mkdir(parents=True, exist_ok=True)
+        clean_outdir(outdir)
+        port = free_port()
+        url = f"ws://127.0.0.1:{port}"
+        argv_probe = testee_argv(args, "autobahn_client", "ws://127.0.0.1:0")
+        self.argv = [a.replace("ws://127.0.0.1:0", url) for a in argv_probe]
+        cmd = [kosoku, "-m", "fuzzingserver", f"127.0.0.1:{port}", "-o", str(outdir)]
+        for g in include:
+            cmd += ["-i", g]
+        for g in exclude:
+            cmd += ["-x", g]
+        shown = cmd if len(cmd) < 40 else cmd[:12] + [f"... ({len(include)} cases)"]
+        log("$ " + " ".join(shlex.quote(c) for c in shown))
+        self.klog = outdir / "kosoku.log"
+        self.server = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, errors="replace",
+        )
+        self.pump = Pump(self.server.stdout, self.klog, marker="listening")
+        self.pump.start()
+        self.testee: subprocess.Popen | None = None
+        self.tlog = None
+
+    def wait_listening(self) -> None:
+        deadline = time.monotonic() + self.args.startup_timeout
+        while not self.pump.seen.is_set():
+            if self.server.poll() is not None:
+                self.pump.join(2)
+                sys.exit(f"autobahn: fuzzingserver exited with {self.server.returncode}:\n"
+                         + tail(self.klog))
             if time.monotonic() > deadline:
-                sys.exit(f"autobahn: fuzzingserver did not listen within {args.startup_timeout}s")
+                sys.exit(f"autobahn: fuzzingserver did not listen within "
+                         f"{self.args.startup_timeout}s")
             time.sleep(0.05)
-        testee_log = outdir / "testee.log"
-        log("$ " + " ".join(shlex.quote(a) for a in argv) + f"   (log: {testee_log})")
-        t0 = time.monotonic()
+
+    def start_testee(self) -> None:
+        testee_log = self.outdir / "testee.log"
+        log("$ " + " ".join(shlex.quote(a) for a in self.argv) + f"   (log: {testee_log})")
+        self.tlog = open(testee_log, "w")
+        self.testee = subprocess.Popen(
+            self.argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self.tlog,
+            stderr=subprocess.STDOUT,
+        )
+
+    def finish(self, deadline: float) -> int:
+        """Waits for the testee (until `deadline`) and then for the reports."""
+        assert self.testee is not None
         try:
-            with open(testee_log, "w") as tlog:
-                r = subprocess.run(
-                    argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=tlog,
-                    stderr=subprocess.STDOUT, timeout=args.timeout,
-                )
+            rc = self.testee.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            sys.exit(f"autobahn: client testee did not finish within {args.timeout}s; "
-                     f"see {testee_log}:\n" + tail(testee_log))
-        log(f"client testee finished in {time.monotonic() - t0:.1f}s (exit {r.returncode})")
-        if r.returncode != 0:
-            log(f"WARNING: client testee exited with {r.returncode}; see {testee_log}:\n"
-                + tail(testee_log))
+            stop(self.testee, "client testee")
+            sys.exit(f"autobahn: client testee did not finish within {self.args.timeout}s; "
+                     f"see {self.outdir / 'testee.log'}:\n" + tail(self.outdir / "testee.log"))
+        finally:
+            if self.tlog:
+                self.tlog.close()
+        if rc != 0:
+            log(f"WARNING: client testee exited with {rc}; see {self.outdir / 'testee.log'}:\n"
+                + tail(self.outdir / "testee.log"))
         # After /updateReports the fuzzingserver writes the reports and exits.
         try:
-            server.wait(timeout=args.report_timeout)
+            self.server.wait(timeout=self.args.report_timeout)
         except subprocess.TimeoutExpired:
-            log(f"fuzzingserver still running {args.report_timeout}s after the client finished "
-                "(did the client call /updateReports?)")
-        if r.returncode != 0 and not (outdir / "index.json").exists():
-            sys.exit(f"autobahn: client testee failed (exit {r.returncode}) and no report was written")
-        return r.returncode
+            log(f"fuzzingserver still running {self.args.report_timeout}s after the client "
+                "finished (did the client call /updateReports?)")
+        if rc != 0 and not (self.outdir / "index.json").exists():
+            sys.exit(f"autobahn: client testee failed (exit {rc}) and no report was written")
+        return rc
+
+    def stop(self) -> None:
+        if self.testee is not None:
+            stop(self.testee, "client testee")
+        stop(self.server, "fuzzingserver")
+        self.pump.join(2)
+
+
+def merge_shard_reports(outdir: Path, shard_dirs: list[Path]) -> None:
+    """Writes OUTDIR/index.json from the shards' reports (report files stay in the shards)."""
+    merged: dict[str, dict] = {}
+    for d in shard_dirs:
+        index_path = d / "index.json"
+        if not index_path.exists():
+            sys.exit(f"autobahn: no report at {index_path}; kosoku log:\n" + tail(d / "kosoku.log"))
+        for agent, cases in json.loads(index_path.read_text()).items():
+            for cid, entry in cases.items():
+                if entry.get("reportfile"):
+                    entry["reportfile"] = f"{d.name}/{entry['reportfile']}"
+                merged.setdefault(agent, {})[cid] = entry
+    (outdir / "index.json").write_text(json.dumps(merged, indent=1))
+    links = "".join(f'<li><a href="{d.name}/index.html">{d.name}</a></li>' for d in shard_dirs)
+    (outdir / "index.html").write_text(
+        f"<!doctype html><title>Autobahn client report</title><ul>{links}</ul>\n"
+    )
+
+
+def run_client_mode(args, outdir: Path, kosoku: str, expected_path: Path) -> int:
+    """Returns the first non-zero exit code of the client testees (0 when all exit 0)."""
+    testee_argv(args, "autobahn_client", "ws://127.0.0.1:0")  # builds the example once, first
+    plan = client_shards(args, expected_path)
+    if len(plan) == 1:
+        dirs = [outdir]
+        excludes = [args.exclude]
+    else:
+        dirs = [outdir / f"shard-{k + 1}" for k in range(len(plan))]
+        excludes = [[] for _ in plan]  # explicit case ids, already filtered
+        log(f"{sum(map(len, plan))} cases in {len(plan)} shards run at the same time")
+    shards: list[ClientShard] = []
+    try:
+        for include, exclude, d in zip(plan, excludes, dirs):
+            shards.append(ClientShard(args, kosoku, d, include, exclude))
+        for s in shards:
+            s.wait_listening()
+        t0 = time.monotonic()
+        for s in shards:
+            s.start_testee()
+        deadline = t0 + args.timeout
+        codes = [s.finish(deadline) for s in shards]
+        log(f"client testee(s) finished in {time.monotonic() - t0:.1f}s (exit {codes})")
     finally:
-        stop(server, "fuzzingserver")
-        pump.join(2)
+        for s in shards:
+            s.stop()
+    if len(shards) > 1:
+        merge_shard_reports(outdir, dirs)
+    return next((c for c in codes if c != 0), 0)
 
 
 def tail(path: Path, n: int = 30) -> str:
@@ -421,6 +517,9 @@ def main() -> int:
     ap.add_argument("--kosoku", help="path to kosoku (default: next to this python, .venv, PATH)")
     ap.add_argument("-p", "--parallel", type=int, default=2,
                     help="parallel cases in server mode (default 2)")
+    ap.add_argument("--shards", type=int, default=2,
+                    help="client mode: split the cases over N fuzzingserver + client pairs that "
+                         "run at the same time (default 2; 1 = one sequential run)")
     ap.add_argument("--timeout", type=float, default=900.0,
                     help="bound for the kosoku run (server) / the client testee (client), seconds")
     ap.add_argument("--startup-timeout", type=float, default=30.0)
@@ -446,7 +545,7 @@ def main() -> int:
         if args.mode == "server":
             run_server_mode(args, outdir, kosoku)
         else:
-            client_rc = run_client_mode(args, outdir, kosoku)
+            client_rc = run_client_mode(args, outdir, kosoku, expected_path)
     rc = judge(args, args.mode, outdir, expected_path)
     if client_rc != 0:
         print(f"autobahn client: FAILED, the client testee exited with {client_rc} "
