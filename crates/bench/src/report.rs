@@ -96,14 +96,22 @@ impl Results {
         reference: impl Fn(usize) -> Option<f64>,
         value: impl Fn(&EchoRun) -> f64,
     ) -> f64 {
+        median(&Self::paired_ratios(runs, server, reference, value))
+    }
+
+    /// `value(server) / reference(round)` for every round in which both ran.
+    fn paired_ratios(
+        runs: &ByServer<'_>,
+        server: &str,
+        reference: impl Fn(usize) -> Option<f64>,
+        value: impl Fn(&EchoRun) -> f64,
+    ) -> Vec<f64> {
         let Some(own) = runs.get(server) else {
-            return f64::NAN;
+            return Vec::new();
         };
-        let ratios: Vec<f64> = own
-            .iter()
+        own.iter()
             .filter_map(|(round, run)| Some(value(run) / reference(*round)?))
-            .collect();
-        median(&ratios)
+            .collect()
     }
 
     fn rate(runs: &ByServer<'_>, server: &str, round: usize) -> Option<f64> {
@@ -118,11 +126,11 @@ impl Results {
         runs.get(server)?.get(&round)?.user_us_per_msg
     }
 
-    /// In one cell: `server`'s messages/s against `reference`'s (paired median; NaN where
-    /// either did not run).
-    fn rate_vs(&self, server: &str, reference: &str, cell: &str) -> f64 {
+    /// In one cell: `server`'s messages/s against `reference`'s, one ratio per round in which
+    /// both ran (their median is the paired ratio).
+    fn rate_ratios(&self, server: &str, reference: &str, cell: &str) -> Vec<f64> {
         let runs = self.cell_runs(cell);
-        Self::paired(
+        Self::paired_ratios(
             &runs,
             server,
             |r| Self::rate(&runs, reference, r),
@@ -362,14 +370,25 @@ impl Results {
                 ratio_fmt(vs_best),
                 vs_best >= 1.1,
             );
-            let vs_uws = self.rate_vs(FULLDUPLEX, UWEBSOCKETS, &cell.id);
+            let uws_rounds = self.rate_ratios(FULLDUPLEX, UWEBSOCKETS, &cell.id);
+            let vs_uws = median(&uws_rounds);
             if cell.pipeline > 1 && !vs_uws.is_nan() {
+                // The rounds' spread says whether a gap is larger than the run-to-run noise.
+                let spread = if uws_rounds.len() > 1 {
+                    format!(
+                        ", rounds {}-{}",
+                        ratio_fmt(min(&uws_rounds)).trim_end_matches('×'),
+                        ratio_fmt(max(&uws_rounds))
+                    )
+                } else {
+                    String::new()
+                };
                 row(
                     "pipelined: ≥ µWebSockets' rate",
                     &cell.describe(),
                     vs_uws,
                     format!(
-                        "{} µWebSockets ({} fastwebsockets, {} TCP)",
+                        "{} µWebSockets{spread} ({} fastwebsockets, {} TCP)",
                         ratio_fmt(vs_uws),
                         ratio_fmt(vs_fw),
                         ratio_fmt(vs_tcp)
@@ -662,6 +681,26 @@ mod tests {
         let table = results.echo_table();
         assert!(table.contains("| 1.20× | 1.20× | 0.80× |"), "{table}");
         assert!(table.contains("| 1.50× | 1.50× | 1.00× |"), "{table}");
+    }
+
+    #[test]
+    fn pipelined_target_shows_the_rounds_spread() {
+        let mut echo = Vec::new();
+        for (round, ours, uws) in [(1, 90.0, 100.0), (2, 105.0, 100.0), (3, 95.0, 100.0)] {
+            for (server, rate) in [(FULLDUPLEX, ours), (UWEBSOCKETS, uws)] {
+                let mut r = run(server, rate, 1.0, None);
+                r.round = round;
+                echo.push(r);
+            }
+        }
+        let mut results = one_cell(echo);
+        results.rounds = 3;
+        results.cells[0].pipeline = 8;
+        let targets = results.targets_table();
+        assert!(
+            targets.contains("| 0.95× µWebSockets, rounds 0.90-1.05× (- fastwebsockets, - TCP) |"),
+            "{targets}"
+        );
     }
 
     #[test]
