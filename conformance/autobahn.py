@@ -5,7 +5,9 @@ Modes:
   server   build + start the echo_server example on a free loopback port, drive it with
            `kosoku -m fuzzingclient`, stop the testee (by PID).
   client   start `kosoku -m fuzzingserver` on a free loopback port, run the autobahn_client
-           example against it, wait for the reports.
+           example against it, wait for the reports. With `--shards N` (default 2) the cases
+           are split over N fuzzingserver + client pairs that run side by side (one pair plays
+           one case at a time), reporting into DIR/shard-K/ with a merged DIR/index.json.
 
 Verdicts are read from DIR/index.json and the per-case JSON files (kosoku's exit code is 1
 whenever anything is not OK, so it is ignored). A run fails (exit 1) when
