@@ -226,15 +226,15 @@ def client_shards(args, expected_path: Path) -> list[list[str]]:
 class ClientShard:
     """One kosoku fuzzingserver and one client testee, reporting into their own directory."""
 
-    def __init__(self, args, kosoku: str, outdir: Path, include: list[str], exclude: list[str]):
+    def __init__(self, args, kosoku: str, testee: list[str], outdir: Path, include: list[str],
+                 exclude: list[str]):
+        """`testee` is the client's argv with the placeholder URL ws://127.0.0.1:0."""
         self.args = args
         self.outdir = outdir
-        outdir.mkdir(parents=True, exist_ok=True)
         clean_outdir(outdir)
         port = free_port()
         url = f"ws://127.0.0.1:{port}"
-        argv_probe = testee_argv(args, "autobahn_client", "ws://127.0.0.1:0")
-        self.argv = [a.replace("ws://127.0.0.1:0", url) for a in argv_probe]
+        self.argv = [a.replace("ws://127.0.0.1:0", url) for a in testee]
         cmd = [kosoku, "-m", "fuzzingserver", f"127.0.0.1:{port}", "-o", str(outdir)]
         for g in include:
             cmd += ["-i", g]
@@ -326,7 +326,7 @@ def merge_shard_reports(outdir: Path, shard_dirs: list[Path]) -> None:
 
 def run_client_mode(args, outdir: Path, kosoku: str, expected_path: Path) -> int:
     """Returns the first non-zero exit code of the client testees (0 when all exit 0)."""
-    testee_argv(args, "autobahn_client", "ws://127.0.0.1:0")  # builds the example once, first
+    testee = testee_argv(args, "autobahn_client", "ws://127.0.0.1:0")  # builds the example
     plan = client_shards(args, expected_path)
     if len(plan) == 1:
         dirs = [outdir]
@@ -338,7 +338,7 @@ def run_client_mode(args, outdir: Path, kosoku: str, expected_path: Path) -> int
     shards: list[ClientShard] = []
     try:
         for include, exclude, d in zip(plan, excludes, dirs):
-            shards.append(ClientShard(args, kosoku, d, include, exclude))
+            shards.append(ClientShard(args, kosoku, testee, d, include, exclude))
         for s in shards:
             s.wait_listening()
         t0 = time.monotonic()

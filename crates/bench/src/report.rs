@@ -376,8 +376,8 @@ impl Results {
                 // The rounds' spread says whether a gap is larger than the run-to-run noise.
                 let spread = if uws_rounds.len() > 1 {
                     format!(
-                        ", rounds {}-{}",
-                        ratio_fmt(min(&uws_rounds)).trim_end_matches('×'),
+                        ", rounds {:.2}-{}",
+                        min(&uws_rounds),
                         ratio_fmt(max(&uws_rounds))
                     )
                 } else {
