@@ -4,6 +4,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
+use crate::borrowed::{EventRef, FragmentRef, MessageRef, Outbox};
 use crate::close::CloseFrame;
 use crate::config::{Config, ReceiveMode};
 use crate::deflate::{Compressor, Decompressor, DeflateParams};
@@ -327,6 +328,7 @@ impl Connection {
         self.parse_event()
     }
 
+    #[inline]
     fn parse_event(&mut self) -> Result<Option<Event>, ProtocolError> {
         if self.failed || self.close_received {
             return Ok(None);
@@ -343,6 +345,95 @@ impl Connection {
                 Err(error)
             }
         }
+    }
+
+    /// The next event, lent to `f` rather than handed out: a message that arrived whole is
+    /// borrowed where it was unmasked and validated in the receive buffer, with no reference
+    /// count to take and release, and `f` may queue replies through the [`Outbox`] meanwhile.
+    /// Returns what `f` returned, `Ok(None)` when more bytes are needed, and fails as
+    /// [`next_event`](Connection::next_event) does.
+    ///
+    /// ```
+    /// use fullduplex_proto::{Config, Connection, EventRef, Message, MessageRef, Role};
+    /// let mut client = Connection::new(Role::Client, Config::default());
+    /// let mut server = Connection::new(Role::Server, Config::default());
+    /// client.send(Message::text("hello")).unwrap();
+    /// server.recv_buf().extend_from_slice(&client.take_output());
+    /// let length = server.next_event_with(|event, _out| match event {
+    ///     EventRef::Message(MessageRef::Text(text)) => text.len(),
+    ///     _ => 0,
+    /// });
+    /// assert_eq!(length, Ok(Some(5)));
+    /// assert_eq!(server.next_event_with(|_, _| ()), Ok(None)); // needs more bytes
+    /// ```
+    #[inline]
+    pub fn next_event_with<R>(
+        &mut self,
+        f: impl FnOnce(EventRef<'_>, &mut Outbox<'_>) -> R,
+    ) -> Result<Option<R>, ProtocolError> {
+        if self.recv.is_empty() && !self.eof {
+            return Ok(None);
+        }
+        if self.frame.is_none() && !self.failed && !self.close_received {
+            // A header that is short or invalid is left to the general path, which reports it.
+            if let Ok(Some((header, header_len))) = FrameHeader::parse(&self.recv) {
+                match self.whole_frame(&header, header_len) {
+                    Ok(Some(kind)) => {
+                        let frame_len = header_len + header.payload_len as usize;
+                        return self.lend_whole_message(kind, header_len, frame_len, f);
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        self.fail(&error);
+                        return Err(error);
+                    }
+                }
+            }
+        }
+        match self.parse_event()? {
+            Some(event) => Ok(Some(f(event.borrowed(), &mut Outbox::new(self)))),
+            None => Ok(None),
+        }
+    }
+
+    /// Lends the message that [`whole_frame`](Self::whole_frame) checked and unmasked at the
+    /// front of the receive buffer, then drops its frame from the buffer. The buffer is moved
+    /// out while `f` runs, so that `f` can use the rest of the connection.
+    fn lend_whole_message<R>(
+        &mut self,
+        kind: DataKind,
+        header_len: usize,
+        frame_len: usize,
+        f: impl FnOnce(EventRef<'_>, &mut Outbox<'_>) -> R,
+    ) -> Result<Option<R>, ProtocolError> {
+        let mut recv = std::mem::take(&mut self.recv);
+        let payload = &recv[header_len..frame_len];
+        let message = match kind {
+            DataKind::Binary => MessageRef::Binary(payload),
+            DataKind::Text => match utf8::validate_str(payload) {
+                Ok(text) => MessageRef::Text(text),
+                Err(_) => {
+                    self.recv = recv;
+                    let error = ProtocolError::InvalidUtf8;
+                    self.fail(&error);
+                    return Err(error);
+                }
+            },
+        };
+        let event = if self.config.receive_mode == ReceiveMode::Streaming {
+            EventRef::Fragment(FragmentRef {
+                kind,
+                payload,
+                is_first: true,
+                is_last: true,
+            })
+        } else {
+            EventRef::Message(message)
+        };
+        let result = f(event, &mut Outbox::new(self));
+        recv.advance(frame_len);
+        self.recv = recv;
+        Ok(Some(result))
     }
 
     /// The bytes waiting to be written. Write them (vectored) and `advance` by what was written;
@@ -386,6 +477,7 @@ impl Connection {
     ///
     /// A server queues `Bytes` payloads of at least [`COPY_THRESHOLD`] bytes without copying;
     /// a client copies once, to mask.
+    #[inline]
     pub fn send(&mut self, message: Message) -> Result<(), SendError> {
         self.send_message(message, true)
     }
@@ -396,12 +488,27 @@ impl Connection {
         self.send_message(message, false)
     }
 
+    /// Queues a copy of a borrowed message, such as one received through
+    /// [`next_event_with`](Connection::next_event_with): the payload is copied into the output
+    /// next to its header (compressed instead, when permessage-deflate applies to it).
+    #[inline]
+    pub fn send_ref(&mut self, message: MessageRef<'_>) -> Result<(), SendError> {
+        match message {
+            MessageRef::Text(text) => self.send_data_slice(OpCode::Text, text.as_bytes()),
+            MessageRef::Binary(data) => self.send_data_slice(OpCode::Binary, data),
+            MessageRef::Ping(data) => self.send_control(OpCode::Ping, data),
+            MessageRef::Pong(data) => self.send_control(OpCode::Pong, data),
+            MessageRef::Close(frame) => self.close(frame.cloned()),
+        }
+    }
+
+    #[inline]
     fn send_message(&mut self, message: Message, may_compress: bool) -> Result<(), SendError> {
         match message {
             Message::Text(text) => self.send_data(OpCode::Text, text.into_bytes(), may_compress),
             Message::Binary(data) => self.send_data(OpCode::Binary, data, may_compress),
-            Message::Ping(data) => self.send_control(OpCode::Ping, data),
-            Message::Pong(data) => self.send_control(OpCode::Pong, data),
+            Message::Ping(data) => self.send_control(OpCode::Ping, &data),
+            Message::Pong(data) => self.send_control(OpCode::Pong, &data),
             Message::Close(frame) => self.close(frame),
         }
     }
@@ -615,11 +722,47 @@ impl Connection {
     /// (reserved bits, masking by role, frame and message limits, UTF-8), but delivered
     /// without the bookkeeping of partial frames and messages. `Ok(None)`: not this case, take
     /// the general path.
+    #[inline]
     fn whole_message(
         &mut self,
         header: &FrameHeader,
         header_len: usize,
     ) -> Result<Option<Event>, ProtocolError> {
+        let Some(kind) = self.whole_frame(header, header_len)? else {
+            return Ok(None);
+        };
+        let payload_len = header.payload_len as usize;
+        if kind == DataKind::Text {
+            utf8::validate(&self.recv[header_len..header_len + payload_len])
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        // One split for header and payload, then the header is skipped in the frozen view
+        // (cheaper than advancing the receive buffer past the header first).
+        let mut payload = self.recv.split_to(header_len + payload_len).freeze();
+        payload.advance(header_len);
+        if self.config.receive_mode == ReceiveMode::Streaming {
+            return Ok(Some(Event::Fragment(Fragment {
+                kind,
+                payload,
+                is_first: true,
+                is_last: true,
+            })));
+        }
+        Ok(Some(Event::Message(match kind {
+            DataKind::Text => Message::Text(Utf8Bytes::from_validated(payload)),
+            DataKind::Binary => Message::Binary(payload),
+        })))
+    }
+
+    /// The checks of [`whole_message`](Self::whole_message), and the unmasking in place: the
+    /// payload is `header.payload_len` bytes after the header at the front of the receive
+    /// buffer. Text is not validated yet. `Ok(None)`: not the common case.
+    #[inline]
+    fn whole_frame(
+        &mut self,
+        header: &FrameHeader,
+        header_len: usize,
+    ) -> Result<Option<DataKind>, ProtocolError> {
         let kind = match header.opcode {
             OpCode::Text => DataKind::Text,
             OpCode::Binary => DataKind::Binary,
@@ -654,29 +797,10 @@ impl Connection {
                 limit: self.config.max_message_size,
             });
         }
-        let payload = &mut self.recv[header_len..header_len + payload_len];
         if let Some(key) = header.mask {
-            apply_mask(payload, key, 0);
+            apply_mask(&mut self.recv[header_len..header_len + payload_len], key, 0);
         }
-        if kind == DataKind::Text {
-            utf8::validate(payload).map_err(|_| ProtocolError::InvalidUtf8)?;
-        }
-        // One split for header and payload, then the header is skipped in the frozen view
-        // (cheaper than advancing the receive buffer past the header first).
-        let mut payload = self.recv.split_to(header_len + payload_len).freeze();
-        payload.advance(header_len);
-        if self.config.receive_mode == ReceiveMode::Streaming {
-            return Ok(Some(Event::Fragment(Fragment {
-                kind,
-                payload,
-                is_first: true,
-                is_last: true,
-            })));
-        }
-        Ok(Some(Event::Message(match kind {
-            DataKind::Text => Message::Text(Utf8Bytes::from_validated(payload)),
-            DataKind::Binary => Message::Binary(payload),
-        })))
+        Ok(Some(kind))
     }
 
     /// Validates a header against the role, the message in progress and the limits, and starts
@@ -899,46 +1023,79 @@ impl Connection {
 
     // ----- sending -----
 
+    #[inline]
     fn send_data(
         &mut self,
         opcode: OpCode,
         payload: Bytes,
         may_compress: bool,
     ) -> Result<(), SendError> {
+        match self.compress_for_send(&payload, may_compress)? {
+            Some(compressed) => self.queue_compressed(opcode, compressed),
+            None => self.queue_frame(FrameHeader::new(opcode, payload.len() as u64), payload),
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn send_data_slice(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
+        match self.compress_for_send(payload, true)? {
+            Some(compressed) => self.queue_compressed(opcode, compressed),
+            None => self.queue_slice(FrameHeader::new(opcode, payload.len() as u64), payload),
+        }
+        Ok(())
+    }
+
+    /// Checks that a data message may be sent now, and compresses it when permessage-deflate
+    /// is on and the message is worth it (`Ok(None)`: send it as it is).
+    #[inline]
+    fn compress_for_send(
+        &mut self,
+        payload: &[u8],
+        may_compress: bool,
+    ) -> Result<Option<Bytes>, SendError> {
         if self.is_send_closed() {
             return Err(SendError::Closed);
         }
         if self.sending.is_some() {
             return Err(SendError::FragmentInProgress);
         }
-        let compressor = self
+        if self.deflate.is_none() || !may_compress {
+            return Ok(None);
+        }
+        self.compress_if_worth_it(payload)
+    }
+
+    fn compress_if_worth_it(&mut self, payload: &[u8]) -> Result<Option<Bytes>, SendError> {
+        let Some(compressor) = self
             .deflate
             .as_mut()
             .map(|d| &mut d.compressor)
-            .filter(|c| may_compress && c.should_compress(payload.len()));
-        match compressor {
-            Some(compressor) => {
-                let mut out = BytesMut::new();
-                compressor
-                    .compress(&payload, &mut out)
-                    .map_err(SendError::Compression)?;
-                let mut header = FrameHeader::new(opcode, out.len() as u64);
-                header.rsv1 = true;
-                self.queue_frame(header, out.freeze());
-            }
-            None => self.queue_frame(FrameHeader::new(opcode, payload.len() as u64), payload),
-        }
-        Ok(())
+            .filter(|c| c.should_compress(payload.len()))
+        else {
+            return Ok(None);
+        };
+        let mut out = BytesMut::new();
+        compressor
+            .compress(payload, &mut out)
+            .map_err(SendError::Compression)?;
+        Ok(Some(out.freeze()))
     }
 
-    fn send_control(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), SendError> {
+    fn queue_compressed(&mut self, opcode: OpCode, compressed: Bytes) {
+        let mut header = FrameHeader::new(opcode, compressed.len() as u64);
+        header.rsv1 = true;
+        self.queue_frame(header, compressed);
+    }
+
+    fn send_control(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
         if self.is_send_closed() {
             return Err(SendError::Closed);
         }
         if payload.len() > 125 {
             return Err(SendError::ControlFrameTooLarge);
         }
-        self.queue_frame(FrameHeader::new(opcode, payload.len() as u64), payload);
+        self.queue_slice(FrameHeader::new(opcode, payload.len() as u64), payload);
         Ok(())
     }
 
@@ -961,32 +1118,31 @@ impl Connection {
         );
     }
 
-    /// Encodes a frame into the output queue, masking it for a client.
-    fn queue_frame(&mut self, mut header: FrameHeader, payload: Bytes) {
-        let mut head = [0u8; MAX_HEADER_LEN];
-        match self.rng.as_mut() {
-            Some(rng) => {
-                let mut key = [0u8; 4];
-                rng.fill_bytes(&mut key);
-                header.mask = Some(key);
-                let n = header.encode(&mut head);
-                self.out.push_with(n + payload.len(), |buf| {
-                    buf.put_slice(&head[..n]);
-                    let start = buf.len();
-                    buf.put_slice(&payload);
-                    apply_mask(&mut buf[start..], key, 0);
-                });
-            }
-            None => {
-                let n = header.encode(&mut head);
-                self.out.push_copy(&head[..n]);
-                if payload.len() < COPY_THRESHOLD {
-                    self.out.push_copy(&payload);
-                } else {
-                    self.out.push_bytes(payload);
-                }
-            }
+    /// Encodes a frame into the output queue, masking it for a client. A server queues a
+    /// payload of at least [`COPY_THRESHOLD`] bytes by reference.
+    #[inline]
+    fn queue_frame(&mut self, header: FrameHeader, payload: Bytes) {
+        if self.rng.is_some() || payload.len() < COPY_THRESHOLD {
+            return self.queue_slice(header, &payload);
         }
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let n = header.encode(&mut head);
+        self.out.push_copy(&head[..n]);
+        self.out.push_bytes(payload);
+    }
+
+    /// Encodes a frame into the output queue, header and payload side by side, masking it for
+    /// a client.
+    #[inline]
+    fn queue_slice(&mut self, mut header: FrameHeader, payload: &[u8]) {
+        if let Some(rng) = self.rng.as_mut() {
+            let mut key = [0u8; 4];
+            rng.fill_bytes(&mut key);
+            header.mask = Some(key);
+        }
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let n = header.encode(&mut head);
+        self.out.push_frame(&head, n, payload, header.mask);
     }
 }
 

@@ -100,6 +100,7 @@ pub struct FrameHeader {
 
 impl FrameHeader {
     /// A final, unmasked frame with no RSV bits.
+    #[inline]
     pub fn new(opcode: OpCode, payload_len: u64) -> FrameHeader {
         FrameHeader {
             fin: true,
@@ -128,6 +129,7 @@ impl FrameHeader {
     /// assert_eq!(header.payload_len, 5);
     /// assert_eq!(FrameHeader::parse(&bytes[..3]), Ok(None));
     /// ```
+    #[inline]
     pub fn parse(buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, FrameError> {
         let [b0, b1, ..] = *buf else {
             return Ok(None);
@@ -200,6 +202,7 @@ impl FrameHeader {
     /// let n = FrameHeader::new(OpCode::Binary, 256).encode(&mut buf);
     /// assert_eq!(&buf[..n], &[0x82, 0x7e, 0x01, 0x00]); // RFC 6455 section 5.7
     /// ```
+    #[inline]
     pub fn encode(&self, dst: &mut [u8; MAX_HEADER_LEN]) -> usize {
         dst[0] = (self.fin as u8) << 7
             | (self.rsv1 as u8) << 6

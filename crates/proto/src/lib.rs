@@ -8,6 +8,8 @@
 //! * [`utf8`]: incremental UTF-8 validation that fails as soon as input can no longer be valid.
 //! * [`close`]: close codes and close frames.
 //! * [`handshake`]: the HTTP/1.1 upgrade, client and server side, on [`http`] types.
+//! * [`borrowed`]: received messages lent to a handler instead of handed out, and the
+//!   [`Outbox`] it replies through.
 //! * [`Connection`]: the state machine that turns received bytes into [`Event`]s and messages
 //!   into bytes to send.
 //!
@@ -17,6 +19,7 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod borrowed;
 pub mod close;
 pub mod config;
 pub mod connection;
@@ -29,6 +32,7 @@ pub mod message;
 pub mod out;
 pub mod utf8;
 
+pub use borrowed::{EventRef, FragmentRef, MessageRef, Outbox};
 pub use close::{CloseCode, CloseFrame};
 pub use config::{Config, ReceiveMode};
 pub use connection::{Connection, Event, Fragment, Role, State};

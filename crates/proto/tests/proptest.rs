@@ -4,6 +4,9 @@
 //! * (b) the same byte stream gives the same events (and the same output) however it is split;
 //! * (c) arbitrary and corrupted input never panics, and after an error nothing more comes out;
 //! * (d) frame headers round-trip through encode and parse;
+//! * (e) borrowing events ([`Connection::next_event_with`]) gives the same events, errors and
+//!   output as taking them, and an echo through the outbox the same bytes as one of owned
+//!   messages;
 //! * plus text validity as the receiver sees it agrees with `std::str::from_utf8`, and masking
 //!   agrees with the RFC's definition.
 
@@ -426,6 +429,53 @@ fn run(role: Role, config: &Config, bytes: &[u8], cuts: &[usize]) -> (Outcome, V
     (outcome, out)
 }
 
+/// Like [`run`], with each data message echoed, and the events taken owned or borrowed.
+fn run_echo(
+    role: Role,
+    config: &Config,
+    bytes: &[u8],
+    cuts: &[usize],
+    borrowed: bool,
+) -> (Outcome, Vec<Sent>, fullduplex_proto::State) {
+    let mut conn = Connection::new(role, config.clone());
+    let drain_echo = |conn: &mut Connection| {
+        if borrowed {
+            return drain_borrowed(conn, true);
+        }
+        let mut outcome = Outcome::default();
+        loop {
+            match conn.next_event() {
+                Ok(Some(event)) => {
+                    if let Event::Message(message @ (Message::Text(_) | Message::Binary(_))) =
+                        &event
+                    {
+                        conn.send(message.clone())
+                            .expect("an open connection takes the echo");
+                    }
+                    outcome.record(Ok(event));
+                }
+                Ok(None) => return outcome,
+                Err(error) => {
+                    outcome.record(Err(error));
+                    return outcome;
+                }
+            }
+        }
+    };
+    let mut outcome = Outcome::default();
+    let mut start = 0;
+    for &cut in cuts.iter().chain(std::iter::once(&bytes.len())) {
+        let cut = cut.clamp(start, bytes.len());
+        conn.recv_buf().extend_from_slice(&bytes[start..cut]);
+        outcome.absorb(drain_echo(&mut conn));
+        start = cut;
+    }
+    conn.recv_eof();
+    outcome.absorb(drain_echo(&mut conn));
+    let out = sent(&mut conn);
+    (outcome, out, conn.state())
+}
+
 /// Checks the state a connection must be in once it has failed or closed, and the shape of its
 /// output.
 fn check_end_state(conn: &mut Connection, outcome: &Outcome) -> Result<(), TestCaseError> {
@@ -489,6 +539,22 @@ proptest! {
         let mut cuts: Vec<usize> = random_cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
         cuts.sort_unstable();
         prop_assert_eq!(&run(role, &config, &bytes, &cuts), &whole, "cuts {:?}", cuts);
+    }
+
+    /// (e) Borrowed and owned receiving agree on every stream and every split, with an echo
+    /// of each data message queued meanwhile (copied from the receive buffer, or queued from
+    /// the owned message).
+    #[test]
+    fn borrowed_events_agree_with_owned_ones(
+        (role, bytes) in stream_strategy(),
+        config in config_strategy(),
+        random_cuts in vec(any::<Index>(), 0..6),
+    ) {
+        let mut cuts: Vec<usize> = random_cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+        cuts.sort_unstable();
+        let owned = run_echo(role, &config, &bytes, &cuts, false);
+        let borrowed = run_echo(role, &config, &bytes, &cuts, true);
+        prop_assert_eq!(borrowed, owned, "cuts {:?}", cuts);
     }
 
     /// (c) Arbitrary bytes, to either role, in arbitrary pieces: no panic, nothing after an

@@ -17,7 +17,7 @@ pub use pieces::merge_pieces;
 
 use bytes::{Buf, Bytes};
 use fullduplex_proto::{
-    CloseCode, Config, Connection, Event, Fragment, Message, ProtocolError, Role,
+    CloseCode, Config, Connection, Event, EventRef, Fragment, Message, ProtocolError, Role,
 };
 
 /// The masking key of the RFC 6455 section 5.7 examples.
@@ -330,6 +330,31 @@ pub fn drain(conn: &mut Connection) -> Outcome {
     let mut outcome = Outcome::default();
     loop {
         match conn.next_event() {
+            Ok(Some(event)) => outcome.record(Ok(event)),
+            Ok(None) => return outcome,
+            Err(error) => {
+                outcome.record(Err(error));
+                return outcome;
+            }
+        }
+    }
+}
+
+/// [`drain`] through [`Connection::next_event_with`]: each event is borrowed and copied out.
+/// Data messages are echoed through the outbox when `echo` is set.
+pub fn drain_borrowed(conn: &mut Connection, echo: bool) -> Outcome {
+    let mut outcome = Outcome::default();
+    loop {
+        let next = conn.next_event_with(|event, out| {
+            if let EventRef::Message(message) = event {
+                if echo && message.is_data() {
+                    out.send_ref(message)
+                        .expect("an open connection takes the echo");
+                }
+            }
+            event.into_owned()
+        });
+        match next {
             Ok(Some(event)) => outcome.record(Ok(event)),
             Ok(None) => return outcome,
             Err(error) => {
