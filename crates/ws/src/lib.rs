@@ -71,7 +71,8 @@ pub use bytes::Bytes;
 pub use fullduplex_proto as proto;
 pub use fullduplex_proto::handshake::UpgradeRequest;
 pub use fullduplex_proto::{
-    CloseCode, CloseFrame, DataKind, Event, Fragment, Message, ReceiveMode, Role, State, Utf8Bytes,
+    CloseCode, CloseFrame, DataKind, Event, EventRef, Fragment, FragmentRef, Message, MessageRef,
+    Outbox, ReceiveMode, Role, State, Utf8Bytes,
 };
 
 /// The README's examples, compiled as doctests so they stay true.

@@ -8,7 +8,8 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use fullduplex_proto::{
-    CloseFrame, Connection, DataKind, Event, Message, ProtocolError, ReceiveMode, Role, State,
+    CloseFrame, Connection, DataKind, Event, EventRef, Message, MessageRef, Outbox, ProtocolError,
+    ReceiveMode, Role, State,
 };
 use futures_core::Stream;
 use futures_sink::Sink;
@@ -191,6 +192,87 @@ where
         poll_fn(|cx| self.poll_next_event(cx)).await
     }
 
+    /// Receives the next message borrowed, and hands it to `handler` together with an
+    /// [`Outbox`] for replies: returns what `handler` returned, and `None` once the connection
+    /// has closed normally. Replies leave as [`feed`](WebSocket::feed)'s do: in one write when
+    /// the connection next waits for its peer (or at the next flush), and a new message is
+    /// handed out only while the write buffer is below its limit.
+    ///
+    /// The message is a view into the receive buffer, where it was unmasked and validated:
+    /// nothing is allocated or reference-counted for it, and replies are copied from it into
+    /// the write buffer. The fastest way to answer many small messages; use
+    /// [`recv`](WebSocket::recv) to keep a message beyond the handler without copying it.
+    /// Pings are answered automatically (unless turned off) and still handed out, as with
+    /// `recv`; only [`ReceiveMode::Messages`] is supported (else [`Error::FragmentMode`]).
+    ///
+    /// ```no_run
+    /// # async fn demo(mut ws: fullduplex::WebSocket<tokio::net::TcpStream>) -> Result<(), fullduplex::Error> {
+    /// // An echo server's loop.
+    /// while let Some(echoed) = ws
+    ///     .recv_with(|message, out| {
+    ///         if message.is_data() {
+    ///             out.send_ref(message)?;
+    ///         }
+    ///         Ok::<_, fullduplex::Error>(())
+    ///     })
+    ///     .await
+    /// {
+    ///     echoed??;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn recv_with<R>(
+        &mut self,
+        handler: impl FnOnce(MessageRef<'_>, &mut Outbox<'_>) -> R,
+    ) -> Option<Result<R, Error>> {
+        let mut handler = Some(handler);
+        poll_fn(move |cx| self.poll_recv_with(cx, &mut handler)).await
+    }
+
+    /// Polls for the next message, borrowed (see [`recv_with`](WebSocket::recv_with)).
+    /// `handler` is taken out of its `Option` and called once a message is there.
+    pub fn poll_recv_with<R, F>(
+        &mut self,
+        cx: &mut Context<'_>,
+        handler: &mut Option<F>,
+    ) -> Poll<Option<Result<R, Error>>>
+    where
+        F: FnOnce(MessageRef<'_>, &mut Outbox<'_>) -> R,
+    {
+        if self.conn.config().receive_mode != ReceiveMode::Messages {
+            return Poll::Ready(Some(Err(Error::FragmentMode)));
+        }
+        if !self.done && self.conn.output_len() >= self.write_limit as usize {
+            // The handler's replies wait here, as `feed`'s would.
+            if let Err(error) = ready!(self.poll_write_out(cx)) {
+                return Poll::Ready(Some(Err(self.abort(cx, error))));
+            }
+        }
+        let delivered = self.poll_event_with(cx, |conn| {
+            conn.next_event_with(|event, out| match event {
+                EventRef::Message(message) => {
+                    let is_pong = matches!(message, MessageRef::Pong(_));
+                    let result = handler.take().map(|handler| handler(message, out));
+                    Delivered { result, is_pong }
+                }
+                // Checked above: the mode changes only between calls.
+                EventRef::Fragment(_) => Delivered {
+                    result: None,
+                    is_pong: false,
+                },
+            })
+        });
+        let Poll::Ready(Some(Ok(Some(result)))) = delivered else {
+            return delivered
+                .map(|event| event.map(|result| result.and_then(|_| Err(Error::FragmentMode))));
+        };
+        if self.conn.is_close_sent() {
+            // The handler may have closed through its outbox.
+            self.timers.start_close_timer(self.close_timeout());
+        }
+        Poll::Ready(Some(Ok(result)))
+    }
+
     /// Polls for the next message (the `Stream` implementation).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
         self.poll_next_event(cx)
@@ -201,16 +283,38 @@ where
     /// parsed, writes what the core has queued (pongs, close echoes, and anything fed), runs
     /// the timers, and reads from the transport only when the core needs more bytes.
     pub fn poll_next_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event, Error>>> {
+        self.poll_event_with(cx, |conn| {
+            conn.next_event().map(|event| {
+                event.map(|event| {
+                    let is_pong = matches!(event, Event::Message(Message::Pong(_)));
+                    Delivered {
+                        result: event,
+                        is_pong,
+                    }
+                })
+            })
+        })
+    }
+
+    /// The engine behind [`poll_next_event`](WebSocket::poll_next_event) and
+    /// [`poll_recv_with`](WebSocket::poll_recv_with): `next` takes the next event from the
+    /// core, owned or lent to a handler.
+    #[inline]
+    fn poll_event_with<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut next: impl FnMut(&mut Connection) -> Result<Option<Delivered<T>>, ProtocolError>,
+    ) -> Poll<Option<Result<T, Error>>> {
         if self.done {
             return Poll::Ready(None);
         }
         loop {
-            match self.conn.next_event() {
-                Ok(Some(event)) => {
-                    if matches!(event, Event::Message(Message::Pong(_))) {
+            match next(&mut self.conn) {
+                Ok(Some(delivered)) => {
+                    if delivered.is_pong {
                         self.timers.pong_received();
                     }
-                    return Poll::Ready(Some(Ok(event)));
+                    return Poll::Ready(Some(Ok(delivered.result)));
                 }
                 Ok(None) => {}
                 Err(ProtocolError::UnexpectedEof) => {
@@ -576,6 +680,12 @@ where
 
 /// The message of an event, for `recv`: a piece of a message (in a receive mode that hands
 /// out pieces) is an error there.
+/// What the core delivered, and whether it was a pong (for the keepalive timer).
+struct Delivered<T> {
+    result: T,
+    is_pong: bool,
+}
+
 #[inline]
 pub(crate) fn into_message(event: Event) -> Result<Message, Error> {
     match event {

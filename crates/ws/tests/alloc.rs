@@ -55,8 +55,14 @@ fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Runs `count` echoes of `payload_len`-byte binary messages, `pipeline` in flight, and returns
-/// the allocations counted while they ran (after a warm-up).
-fn echo_allocations(payload_len: usize, pipeline: usize, count: usize) -> (usize, usize) {
+/// the allocations counted while they ran (after a warm-up). The server echoes with `recv` and
+/// `feed`, or with `recv_with` and its outbox when `borrowed` is set.
+fn echo_allocations(
+    payload_len: usize,
+    pipeline: usize,
+    count: usize,
+    borrowed: bool,
+) -> (usize, usize) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -68,6 +74,17 @@ fn echo_allocations(payload_len: usize, pipeline: usize, count: usize) -> (usize
             let (tcp, _) = listener.accept().await.unwrap();
             tcp.set_nodelay(true).unwrap();
             let mut ws = fullduplex::accept(tcp).await.unwrap();
+            if borrowed {
+                while let Some(Ok(())) = ws
+                    .recv_with(|message, out| {
+                        if message.is_data() {
+                            out.send_ref(message).unwrap();
+                        }
+                    })
+                    .await
+                {}
+                return;
+            }
             while let Some(Ok(message)) = ws.recv().await {
                 if let Message::Binary(_) | Message::Text(_) = message {
                     ws.feed(message).await.unwrap();
@@ -122,10 +139,14 @@ fn echo_allocations(payload_len: usize, pipeline: usize, count: usize) -> (usize
 #[test]
 fn echo_allocates_nothing_per_message_beyond_the_payload() {
     const N: usize = 10_000;
-    for (len, pipeline) in [(16, 1), (16, 8), (1024, 1), (1024, 8), (4096, 4)] {
-        let (allocations, bytes) = echo_allocations(len, pipeline, N);
+    let cells = [(16, 1), (16, 8), (1024, 1), (1024, 8), (4096, 4)];
+    for ((len, pipeline), borrowed) in cells
+        .into_iter()
+        .flat_map(|cell| [(cell, false), (cell, true)])
+    {
+        let (allocations, bytes) = echo_allocations(len, pipeline, N, borrowed);
         eprintln!(
-            "payload {len} B x{pipeline} in flight: {allocations} allocations, {bytes} bytes for {N} echoes"
+            "payload {len} B x{pipeline} in flight (borrowed: {borrowed}): {allocations} allocations, {bytes} bytes for {N} echoes"
         );
         // The payload itself is a slice of the receive buffer, so the allowance of "one
         // allocation per message for the payload" is not even needed: a handful of
