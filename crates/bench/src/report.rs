@@ -59,6 +59,8 @@ fn min(values: &[f64]) -> f64 {
 
 /// The server the targets are about.
 const FULLDUPLEX: &str = "fullduplex";
+/// The same library echoing messages borrowed (`recv_with` and its outbox).
+const FULLDUPLEX_BORROWED: &str = "fullduplex-borrowed";
 /// The same library echoing in `ReceiveMode::Streaming`.
 const FULLDUPLEX_STREAMING: &str = "fullduplex-streaming";
 /// The echo server with all connections in one `WebSocketSet`.
@@ -68,7 +70,10 @@ const UWEBSOCKETS: &str = "uwebsockets";
 
 /// Our own servers are set in bold in the tables (not the `fullduplex-before` baseline).
 fn is_ours(server: &str) -> bool {
-    server == FULLDUPLEX || server == FULLDUPLEX_STREAMING || server == FULLDUPLEX_SET
+    server == FULLDUPLEX
+        || server == FULLDUPLEX_BORROWED
+        || server == FULLDUPLEX_STREAMING
+        || server == FULLDUPLEX_SET
 }
 
 fn max(values: &[f64]) -> f64 {
@@ -339,75 +344,19 @@ impl Results {
             writeln!(out, "| {target} | {cell} | {shown} | {verdict} |").ok();
         };
         for cell in self.cells.iter().filter(|c| !c.compress) {
-            let [vs_best, cpu_fw, vs_fw, vs_tcp, _] = self.ours(&cell.id);
-            // What no WebSocket code can go below: the plain TCP echo's CPU, and how our own
-            // user-space part compares.
-            let (_, user_fw) = self.cpu_split_vs_fastwebsockets(FULLDUPLEX, &cell.id);
-            let (tcp_fw, _) = self.cpu_split_vs_fastwebsockets("tcp-echo", &cell.id);
-            let (uws_fw, _) = self.cpu_split_vs_fastwebsockets(UWEBSOCKETS, &cell.id);
-            let mut shown = ratio_fmt(cpu_fw);
-            if !tcp_fw.is_nan() {
-                shown += &format!(" (TCP echo {}", ratio_fmt(tcp_fw));
-                if !uws_fw.is_nan() {
-                    shown += &format!("; µWebSockets {}", ratio_fmt(uws_fw));
+            // The echo of owned messages (`recv` and `feed`) is the one the targets are about;
+            // the borrowed echo (`recv_with`) is shown beside it where it ran.
+            let variants = [
+                (FULLDUPLEX, ""),
+                (FULLDUPLEX_BORROWED, ", borrowed echo (`recv_with`)"),
+            ];
+            for (server, variant) in variants {
+                if server != FULLDUPLEX && !self.cell_runs(&cell.id).contains_key(server) {
+                    continue;
                 }
-                if !user_fw.is_nan() {
-                    shown += &format!("; user space {}", ratio_fmt(user_fw));
-                }
-                shown += ")";
+                self.server_target_rows(cell, server, variant, &mut row);
             }
-            row(
-                "server CPU/msg ≤ 0.85× fastwebsockets",
-                &cell.describe(),
-                cpu_fw,
-                shown,
-                cpu_fw <= 0.85,
-            );
-            row(
-                "msg/s ≥ 1.1× best Rust peer",
-                &cell.describe(),
-                vs_best,
-                ratio_fmt(vs_best),
-                vs_best >= 1.1,
-            );
-            let uws_rounds = self.rate_ratios(FULLDUPLEX, UWEBSOCKETS, &cell.id);
-            let vs_uws = median(&uws_rounds);
-            if cell.pipeline > 1 && !vs_uws.is_nan() {
-                // The rounds' spread says whether a gap is larger than the run-to-run noise.
-                let spread = if uws_rounds.len() > 1 {
-                    format!(
-                        ", rounds {:.2}-{}",
-                        min(&uws_rounds),
-                        ratio_fmt(max(&uws_rounds))
-                    )
-                } else {
-                    String::new()
-                };
-                row(
-                    "pipelined: ≥ µWebSockets' rate",
-                    &cell.describe(),
-                    vs_uws,
-                    format!(
-                        "{} µWebSockets{spread} ({} fastwebsockets, {} TCP)",
-                        ratio_fmt(vs_uws),
-                        ratio_fmt(vs_fw),
-                        ratio_fmt(vs_tcp)
-                    ),
-                    vs_uws >= 1.0,
-                );
-            } else if cell.pipeline > 1 {
-                row(
-                    "pipelined: ≈ 8× fastwebsockets (µWebSockets' rate ≈ the TCP echo's)",
-                    &cell.describe(),
-                    vs_fw,
-                    format!(
-                        "{} fastwebsockets, {} TCP",
-                        ratio_fmt(vs_fw),
-                        ratio_fmt(vs_tcp)
-                    ),
-                    vs_fw >= 8.0 || vs_tcp >= 1.0,
-                );
-            }
+            let [_, _, _, vs_tcp, _] = self.ours(&cell.id);
             if cell.size >= 1 << 20 {
                 row(
                     "1 MiB: ≥ 0.9× the TCP echo's rate",
@@ -475,6 +424,86 @@ impl Results {
     }
 
     /// The whole generated section.
+    /// The CPU, rate and pipelined target rows of one echo cell for one of our servers;
+    /// `variant` is appended to the cell's description.
+    fn server_target_rows(
+        &self,
+        cell: &CellSpec,
+        server: &str,
+        variant: &str,
+        row: &mut impl FnMut(&str, &str, f64, String, bool),
+    ) {
+        let [vs_best, cpu_fw, vs_fw, vs_tcp, _] = self.ratios_of(server, &cell.id);
+        // What no WebSocket code can go below: the plain TCP echo's CPU, and how our own
+        // user-space part compares.
+        let (_, user_fw) = self.cpu_split_vs_fastwebsockets(server, &cell.id);
+        let (tcp_fw, _) = self.cpu_split_vs_fastwebsockets("tcp-echo", &cell.id);
+        let (uws_fw, _) = self.cpu_split_vs_fastwebsockets(UWEBSOCKETS, &cell.id);
+        let mut shown = ratio_fmt(cpu_fw);
+        if !tcp_fw.is_nan() {
+            shown += &format!(" (TCP echo {}", ratio_fmt(tcp_fw));
+            if !uws_fw.is_nan() {
+                shown += &format!("; µWebSockets {}", ratio_fmt(uws_fw));
+            }
+            if !user_fw.is_nan() {
+                shown += &format!("; user space {}", ratio_fmt(user_fw));
+            }
+            shown += ")";
+        }
+        row(
+            "server CPU/msg ≤ 0.85× fastwebsockets",
+            &format!("{}{variant}", cell.describe()),
+            cpu_fw,
+            shown,
+            cpu_fw <= 0.85,
+        );
+        row(
+            "msg/s ≥ 1.1× best Rust peer",
+            &format!("{}{variant}", cell.describe()),
+            vs_best,
+            ratio_fmt(vs_best),
+            vs_best >= 1.1,
+        );
+        let uws_rounds = self.rate_ratios(server, UWEBSOCKETS, &cell.id);
+        let vs_uws = median(&uws_rounds);
+        if cell.pipeline > 1 && !vs_uws.is_nan() {
+            // The rounds' spread says whether a gap is larger than the run-to-run noise.
+            let spread = if uws_rounds.len() > 1 {
+                format!(
+                    ", rounds {:.2}-{}",
+                    min(&uws_rounds),
+                    ratio_fmt(max(&uws_rounds))
+                )
+            } else {
+                String::new()
+            };
+            row(
+                "pipelined: ≥ µWebSockets' rate",
+                &format!("{}{variant}", cell.describe()),
+                vs_uws,
+                format!(
+                    "{} µWebSockets{spread} ({} fastwebsockets, {} TCP)",
+                    ratio_fmt(vs_uws),
+                    ratio_fmt(vs_fw),
+                    ratio_fmt(vs_tcp)
+                ),
+                vs_uws >= 1.0,
+            );
+        } else if cell.pipeline > 1 {
+            row(
+                "pipelined: ≈ 8× fastwebsockets (µWebSockets' rate ≈ the TCP echo's)",
+                &format!("{}{variant}", cell.describe()),
+                vs_fw,
+                format!(
+                    "{} fastwebsockets, {} TCP",
+                    ratio_fmt(vs_fw),
+                    ratio_fmt(vs_tcp)
+                ),
+                vs_fw >= 8.0 || vs_tcp >= 1.0,
+            );
+        }
+    }
+
     pub fn markdown(&self) -> String {
         let mut out = String::new();
         out.push_str("### Machine and versions\n\n");
@@ -701,6 +730,37 @@ mod tests {
             targets.contains("| 0.95× µWebSockets, rounds 0.90-1.05× (- fastwebsockets, - TCP) |"),
             "{targets}"
         );
+    }
+
+    #[test]
+    fn the_borrowed_echo_gets_its_own_target_rows() {
+        let mut echo = Vec::new();
+        for (server, rate) in [
+            (FULLDUPLEX, 90.0),
+            (FULLDUPLEX_BORROWED, 110.0),
+            (UWEBSOCKETS, 100.0),
+        ] {
+            echo.push(run(server, rate, 1.0, None));
+        }
+        let mut results = one_cell(echo);
+        results.cells[0].pipeline = 8;
+        let targets = results.targets_table();
+        let pipelined: Vec<&str> = targets
+            .lines()
+            .filter(|l| l.starts_with("| pipelined"))
+            .collect();
+        assert_eq!(pipelined.len(), 2, "{targets}");
+        assert!(pipelined[0].contains("| 0.90× µWebSockets"), "{targets}");
+        assert!(pipelined[0].ends_with("| **missed** |"), "{targets}");
+        assert!(
+            pipelined[1].contains(", borrowed echo (`recv_with`) |"),
+            "{targets}"
+        );
+        assert!(pipelined[1].contains("| 1.10× µWebSockets"), "{targets}");
+        assert!(pipelined[1].ends_with("| met |"), "{targets}");
+        // Without borrowed runs, no borrowed rows.
+        let plain = one_cell(vec![run(FULLDUPLEX, 90.0, 1.0, None)]).targets_table();
+        assert!(!plain.contains("borrowed"), "{plain}");
     }
 
     #[test]

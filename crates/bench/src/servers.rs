@@ -51,6 +51,12 @@ pub fn builtin(python_everywhere: bool) -> Vec<ServerSpec> {
     let mut servers = vec![
         rust("fullduplex", "echo-fullduplex", false, true),
         rust(
+            "fullduplex-borrowed",
+            "echo-fullduplex-borrowed",
+            false,
+            true,
+        ),
+        rust(
             "fullduplex-streaming",
             "echo-fullduplex-streaming",
             false,
