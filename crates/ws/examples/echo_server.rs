@@ -1,14 +1,16 @@
 //! An echo server: every text and binary message comes back unchanged.
 //!
 //! ```text
-//! cargo run --release -p fullduplex --example echo_server -- 127.0.0.1:9001 [--streaming | --set]
+//! cargo run --release -p fullduplex --example echo_server -- 127.0.0.1:9001 [--streaming | --set | --borrowed]
 //! ```
 //!
 //! This is the Autobahn server testee. With `--streaming` it receives in
 //! `ReceiveMode::Streaming` and echoes every piece as soon as it arrives, as a frame of a
 //! fragmented reply (the conformance run covers that mode too), with a write buffer limit
 //! large enough for a whole message of a peer that does not read while it sends. With `--set`
-//! all connections live in one `WebSocketSet`, driven by the main task. Replies are fed, not
+//! all connections live in one `WebSocketSet`, driven by the main task. With `--borrowed` each
+//! message is lent to a handler (`recv_with`) that copies the echo into the write buffer
+//! through its outbox, where the default echo takes messages (`recv`). Replies are fed, not
 //! sent: they leave in one write per batch of reads, when `recv` would wait for the peer.
 //!
 //! With permessage-deflate negotiated it compresses every reply (threshold 0) rather than only
@@ -27,6 +29,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let streaming = args.iter().any(|a| a == "--streaming");
     let in_set = args.iter().any(|a| a == "--set");
+    let borrowed = args.iter().any(|a| a == "--borrowed");
     let addr = args
         .iter()
         .find(|a| !a.starts_with("--"))
@@ -40,7 +43,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     loop {
         let (tcp, peer) = listener.accept().await?;
         tokio::spawn(async move {
-            if let Err(error) = echo(tcp, streaming).await {
+            if let Err(error) = echo(tcp, streaming, borrowed).await {
                 eprintln!("{peer}: {error}");
             }
         });
@@ -83,7 +86,7 @@ async fn echo_in_set(listener: TcpListener) -> Result<(), Box<dyn std::error::Er
     }
 }
 
-async fn echo(tcp: TcpStream, streaming: bool) -> Result<(), fullduplex::Error> {
+async fn echo(tcp: TcpStream, streaming: bool, borrowed: bool) -> Result<(), fullduplex::Error> {
     tcp.set_nodelay(true)?;
     let mut config = config();
     if streaming {
@@ -100,6 +103,20 @@ async fn echo(tcp: TcpStream, streaming: bool) -> Result<(), fullduplex::Error> 
                 ws.feed_fragment(piece.kind, piece.payload, piece.is_last)
                     .await?;
             }
+        }
+        return Ok(());
+    }
+    if borrowed {
+        while let Some(echoed) = ws
+            .recv_with(|message, out| {
+                if message.is_data() {
+                    out.send_ref(message)?;
+                }
+                Ok::<_, fullduplex::Error>(())
+            })
+            .await
+        {
+            echoed??;
         }
         return Ok(());
     }
