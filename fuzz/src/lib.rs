@@ -359,7 +359,7 @@ pub fn frame_stream(role: Role, data: &[u8]) {
     }
 
     // Split points must not matter: the same bytes at once give the same events and error.
-    let mut reference = Connection::new(role, config);
+    let mut reference = Connection::new(role, config.clone());
     reference.recv_buf().extend_from_slice(input.stream);
     if input.eof_at_end {
         reference.recv_eof();
@@ -376,6 +376,26 @@ pub fn frame_stream(role: Role, data: &[u8]) {
             }
         }
     }
+    // Borrowing the events (`next_event_with`) gives the same events and the same error.
+    let mut lender = Connection::new(role, config);
+    lender.recv_buf().extend_from_slice(input.stream);
+    if input.eof_at_end {
+        lender.recv_eof();
+    }
+    let mut lent_events = Vec::new();
+    let mut lent_error = None;
+    loop {
+        match lender.next_event_with(|event, _| event.into_owned()) {
+            Ok(Some(event)) => lent_events.push(event),
+            Ok(None) => break,
+            Err(e) => {
+                assert!(lent_error.is_none());
+                lent_error = Some(e);
+            }
+        }
+    }
+    assert_eq!(lent_events, ref_events, "borrowed events differ");
+    assert_eq!(lent_error, ref_error, "borrowed error differs");
     let (events, ref_events) = if input.streaming {
         // Streamed pieces follow the reads: compare them joined (see `merge_pieces`).
         (

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 
 use bytes::Bytes;
-use fullduplex_proto::{CloseFrame, DataKind, Event, Message};
+use fullduplex_proto::{CloseFrame, DataKind, Event, Message, MessageRef, Outbox};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::error::Error;
@@ -357,12 +357,77 @@ where
             .map(|(key, event)| (key, event.map(|result| result.and_then(into_message))))
     }
 
+    /// Receives the next message of any connection borrowed, and hands it to `handler` with
+    /// the connection's key and an [`Outbox`] for its replies (see
+    /// [`WebSocket::recv_with`]): returns the key and what `handler` returned, or `(key,
+    /// None)` when the connection has ended and left the set. Cancel-safe.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut set: fullduplex::WebSocketSet<tokio::net::TcpStream>) {
+    /// // An echo of every connection in the set.
+    /// loop {
+    ///     let (key, echoed) = set
+    ///         .recv_with(|_key, message, out| {
+    ///             if message.is_data() {
+    ///                 out.send_ref(message)?;
+    ///             }
+    ///             Ok::<_, fullduplex::Error>(())
+    ///         })
+    ///         .await;
+    ///     if let Some(Err(error) | Ok(Err(error))) = echoed {
+    ///         eprintln!("{key:?}: {error}");
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub async fn recv_with<R>(
+        &mut self,
+        handler: impl FnOnce(Key, MessageRef<'_>, &mut Outbox<'_>) -> R,
+    ) -> (Key, Option<Result<R, Error>>) {
+        let mut handler = Some(handler);
+        poll_fn(move |cx| self.poll_recv_with(cx, &mut handler)).await
+    }
+
+    /// Polls for the next message of any connection, borrowed (see
+    /// [`recv_with`](WebSocketSet::recv_with)). `handler` is taken out of its `Option` and
+    /// called once a message is there.
+    pub fn poll_recv_with<R, F>(
+        &mut self,
+        cx: &mut Context<'_>,
+        handler: &mut Option<F>,
+    ) -> Poll<(Key, Option<Result<R, Error>>)>
+    where
+        F: FnOnce(Key, MessageRef<'_>, &mut Outbox<'_>) -> R,
+    {
+        self.poll_with(cx, |key, ws, cx| {
+            // Lends the handler to this connection only when it is called, so that a
+            // connection with nothing to deliver leaves it for the next one.
+            let mut lent = Some(|message: MessageRef<'_>, out: &mut Outbox<'_>| {
+                handler.take().map(|handler| handler(key, message, out))
+            });
+            ws.poll_recv_with(cx, &mut lent).map(|delivered| {
+                delivered.map(|result| result.and_then(|returned| returned.ok_or(Error::Closed)))
+            })
+        })
+    }
+
     /// Polls for the next event of any connection (see
     /// [`recv_event`](WebSocketSet::recv_event)).
     pub fn poll_next_event(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<(Key, Option<Result<Event, Error>>)> {
+        self.poll_with(cx, |_, ws, cx| ws.poll_next_event(cx))
+    }
+
+    /// The scheduler behind [`poll_next_event`](WebSocketSet::poll_next_event) and
+    /// [`poll_recv_with`](WebSocketSet::poll_recv_with): `poll_one` polls one ready connection
+    /// for what it delivers.
+    fn poll_with<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut poll_one: impl FnMut(Key, &mut WebSocket<S>, &mut Context<'_>) -> Poll<Option<T>>,
+    ) -> Poll<(Key, Option<T>)> {
         // Slots woken while we poll (tokio's cooperative budget wakes a connection it turns
         // away) are looked at in the next call, after the runtime has had its turn.
         let mut collected = false;
@@ -393,7 +458,7 @@ where
             // does (its writer wakes it), as an echo loop awaiting `feed` would.
             let polled = match entry.ws.poll_write_backlog(&mut slot_cx) {
                 Poll::Pending => Poll::Pending,
-                Poll::Ready(()) => entry.ws.poll_next_event(&mut slot_cx),
+                Poll::Ready(()) => poll_one(key, &mut entry.ws, &mut slot_cx),
             };
             match polled {
                 Poll::Pending => {

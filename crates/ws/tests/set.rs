@@ -49,6 +49,52 @@ async fn raw_peer(
 
 #[tokio::test]
 async fn one_task_echoes_many_connections() {
+    echo_many_connections(false).await;
+}
+
+#[tokio::test]
+async fn one_task_echoes_many_connections_borrowing_each_message() {
+    echo_many_connections(true).await;
+}
+
+/// Echoes the next message of any connection in `set`, with `recv` and `feed` or borrowed
+/// with `recv_with` and the handler's outbox: returns its key and whether it was data, or
+/// `None` when that connection has left the set.
+async fn echo_next(
+    set: &mut WebSocketSet<tokio::net::TcpStream>,
+    borrowed: bool,
+) -> (Key, Option<bool>) {
+    if borrowed {
+        let (key, echo) = set
+            .recv_with(|key, message, out| {
+                if message.is_data() {
+                    out.send_ref(message).unwrap();
+                }
+                (key, message.is_data())
+            })
+            .await;
+        let echo = echo.map(|handled| {
+            let (handled, is_data) = handled.unwrap();
+            assert_eq!(handled, key);
+            is_data
+        });
+        return (key, echo);
+    }
+    let (key, message) = set.recv().await;
+    let echo = message.map(|message| match message {
+        Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
+            set.feed(key, message).unwrap();
+            true
+        }
+        Ok(Message::Close(_)) => false,
+        other => panic!("{other:?}"),
+    });
+    (key, echo)
+}
+
+/// 200 clients with 10 messages in flight each, echoed by one set with `recv` and `feed`, or
+/// with `recv_with` and the handler's outbox.
+async fn echo_many_connections(borrowed: bool) {
     const CLIENTS: usize = 200;
     const MESSAGES: usize = 10;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -66,13 +112,8 @@ async fn one_task_echoes_many_connections() {
                     set.insert(done.unwrap().unwrap());
                     most = most.max(set.len());
                 }
-                (key, message) = set.recv() => match message {
-                    Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
-                        set.feed(key, message).unwrap();
-                        echoed += 1;
-                    }
-                    Some(Ok(Message::Close(_))) => {}
-                    Some(other) => panic!("{other:?}"),
+                (key, echo) = echo_next(&mut set, borrowed) => match echo {
+                    Some(is_data) => echoed += usize::from(is_data),
                     None => {
                         assert!(!set.contains(key));
                         ended += 1;
