@@ -12,7 +12,9 @@ use bytes::Bytes;
 use crate::close::CloseFrame;
 use crate::connection::{Connection, Event, Fragment, Role, State};
 use crate::error::SendError;
+use crate::frame::OpCode;
 use crate::message::{DataKind, Message};
+use crate::out::COPY_THRESHOLD;
 
 /// A received message, borrowed: valid while the handler given to
 /// [`Connection::next_event_with`] runs.
@@ -149,11 +151,46 @@ impl Event {
 #[derive(Debug)]
 pub struct Outbox<'a> {
     conn: &'a mut Connection,
+    /// The lent message's payload when it was split off the receive buffer: what is sent
+    /// from it is queued by reference.
+    shared: Option<&'a Bytes>,
 }
 
 impl<'a> Outbox<'a> {
     pub(crate) fn new(conn: &'a mut Connection) -> Outbox<'a> {
-        Outbox { conn }
+        Outbox { conn, shared: None }
+    }
+
+    /// An outbox while a message held in `shared` is lent.
+    pub(crate) fn lending(conn: &'a mut Connection, shared: Option<&'a Bytes>) -> Outbox<'a> {
+        Outbox { conn, shared }
+    }
+
+    /// `payload` as a slice of the lent message's bytes, when it lies in them and is large
+    /// enough to be queued by reference rather than copied.
+    #[inline]
+    fn share(&self, payload: &[u8]) -> Option<Bytes> {
+        let shared = self.shared.filter(|_| payload.len() >= COPY_THRESHOLD)?;
+        let start = payload.as_ptr() as usize;
+        let within = start >= shared.as_ptr() as usize
+            && start + payload.len() <= shared.as_ptr() as usize + shared.len();
+        within.then(|| shared.slice_ref(payload))
+    }
+
+    /// Queues a data message from a slice: by reference when it lies in the lent message.
+    #[inline]
+    fn send_slice(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
+        match self.share(payload) {
+            Some(shared) => self.send_shared(opcode, shared),
+            None => self.conn.send_data_slice(opcode, payload),
+        }
+    }
+
+    /// Kept out of line: inlined, it made the compiler move the copying path (the one small
+    /// messages take) into a function of its own, about 40 instructions more per message.
+    #[inline(never)]
+    fn send_shared(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), SendError> {
+        self.conn.send_data(opcode, payload, true)
     }
 
     /// Queues an owned message ([`Connection::send`]).
@@ -162,22 +199,28 @@ impl<'a> Outbox<'a> {
         self.conn.send(message)
     }
 
-    /// Queues a copy of a borrowed message ([`Connection::send_ref`]).
+    /// Queues a borrowed message ([`Connection::send_ref`]): copied, unless it is (a part
+    /// of) a lent message of [`COPY_THRESHOLD`] bytes or more that was split off the receive
+    /// buffer, which a server queues by reference.
     #[inline]
     pub fn send_ref(&mut self, message: MessageRef<'_>) -> Result<(), SendError> {
-        self.conn.send_ref(message)
+        match message {
+            MessageRef::Text(text) => self.send_text(text),
+            MessageRef::Binary(data) => self.send_binary(data),
+            control => self.conn.send_ref(control),
+        }
     }
 
-    /// Queues a text message, copied.
+    /// Queues a text message (copied, or shared as [`send_ref`](Outbox::send_ref) says).
     #[inline]
     pub fn send_text(&mut self, text: &str) -> Result<(), SendError> {
-        self.conn.send_ref(MessageRef::Text(text))
+        self.send_slice(OpCode::Text, text.as_bytes())
     }
 
-    /// Queues a binary message, copied.
+    /// Queues a binary message (copied, or shared as [`send_ref`](Outbox::send_ref) says).
     #[inline]
     pub fn send_binary(&mut self, data: &[u8]) -> Result<(), SendError> {
-        self.conn.send_ref(MessageRef::Binary(data))
+        self.send_slice(OpCode::Binary, data)
     }
 
     /// Queues one frame of a fragmented message ([`Connection::send_fragment`]).

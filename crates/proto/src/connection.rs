@@ -353,6 +353,11 @@ impl Connection {
     /// Returns what `f` returned, `Ok(None)` when more bytes are needed, and fails as
     /// [`next_event`](Connection::next_event) does.
     ///
+    /// Messages of [`COPY_THRESHOLD`] bytes or more, and those that did not arrive whole in
+    /// one frame, are split off the buffer as for `next_event` and lent from there: a
+    /// server that sends such a message (or a part of it) back through the outbox queues
+    /// it by reference, not as a copy.
+    ///
     /// ```
     /// use fullduplex_proto::{Config, Connection, EventRef, Message, MessageRef, Role};
     /// let mut client = Connection::new(Role::Client, Config::default());
@@ -376,7 +381,9 @@ impl Connection {
         }
         if self.frame.is_none() && !self.failed && !self.close_received {
             // A header that is short or invalid is left to the general path, which reports it.
-            if let Ok(Some((header, header_len))) = FrameHeader::parse(&self.recv) {
+            if let Ok(Some((header, header_len))) = FrameHeader::parse(&self.recv).map(|parsed| {
+                parsed.filter(|(header, _)| header.payload_len < COPY_THRESHOLD as u64)
+            }) {
                 match self.whole_frame(&header, header_len) {
                     Ok(Some(kind)) => {
                         let frame_len = header_len + header.payload_len as usize;
@@ -391,7 +398,17 @@ impl Connection {
             }
         }
         match self.parse_event()? {
-            Some(event) => Ok(Some(f(event.borrowed(), &mut Outbox::new(self)))),
+            Some(event) => {
+                let shared = match &event {
+                    Event::Message(Message::Text(text)) => Some(text.as_bytes()),
+                    Event::Message(Message::Binary(data)) => Some(data),
+                    _ => None,
+                };
+                Ok(Some(f(
+                    event.borrowed(),
+                    &mut Outbox::lending(self, shared),
+                )))
+            }
             None => Ok(None),
         }
     }
@@ -1024,7 +1041,7 @@ impl Connection {
     // ----- sending -----
 
     #[inline]
-    fn send_data(
+    pub(crate) fn send_data(
         &mut self,
         opcode: OpCode,
         payload: Bytes,
@@ -1038,7 +1055,11 @@ impl Connection {
     }
 
     #[inline]
-    fn send_data_slice(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
+    pub(crate) fn send_data_slice(
+        &mut self,
+        opcode: OpCode,
+        payload: &[u8],
+    ) -> Result<(), SendError> {
         match self.compress_for_send(payload, true)? {
             Some(compressed) => self.queue_compressed(opcode, compressed),
             None => self.queue_slice(FrameHeader::new(opcode, payload.len() as u64), payload),

@@ -1966,6 +1966,51 @@ mod zero_copy {
         assert_eq!(frames[1].payload, &text[..]);
     }
 
+    /// A borrowed echo (`next_event_with` and the outbox) queues a large message, or a part of
+    /// it, by reference to the received bytes, and copies a small one.
+    #[test]
+    fn borrowed_large_messages_are_echoed_without_copying() {
+        use fullduplex_proto::{EventRef, MessageRef};
+        let large = pattern(COPY_THRESHOLD);
+        let text = "é".repeat(COPY_THRESHOLD / 2 + 50);
+        let mut stream = client_frame(op::BINARY, &large);
+        stream.extend(client_frame(op::TEXT, text.as_bytes()));
+        let larger = pattern(COPY_THRESHOLD + 10);
+        stream.extend(client_frame(op::BINARY, &larger));
+        stream.extend(client_frame(op::BINARY, b"small"));
+        let mut server = conn(Role::Server);
+        fill(&mut server, &stream);
+        let mut lent = Vec::new();
+        for part in [false, false, true, false] {
+            let echoed = server.next_event_with(|event, out| {
+                let EventRef::Message(message) = event else {
+                    panic!("{event:?}")
+                };
+                lent.push((message.payload().as_ptr() as usize, message.payload().len()));
+                match message {
+                    // A part of the message, from its second byte.
+                    MessageRef::Binary(data) if part => out.send_binary(&data[1..]),
+                    message => out.send_ref(message),
+                }
+            });
+            assert_eq!(echoed, Ok(Some(Ok(()))));
+        }
+        let slices = queued_slices(&mut server);
+        assert!(slices.contains(&lent[0]), "{lent:?} {slices:?}");
+        assert!(slices.contains(&lent[1]), "{lent:?} {slices:?}");
+        let (start, len) = lent[2];
+        assert!(
+            slices.contains(&(start + 1, len - 1)),
+            "{lent:?} {slices:?}"
+        );
+        assert!(!slices.iter().any(|&(ptr, _)| ptr == lent[3].0));
+        let frames = take_frames(&mut server);
+        assert_eq!(frames[0].payload, &large[..]);
+        assert_eq!(frames[1].payload, text.as_bytes());
+        assert_eq!(frames[2].payload, &larger[1..]);
+        assert_eq!(frames[3].payload, b"small");
+    }
+
     /// `COPY_THRESHOLD`: "shorter ones are copied next to their header ... it lets many small
     /// frames leave in one contiguous write."
     #[test]
