@@ -59,7 +59,7 @@ fn min(values: &[f64]) -> f64 {
 
 /// The server the targets are about.
 const FULLDUPLEX: &str = "fullduplex";
-/// The same library echoing messages borrowed (`recv_with` and its outbox).
+/// The same library echoing messages borrowed (`recv_many` and its outbox).
 const FULLDUPLEX_BORROWED: &str = "fullduplex-borrowed";
 /// The same library echoing in `ReceiveMode::Streaming`.
 const FULLDUPLEX_STREAMING: &str = "fullduplex-streaming";
@@ -345,10 +345,10 @@ impl Results {
         };
         for cell in self.cells.iter().filter(|c| !c.compress) {
             // The echo of owned messages (`recv` and `feed`) is the one the targets are about;
-            // the borrowed echo (`recv_with`) is shown beside it where it ran.
+            // the borrowed echo (`recv_many`) is shown beside it where it ran.
             let variants = [
                 (FULLDUPLEX, ""),
-                (FULLDUPLEX_BORROWED, ", borrowed echo (`recv_with`)"),
+                (FULLDUPLEX_BORROWED, ", borrowed echo (`recv_many`)"),
             ];
             for (server, variant) in variants {
                 if server != FULLDUPLEX && !self.cell_runs(&cell.id).contains_key(server) {
@@ -753,7 +753,7 @@ mod tests {
         assert!(pipelined[0].contains("| 0.90× µWebSockets"), "{targets}");
         assert!(pipelined[0].ends_with("| **missed** |"), "{targets}");
         assert!(
-            pipelined[1].contains(", borrowed echo (`recv_with`) |"),
+            pipelined[1].contains(", borrowed echo (`recv_many`) |"),
             "{targets}"
         );
         assert!(pipelined[1].contains("| 1.10× µWebSockets"), "{targets}");

@@ -8,9 +8,10 @@
 //! `ReceiveMode::Streaming` and echoes every piece as soon as it arrives, as a frame of a
 //! fragmented reply (the conformance run covers that mode too), with a write buffer limit
 //! large enough for a whole message of a peer that does not read while it sends. With `--set`
-//! all connections live in one `WebSocketSet`, driven by the main task. With `--borrowed` each
-//! message is lent to a handler (`recv_with`) that copies the echo into the write buffer
-//! through its outbox, where the default echo takes messages (`recv`). Replies are fed, not
+//! all connections live in one `WebSocketSet`, driven by the main task. With `--borrowed` the
+//! messages are lent to a handler (`recv_many`: every message that has arrived, in one call)
+//! that copies the echo into the write buffer through its outbox, where the default echo
+//! takes messages (`recv`). Replies are fed, not
 //! sent: they leave in one write per batch of reads, when `recv` would wait for the peer.
 //!
 //! With permessage-deflate negotiated it compresses every reply (threshold 0) rather than only
@@ -108,7 +109,7 @@ async fn echo(tcp: TcpStream, streaming: bool, borrowed: bool) -> Result<(), ful
     }
     if borrowed {
         while let Some(echoed) = ws
-            .recv_with(|message, out| {
+            .recv_many(|message, out| {
                 if message.is_data() {
                     out.send_ref(message)?;
                 }
@@ -116,7 +117,7 @@ async fn echo(tcp: TcpStream, streaming: bool, borrowed: bool) -> Result<(), ful
             })
             .await
         {
-            echoed??;
+            echoed?;
         }
         return Ok(());
     }

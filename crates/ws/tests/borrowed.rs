@@ -268,3 +268,158 @@ async fn invalid_utf8_fails_with_1007() {
     assert_eq!(wire[0], 0x88);
     assert_eq!(u16::from_be_bytes([wire[2], wire[3]]), 1007);
 }
+
+/// Polls `recv_many` once with an echo handler.
+fn poll_echo_many(ws: &mut WebSocket<Scripted>) -> Poll<Option<Result<usize, Error>>> {
+    let waker = std::task::Waker::noop();
+    let mut cx = Context::from_waker(waker);
+    let mut handler = |message: MessageRef<'_>, out: &mut fullduplex::Outbox<'_>| {
+        if message.is_data() {
+            out.send_ref(message)?;
+        }
+        Ok::<_, Error>(())
+    };
+    ws.poll_recv_many(&mut cx, &mut handler)
+}
+
+fn scripted_server(reads: Vec<Vec<u8>>, stall_writes: bool, config: Config) -> WebSocket<Scripted> {
+    let transport = Scripted {
+        reads: reads.into(),
+        stall_writes,
+        ..Scripted::default()
+    };
+    WebSocket::from_raw(transport, Role::Server, config, Default::default())
+}
+
+#[test]
+fn recv_many_handles_a_batch_in_one_call_and_its_replies_leave_in_one_write() {
+    let batch: Vec<u8> = (0..8u8)
+        .flat_map(|i| client_frame(true, 2, &[i; 16]))
+        .collect();
+    let mut ws = scripted_server(vec![batch], false, Config::default());
+    let (writes, bytes) = (ws.get_ref().writes.clone(), ws.get_ref().bytes.clone());
+    assert!(matches!(poll_echo_many(&mut ws), Poll::Ready(Some(Ok(8)))));
+    assert_eq!(writes.load(Ordering::SeqCst), 0);
+    assert!(poll_echo_many(&mut ws).is_pending());
+    assert_eq!(writes.load(Ordering::SeqCst), 1);
+    assert_eq!(bytes.load(Ordering::SeqCst), 8 * (2 + 16));
+}
+
+#[test]
+fn recv_many_stops_at_the_write_limit() {
+    let payload = vec![7u8; 1000];
+    let frames: Vec<Vec<u8>> = (0..100).map(|_| client_frame(true, 2, &payload)).collect();
+    // One frame per read, or all of them in one stream (several whole frames per read).
+    for reads in [frames.clone(), vec![frames.concat()]] {
+        let one_stream = reads.len() == 1;
+        let config = Config::default().write_buffer_limit(8 << 10);
+        let mut ws = scripted_server(reads, true, config);
+        let (mut delivered, mut most) = (0, 0);
+        while let Poll::Ready(Some(Ok(handled))) = poll_echo_many(&mut ws) {
+            delivered += handled;
+            most = most.max(handled);
+            assert!(delivered < 100, "the handler ran for every message");
+        }
+        // A call handles what the buffer holds and does not read again for more.
+        assert_eq!(most > 1, one_stream, "at most {most} per call");
+        // As with `recv_with`: messages are handed out while the queue is below the limit
+        // (nine echoes of 1,004 bytes reach 8 KiB).
+        assert_eq!(delivered, 9);
+        assert_eq!(ws.buffered_amount(), 9 * 1004);
+        assert!(poll_echo_many(&mut ws).is_pending());
+    }
+}
+
+#[test]
+fn recv_many_returns_a_protocol_error_after_the_messages_before_it() {
+    let mut read = client_frame(true, 1, b"fine");
+    read.extend(client_frame(true, 1, b"also fine"));
+    read.extend(client_frame(true, 1, &[0xce, 0xba, 0xff]));
+    read.extend(client_frame(true, 1, b"never seen"));
+    let mut ws = scripted_server(vec![read], false, Config::default());
+    let bytes = ws.get_ref().bytes.clone();
+    assert!(matches!(poll_echo_many(&mut ws), Poll::Ready(Some(Ok(2)))));
+    match poll_echo_many(&mut ws) {
+        Poll::Ready(Some(Err(Error::Protocol(ProtocolError::InvalidUtf8)))) => {}
+        other => panic!("expected InvalidUtf8, got {other:?}"),
+    }
+    // The two echoes and the close frame went out; then the stream ends.
+    assert!(bytes.load(Ordering::SeqCst) > (2 + 4) + (2 + 9) + 4);
+    assert!(matches!(poll_echo_many(&mut ws), Poll::Ready(None)));
+}
+
+/// The error type of a handler that can stop on its own.
+#[derive(Debug)]
+#[allow(dead_code)] // `Ws` is read through `Debug` only.
+enum Stop {
+    Here(usize),
+    Ws(Error),
+}
+
+impl From<Error> for Stop {
+    fn from(error: Error) -> Stop {
+        Stop::Ws(error)
+    }
+}
+
+#[test]
+fn a_handler_error_stops_the_batch_and_the_rest_comes_next() {
+    let read: Vec<u8> = (1..=3u8)
+        .flat_map(|i| client_frame(true, 2, &[i; 3]))
+        .collect();
+    let mut ws = scripted_server(vec![read], false, Config::default());
+    let waker = std::task::Waker::noop();
+    let mut cx = Context::from_waker(waker);
+    let mut seen = Vec::new();
+    let mut handler = |message: MessageRef<'_>, _: &mut fullduplex::Outbox<'_>| {
+        let first = message.payload()[0] as usize;
+        seen.push(first);
+        if first == 2 {
+            return Err(Stop::Here(first));
+        }
+        Ok(())
+    };
+    assert!(matches!(
+        ws.poll_recv_many(&mut cx, &mut handler),
+        Poll::Ready(Some(Err(Stop::Here(2))))
+    ));
+    assert!(matches!(
+        ws.poll_recv_many(&mut cx, &mut handler),
+        Poll::Ready(Some(Ok(1)))
+    ));
+    assert_eq!(seen, [1, 2, 3]);
+}
+
+#[tokio::test]
+async fn recv_many_echoes_over_tcp_and_ends_with_the_close() {
+    let (mut client, mut server) = tcp_pair(Config::default(), Config::default()).await;
+    let echo = tokio::spawn(async move {
+        let mut handled = 0;
+        while let Some(result) = server
+            .recv_many(|message, out| {
+                if message.is_data() {
+                    out.send_ref(message)?;
+                }
+                Ok::<_, Error>(())
+            })
+            .await
+        {
+            handled += result.unwrap();
+        }
+        handled
+    });
+    for i in 0..50u32 {
+        client
+            .feed(Message::text(format!("message {i}")))
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+    for i in 0..50u32 {
+        let echoed = client.recv().await.unwrap().unwrap();
+        assert_eq!(echoed, Message::text(format!("message {i}")));
+    }
+    client.close(None).await.unwrap();
+    // 50 messages and the close.
+    assert_eq!(echo.await.unwrap(), 51);
+}
