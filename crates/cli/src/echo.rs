@@ -41,14 +41,20 @@ pub async fn run(args: EchoArgs) -> Result<(), Failure> {
         .await
 }
 
-/// Echoes until the peer closes. Replies are fed, not sent: they leave in one write per batch
-/// of reads, when `recv` would wait for the peer.
+/// Echoes until the peer closes. The messages are borrowed (`recv_many`: every message that
+/// has arrived, in one call) and the replies queued through the outbox: they leave in one
+/// write per batch of reads, when the connection would wait for the peer.
 async fn echo(mut ws: ServerSocket) -> Result<(), fullduplex::Error> {
-    while let Some(message) = ws.recv().await {
-        let message = message?;
-        if message.is_text() || message.is_binary() {
-            ws.feed(message).await?;
-        }
+    while let Some(handled) = ws
+        .recv_many(|message, out| {
+            if message.is_data() {
+                out.send_ref(message)?;
+            }
+            Ok::<_, fullduplex::Error>(())
+        })
+        .await
+    {
+        handled?;
     }
     Ok(())
 }
