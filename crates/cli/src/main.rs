@@ -7,6 +7,7 @@
 //! fdx completions bash
 //! ```
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -154,7 +155,11 @@ fn exit_status(result: Result<(), Failure>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("fdx: {}", failure.reason);
+            // One write for the whole line: `eprintln!` writes its pieces one by one, and the
+            // line editor's thread may redraw its prompt in between (`fdx connect` when the
+            // server closes while a line is being typed), which garbled the message.
+            let line = format!("fdx: {}\n", failure.reason);
+            let _ = std::io::stderr().write_all(line.as_bytes());
             ExitCode::from(failure.code)
         }
     }
