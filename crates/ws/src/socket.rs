@@ -241,14 +241,8 @@ where
     where
         F: FnOnce(MessageRef<'_>, &mut Outbox<'_>) -> R,
     {
-        if self.conn.config().receive_mode != ReceiveMode::Messages {
-            return Poll::Ready(Some(Err(Error::FragmentMode)));
-        }
-        if !self.done && self.conn.output_len() >= self.write_limit as usize {
-            // The handler's replies wait here, as `feed`'s would.
-            if let Err(error) = ready!(self.poll_write_out(cx)) {
-                return Poll::Ready(Some(Err(self.abort(cx, error))));
-            }
+        if let Err(error) = ready!(self.poll_ready_to_lend(cx)) {
+            return Poll::Ready(Some(Err(error)));
         }
         let delivered = self.poll_event_with(cx, |conn| {
             conn.next_event_with(|event, out| match event {
@@ -320,16 +314,10 @@ where
         F: FnMut(MessageRef<'_>, &mut Outbox<'_>) -> Result<(), E>,
         E: From<Error>,
     {
-        if self.conn.config().receive_mode != ReceiveMode::Messages {
-            return Poll::Ready(Some(Err(Error::FragmentMode.into())));
+        if let Err(error) = ready!(self.poll_ready_to_lend(cx)) {
+            return Poll::Ready(Some(Err(error.into())));
         }
         let limit = self.write_limit as usize;
-        if !self.done && self.conn.output_len() >= limit {
-            // The handler's replies wait here, as `feed`'s would.
-            if let Err(error) = ready!(self.poll_write_out(cx)) {
-                return Poll::Ready(Some(Err(self.abort(cx, error).into())));
-            }
-        }
         let mut deferred = None;
         let delivered = self.poll_event_with(cx, |conn| {
             let (mut handled, mut is_pong) = (0, false);
@@ -383,6 +371,21 @@ where
                 Err(error) => Err(E::from(error)),
             })
         })
+    }
+
+    /// Before messages are lent: only in [`ReceiveMode::Messages`], and once the write buffer
+    /// is below its limit (the handler's replies wait here, as `feed`'s would).
+    #[inline]
+    fn poll_ready_to_lend(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.conn.config().receive_mode != ReceiveMode::Messages {
+            return Poll::Ready(Err(Error::FragmentMode));
+        }
+        if !self.done && self.conn.output_len() >= self.write_limit as usize {
+            if let Err(error) = ready!(self.poll_write_out(cx)) {
+                return Poll::Ready(Err(self.abort(cx, error)));
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// Starts the close timer once a handler has closed through its outbox.
