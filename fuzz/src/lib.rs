@@ -276,6 +276,33 @@ impl EventChecker {
     }
 }
 
+/// Hands all of `input`'s stream to a fresh connection at once (with the end of input if the
+/// stream has one) and takes events with `next` until it needs more: the events, and the
+/// error that ended them.
+fn all_at_once(
+    role: Role,
+    config: Config,
+    input: &Input<'_>,
+    mut next: impl FnMut(&mut Connection) -> Result<Option<Event>, ProtocolError>,
+) -> (Vec<Event>, Option<ProtocolError>) {
+    let mut conn = Connection::new(role, config);
+    conn.recv_buf().extend_from_slice(input.stream);
+    if input.eof_at_end {
+        conn.recv_eof();
+    }
+    let (mut events, mut error) = (Vec::new(), None);
+    loop {
+        match next(&mut conn) {
+            Ok(Some(event)) => events.push(event),
+            Ok(None) => return (events, error),
+            Err(e) => {
+                assert!(error.is_none());
+                error = Some(e);
+            }
+        }
+    }
+}
+
 /// Runs a connection of `role` over `data` (see the module docs for the layout).
 pub fn frame_stream(role: Role, data: &[u8]) {
     let Some(input) = Input::decode(data) else {
@@ -359,41 +386,11 @@ pub fn frame_stream(role: Role, data: &[u8]) {
     }
 
     // Split points must not matter: the same bytes at once give the same events and error.
-    let mut reference = Connection::new(role, config.clone());
-    reference.recv_buf().extend_from_slice(input.stream);
-    if input.eof_at_end {
-        reference.recv_eof();
-    }
-    let mut ref_events = Vec::new();
-    let mut ref_error = None;
-    loop {
-        match reference.next_event() {
-            Ok(Some(event)) => ref_events.push(event),
-            Ok(None) => break,
-            Err(e) => {
-                assert!(ref_error.is_none());
-                ref_error = Some(e);
-            }
-        }
-    }
+    let (ref_events, ref_error) = all_at_once(role, config.clone(), &input, Connection::next_event);
     // Borrowing the events (`next_event_with`) gives the same events and the same error.
-    let mut lender = Connection::new(role, config);
-    lender.recv_buf().extend_from_slice(input.stream);
-    if input.eof_at_end {
-        lender.recv_eof();
-    }
-    let mut lent_events = Vec::new();
-    let mut lent_error = None;
-    loop {
-        match lender.next_event_with(|event, _| event.into_owned()) {
-            Ok(Some(event)) => lent_events.push(event),
-            Ok(None) => break,
-            Err(e) => {
-                assert!(lent_error.is_none());
-                lent_error = Some(e);
-            }
-        }
-    }
+    let (lent_events, lent_error) = all_at_once(role, config, &input, |conn| {
+        conn.next_event_with(|event, _| event.into_owned())
+    });
     assert_eq!(lent_events, ref_events, "borrowed events differ");
     assert_eq!(lent_error, ref_error, "borrowed error differs");
     let (events, ref_events) = if input.streaming {
