@@ -1,7 +1,7 @@
 //! An echo server: every text and binary message comes back unchanged.
 //!
 //! ```text
-//! cargo run --release -p fullduplex --example echo_server -- 127.0.0.1:9001 [--streaming | --set | --borrowed]
+//! cargo run --release -p fullduplex --example echo_server -- 127.0.0.1:9001 [--streaming | --set] [--borrowed]
 //! ```
 //!
 //! This is the Autobahn server testee. With `--streaming` it receives in
@@ -11,7 +11,8 @@
 //! all connections live in one `WebSocketSet`, driven by the main task. With `--borrowed` the
 //! messages are lent to a handler (`recv_many`: every message that has arrived, in one call)
 //! that copies the echo into the write buffer through its outbox, where the default echo
-//! takes messages (`recv`). Replies are fed, not
+//! takes messages (`recv`); `--set --borrowed` does the same for the set's connections
+//! (`WebSocketSet::recv_many`: one connection's messages per call). Replies are fed, not
 //! sent: they leave in one write per batch of reads, when `recv` would wait for the peer.
 //!
 //! With permessage-deflate negotiated it compresses every reply (threshold 0) rather than only
@@ -21,6 +22,7 @@
 //! the runner happy.
 
 use fullduplex::proto::deflate::DeflateConfig;
+use fullduplex::set::Key;
 use fullduplex::{Config, Event, ReceiveMode, WebSocketSet};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -39,7 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = TcpListener::bind(&addr).await?;
     println!("listening on {}", listener.local_addr()?);
     if in_set {
-        return echo_in_set(listener).await;
+        return echo_in_set(listener, borrowed).await;
     }
     loop {
         let (tcp, peer) = listener.accept().await?;
@@ -56,7 +58,10 @@ fn config() -> Config {
 }
 
 /// Every connection in one set: handshakes run as tasks, open connections in this one.
-async fn echo_in_set(listener: TcpListener) -> Result<(), Box<dyn std::error::Error>> {
+async fn echo_in_set(
+    listener: TcpListener,
+    borrowed: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
     let mut set = WebSocketSet::new();
     let mut handshakes = JoinSet::new();
     loop {
@@ -74,17 +79,39 @@ async fn echo_in_set(listener: TcpListener) -> Result<(), Box<dyn std::error::Er
                 }
                 Err(error) => eprintln!("handshake: {error}"),
             },
-            (key, message) = set.recv() => match message {
-                Some(Ok(message)) if message.is_text() || message.is_binary() => {
-                    if let Err(error) = set.feed(key, message) {
-                        eprintln!("{key:?}: {error}");
-                    }
+            (key, echoed) = echo_next(&mut set, borrowed) => {
+                if let Err(error) = echoed {
+                    eprintln!("{key:?}: {error}");
                 }
-                Some(Err(error)) => eprintln!("{key:?}: {error}"),
-                Some(Ok(_)) | None => {}
-            },
+            }
         }
     }
+}
+
+/// Echoes the set's next message, or with `borrowed` the batch of messages one connection has
+/// (`recv_many`).
+async fn echo_next(
+    set: &mut WebSocketSet<TcpStream>,
+    borrowed: bool,
+) -> (Key, Result<(), fullduplex::Error>) {
+    if borrowed {
+        let (key, echoed) = set
+            .recv_many(|_, message, out| {
+                if message.is_data() {
+                    out.send_ref(message)?;
+                }
+                Ok::<_, fullduplex::Error>(())
+            })
+            .await;
+        return (key, echoed.map_or(Ok(()), |echoed| echoed.map(drop)));
+    }
+    let (key, message) = set.recv().await;
+    let echoed = match message {
+        Some(Ok(message)) if message.is_text() || message.is_binary() => set.feed(key, message),
+        Some(Err(error)) => Err(error),
+        Some(Ok(_)) | None => Ok(()),
+    };
+    (key, echoed)
 }
 
 async fn echo(tcp: TcpStream, streaming: bool, borrowed: bool) -> Result<(), fullduplex::Error> {

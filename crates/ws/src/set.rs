@@ -43,7 +43,9 @@ impl Key {
 /// [`recv`](WebSocketSet::recv) yields the next message of any connection with the key it
 /// came from; [`feed`](WebSocketSet::feed) queues a message on one connection, and what is
 /// queued is written when the set next polls that connection (a connection's replies to one
-/// batch of reads leave in one write, as with [`WebSocket::feed`]). Everything a
+/// batch of reads leave in one write, as with [`WebSocket::feed`]);
+/// [`recv_many`](WebSocketSet::recv_many) lends one connection's messages at a time to a
+/// handler that answers through an outbox, the fastest way to reply. Everything a
 /// `WebSocket` does by itself (automatic pongs, the close handshake, keepalive and idle
 /// timers) goes on inside the set.
 ///
@@ -411,6 +413,58 @@ where
         })
     }
 
+    /// Receives every message that has arrived on one connection, borrowed, and hands each
+    /// to `handler` with the connection's key and an [`Outbox`] for its replies (see
+    /// [`WebSocket::recv_many`]): returns the key and how many messages were handled (or the
+    /// first error `handler` returned; the messages after it come with the next call), or
+    /// `(key, None)` when the connection has ended and left the set. One call per batch of a
+    /// busy connection instead of one per message: the cheapest way for a set to answer many
+    /// small messages. Cancel-safe.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut set: fullduplex::WebSocketSet<tokio::net::TcpStream>) {
+    /// // An echo of every connection in the set.
+    /// loop {
+    ///     let (key, echoed) = set
+    ///         .recv_many(|_key, message, out| {
+    ///             if message.is_data() {
+    ///                 out.send_ref(message)?;
+    ///             }
+    ///             Ok::<_, fullduplex::Error>(())
+    ///         })
+    ///         .await;
+    ///     if let Some(Err(error)) = echoed {
+    ///         eprintln!("{key:?}: {error}");
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub async fn recv_many<E, F>(&mut self, mut handler: F) -> (Key, Option<Result<usize, E>>)
+    where
+        F: FnMut(Key, MessageRef<'_>, &mut Outbox<'_>) -> Result<(), E>,
+        E: From<Error>,
+    {
+        poll_fn(move |cx| self.poll_recv_many(cx, &mut handler)).await
+    }
+
+    /// Polls for the messages that have arrived on one connection, borrowed (see
+    /// [`recv_many`](WebSocketSet::recv_many)).
+    pub fn poll_recv_many<E, F>(
+        &mut self,
+        cx: &mut Context<'_>,
+        handler: &mut F,
+    ) -> Poll<(Key, Option<Result<usize, E>>)>
+    where
+        F: FnMut(Key, MessageRef<'_>, &mut Outbox<'_>) -> Result<(), E>,
+        E: From<Error>,
+    {
+        self.poll_with(cx, |key, ws, cx| {
+            ws.poll_recv_many(cx, &mut |message: MessageRef<'_>, out: &mut Outbox<'_>| {
+                handler(key, message, out)
+            })
+        })
+    }
+
     /// Polls for the next event of any connection (see
     /// [`recv_event`](WebSocketSet::recv_event)).
     pub fn poll_next_event(
@@ -420,9 +474,10 @@ where
         self.poll_with(cx, |_, ws, cx| ws.poll_next_event(cx))
     }
 
-    /// The scheduler behind [`poll_next_event`](WebSocketSet::poll_next_event) and
-    /// [`poll_recv_with`](WebSocketSet::poll_recv_with): `poll_one` polls one ready connection
-    /// for what it delivers.
+    /// The scheduler behind [`poll_next_event`](WebSocketSet::poll_next_event),
+    /// [`poll_recv_with`](WebSocketSet::poll_recv_with) and
+    /// [`poll_recv_many`](WebSocketSet::poll_recv_many): `poll_one` polls one ready
+    /// connection for what it delivers (a message, or a batch of them).
     fn poll_with<T>(
         &mut self,
         cx: &mut Context<'_>,

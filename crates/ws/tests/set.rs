@@ -49,52 +49,91 @@ async fn raw_peer(
 
 #[tokio::test]
 async fn one_task_echoes_many_connections() {
-    echo_many_connections(false).await;
+    echo_many_connections(Receive::Owned).await;
 }
 
 #[tokio::test]
 async fn one_task_echoes_many_connections_borrowing_each_message() {
-    echo_many_connections(true).await;
+    echo_many_connections(Receive::Borrowed).await;
 }
 
-/// Echoes the next message of any connection in `set`, with `recv` and `feed` or borrowed
-/// with `recv_with` and the handler's outbox: returns its key and whether it was data, or
-/// `None` when that connection has left the set.
+#[tokio::test]
+async fn one_task_echoes_many_connections_a_batch_at_a_time() {
+    echo_many_connections(Receive::Batches).await;
+}
+
+/// How the set's echo takes its messages.
+#[derive(Debug, Clone, Copy)]
+enum Receive {
+    /// `recv`, and `feed` for the echo.
+    Owned,
+    /// `recv_with`, one message per call, echoed through the handler's outbox.
+    Borrowed,
+    /// `recv_many`, every message one connection has, echoed through the outbox.
+    Batches,
+}
+
+/// Echoes what one connection in `set` has next: returns its key and how many data messages
+/// were echoed, or `None` when that connection has left the set.
 async fn echo_next(
     set: &mut WebSocketSet<tokio::net::TcpStream>,
-    borrowed: bool,
-) -> (Key, Option<bool>) {
-    if borrowed {
-        let (key, echo) = set
-            .recv_with(|key, message, out| {
-                if message.is_data() {
-                    out.send_ref(message).unwrap();
+    receive: Receive,
+) -> (Key, Option<usize>) {
+    match receive {
+        Receive::Owned => {
+            let (key, message) = set.recv().await;
+            let echoed = message.map(|message| match message {
+                Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
+                    set.feed(key, message).unwrap();
+                    1
                 }
-                (key, message.is_data())
-            })
-            .await;
-        let echo = echo.map(|handled| {
-            let (handled, is_data) = handled.unwrap();
-            assert_eq!(handled, key);
-            is_data
-        });
-        return (key, echo);
-    }
-    let (key, message) = set.recv().await;
-    let echo = message.map(|message| match message {
-        Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
-            set.feed(key, message).unwrap();
-            true
+                Ok(Message::Close(_)) => 0,
+                other => panic!("{other:?}"),
+            });
+            (key, echoed)
         }
-        Ok(Message::Close(_)) => false,
-        other => panic!("{other:?}"),
-    });
-    (key, echo)
+        Receive::Borrowed => {
+            let (key, echoed) = set
+                .recv_with(|key, message, out| {
+                    if message.is_data() {
+                        out.send_ref(message).unwrap();
+                    }
+                    (key, usize::from(message.is_data()))
+                })
+                .await;
+            let echoed = echoed.map(|handled| {
+                let (handled, echoed) = handled.unwrap();
+                assert_eq!(handled, key);
+                echoed
+            });
+            (key, echoed)
+        }
+        Receive::Batches => {
+            let mut echoed = 0;
+            let mut keys = Vec::new();
+            let (key, handled) = set
+                .recv_many(|key, message, out| {
+                    keys.push(key);
+                    if message.is_data() {
+                        out.send_ref(message)?;
+                        echoed += 1;
+                    }
+                    Ok::<_, fullduplex::Error>(())
+                })
+                .await;
+            // One connection's messages per call, each counted.
+            assert!(keys.iter().all(|&handled| handled == key));
+            let handled = handled.map(|handled| {
+                assert_eq!(handled.unwrap(), keys.len());
+                echoed
+            });
+            (key, handled)
+        }
+    }
 }
 
-/// 200 clients with 10 messages in flight each, echoed by one set with `recv` and `feed`, or
-/// with `recv_with` and the handler's outbox.
-async fn echo_many_connections(borrowed: bool) {
+/// 200 clients with 10 messages in flight each, echoed by one set.
+async fn echo_many_connections(receive: Receive) {
     const CLIENTS: usize = 200;
     const MESSAGES: usize = 10;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -112,8 +151,8 @@ async fn echo_many_connections(borrowed: bool) {
                     set.insert(done.unwrap().unwrap());
                     most = most.max(set.len());
                 }
-                (key, echo) = echo_next(&mut set, borrowed) => match echo {
-                    Some(is_data) => echoed += usize::from(is_data),
+                (key, echo) = echo_next(&mut set, receive) => match echo {
+                    Some(count) => echoed += count,
                     None => {
                         assert!(!set.contains(key));
                         ended += 1;
@@ -161,6 +200,81 @@ async fn echo_many_connections(borrowed: bool) {
     assert_eq!(echoed, CLIENTS * MESSAGES);
     assert_eq!(left, 0, "ended connections stay in the set");
     assert!(most > 1, "the connections never overlapped");
+}
+
+/// `recv_many` on a set: one connection's messages in one call and under its key, a handler
+/// error that stops the batch (the rest comes with the next call), and a protocol error after
+/// good messages, returned by the call after them (with a 1007 close); then the connection
+/// leaves the set.
+#[tokio::test]
+async fn a_batch_is_one_connections_messages_and_errors_come_after_it() {
+    use fullduplex::proto::ProtocolError;
+    use fullduplex::{Error, MessageRef, Outbox};
+
+    #[derive(Debug)]
+    enum Stop {
+        At(u8),
+        Ws(Error),
+    }
+    impl From<Error> for Stop {
+        fn from(error: Error) -> Stop {
+            Stop::Ws(error)
+        }
+    }
+
+    let mut set = WebSocketSet::new();
+    let (_quiet_peer, server) = raw_peer(4096, Config::default()).await;
+    let quiet = set.insert(server);
+    let (mut peer, server) = raw_peer(4096, Config::default()).await;
+    let busy = set.insert(server);
+    let mut read: Vec<u8> = (1..=4u8)
+        .flat_map(|i| client_frame(true, 2, &[i; 3]))
+        .collect();
+    read.extend(client_frame(true, 1, &[0xce, 0xba, 0xff]));
+    read.extend(client_frame(true, 1, b"never seen"));
+    peer.write_all(&read).await.unwrap();
+
+    let mut seen = Vec::new();
+    let mut handler = |key: Key, message: MessageRef<'_>, out: &mut Outbox<'_>| {
+        let first = message.payload()[0];
+        seen.push((key, first));
+        out.send_ref(message).map_err(Error::from)?;
+        if first == 2 {
+            return Err(Stop::At(first));
+        }
+        Ok(())
+    };
+    macro_rules! next {
+        () => {
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                std::future::poll_fn(|cx| set.poll_recv_many(cx, &mut handler)),
+            )
+            .await
+        };
+    }
+    assert!(matches!(next!(), Ok((key, Some(Err(Stop::At(2))))) if key == busy));
+    assert!(matches!(next!(), Ok((key, Some(Ok(2)))) if key == busy));
+    match next!() {
+        Ok((key, Some(Err(Stop::Ws(Error::Protocol(ProtocolError::InvalidUtf8)))))) => {
+            assert_eq!(key, busy)
+        }
+        other => panic!("expected InvalidUtf8, got {other:?}"),
+    }
+    assert!(matches!(next!(), Ok((key, None)) if key == busy));
+    assert_eq!(seen, [(busy, 1), (busy, 2), (busy, 3), (busy, 4)]);
+    assert!(!set.contains(busy) && set.contains(quiet));
+
+    // The four echoes, then a close frame with 1007 (invalid payload data).
+    let mut echoed = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut peer, &mut echoed)
+        .await
+        .unwrap();
+    let expected: Vec<u8> = (1..=4u8).flat_map(|i| [0x82, 3, i, i, i]).collect();
+    let (echoes, close) = echoed.split_at(expected.len().min(echoed.len()));
+    assert_eq!(echoes, expected);
+    assert_eq!(close[0], 0x88);
+    assert_eq!(close[2..4], [0x03, 0xef], "close code 1007");
 }
 
 #[tokio::test]
