@@ -1,6 +1,7 @@
-//! `WebSocketSet`: many connections driven by one task. Echo over real sockets, keys that
-//! outlive their connection, a close started by the server, backpressure that pauses only
-//! the slow connection, and timers that still run on a paused one.
+//! `WebSocketSet`: many connections driven by one task. Echo over real sockets (messages taken
+//! owned, lent one at a time and lent in batches), keys that outlive their connection, a close
+//! started by the server, backpressure that pauses only the slow connection, and timers that
+//! still run on a paused one.
 
 mod common;
 
@@ -601,7 +602,7 @@ async fn random_operations_keep_the_set_consistent() {
         let mut live: Vec<(Key, WebSocket<DuplexStream>)> = Vec::new();
         let mut gone: Vec<Key> = Vec::new();
         for step in 0..60 {
-            let op = if live.is_empty() { 0 } else { rng.below(7) };
+            let op = if live.is_empty() { 0 } else { rng.below(8) };
             match op {
                 0 => {
                     let (client, server) = duplex_server(4096, Config::default()).await;
@@ -668,6 +669,38 @@ async fn random_operations_keep_the_set_consistent() {
                     }
                     assert!(events.iter().all(|(k, _)| *k == key), "{events:?}");
                     gone.push(key);
+                }
+                6 => {
+                    // A few messages at once, echoed by the set's `recv_many` (in one batch
+                    // or in several), then received back in order.
+                    let pick = rng.below(live.len());
+                    let count = 1 + rng.below(4);
+                    let (key, client) = &mut live[pick];
+                    let messages: Vec<Message> = (0..count)
+                        .map(|i| Message::text(format!("{step}.{i}")))
+                        .collect();
+                    for message in &messages {
+                        client.feed(message.clone()).await.unwrap();
+                    }
+                    client.flush().await.unwrap();
+                    let mut handled = 0;
+                    while handled < count {
+                        let echo = set.recv_many(|_, message, out| {
+                            out.send_ref(message)?;
+                            Ok::<_, fullduplex::Error>(())
+                        });
+                        let (from, batch) = tokio::time::timeout(Duration::from_secs(10), echo)
+                            .await
+                            .expect("stalled");
+                        assert_eq!(from, *key, "seed {seed} step {step}");
+                        handled += batch.unwrap().unwrap();
+                    }
+                    assert_eq!(handled, count, "seed {seed} step {step}");
+                    for message in messages {
+                        let (received, events) = while_driving(&mut set, client.recv()).await;
+                        assert_eq!(received.unwrap().unwrap(), message);
+                        assert!(events.is_empty(), "seed {seed} step {step}: {events:?}");
+                    }
                 }
                 _ => {
                     // Stale keys address nothing.
