@@ -8,7 +8,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use fullduplex::Message;
+use fullduplex::{Message, WebSocketSet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -54,14 +54,26 @@ fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     frame
 }
 
+/// How the server under test echoes.
+#[derive(Debug, Clone, Copy)]
+enum Echo {
+    /// `recv`, then `feed`.
+    Owned,
+    /// `recv_with`, one message lent per call, echoed through the outbox.
+    Borrowed,
+    /// `recv_many`, every message that has arrived lent in one call.
+    Batches,
+    /// The connection in a `WebSocketSet`, echoed with the set's `recv_many`.
+    Set,
+}
+
 /// Runs `count` echoes of `payload_len`-byte binary messages, `pipeline` in flight, and returns
-/// the allocations counted while they ran (after a warm-up). The server echoes with `recv` and
-/// `feed`, or with `recv_with` and its outbox when `borrowed` is set.
+/// the allocations counted while they ran (after a warm-up).
 fn echo_allocations(
     payload_len: usize,
     pipeline: usize,
     count: usize,
-    borrowed: bool,
+    echo: Echo,
 ) -> (usize, usize) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -74,20 +86,29 @@ fn echo_allocations(
             let (tcp, _) = listener.accept().await.unwrap();
             tcp.set_nodelay(true).unwrap();
             let mut ws = fullduplex::accept(tcp).await.unwrap();
-            if borrowed {
-                while let Some(Ok(())) = ws
-                    .recv_with(|message, out| {
-                        if message.is_data() {
-                            out.send_ref(message).unwrap();
+            let reply = |message: fullduplex::MessageRef<'_>, out: &mut fullduplex::Outbox<'_>| {
+                if message.is_data() {
+                    out.send_ref(message)?;
+                }
+                Ok::<_, fullduplex::Error>(())
+            };
+            match echo {
+                Echo::Owned => {
+                    while let Some(Ok(message)) = ws.recv().await {
+                        if let Message::Binary(_) | Message::Text(_) = message {
+                            ws.feed(message).await.unwrap();
                         }
-                    })
-                    .await
-                {}
-                return;
-            }
-            while let Some(Ok(message)) = ws.recv().await {
-                if let Message::Binary(_) | Message::Text(_) = message {
-                    ws.feed(message).await.unwrap();
+                    }
+                }
+                Echo::Borrowed => while let Some(Ok(Ok(()))) = ws.recv_with(reply).await {},
+                Echo::Batches => while let Some(Ok(_)) = ws.recv_many(reply).await {},
+                Echo::Set => {
+                    let mut set = WebSocketSet::new();
+                    set.insert(ws);
+                    while let (_, Some(Ok(_))) =
+                        set.recv_many(|_, message, out| reply(message, out)).await
+                    {
+                    }
                 }
             }
         });
@@ -140,20 +161,19 @@ fn echo_allocations(
 fn echo_allocates_nothing_per_message_beyond_the_payload() {
     const N: usize = 10_000;
     let cells = [(16, 1), (16, 8), (1024, 1), (1024, 8), (4096, 4)];
-    for ((len, pipeline), borrowed) in cells
-        .into_iter()
-        .flat_map(|cell| [(cell, false), (cell, true)])
-    {
-        let (allocations, bytes) = echo_allocations(len, pipeline, N, borrowed);
+    for ((len, pipeline), echo) in cells.into_iter().flat_map(|cell| {
+        [Echo::Owned, Echo::Borrowed, Echo::Batches, Echo::Set].map(|echo| (cell, echo))
+    }) {
+        let (allocations, bytes) = echo_allocations(len, pipeline, N, echo);
         eprintln!(
-            "payload {len} B x{pipeline} in flight (borrowed: {borrowed}): {allocations} allocations, {bytes} bytes for {N} echoes"
+            "payload {len} B x{pipeline} in flight ({echo:?}): {allocations} allocations, {bytes} bytes for {N} echoes"
         );
         // The payload itself is a slice of the receive buffer, so the allowance of "one
         // allocation per message for the payload" is not even needed: a handful of
         // allocations in total (buffer growth) is what a correct implementation shows.
         assert!(
             allocations <= N / 100,
-            "{allocations} allocations for {N} echoes of {len} bytes (pipeline {pipeline})"
+            "{allocations} allocations for {N} echoes of {len} bytes (pipeline {pipeline}, {echo:?})"
         );
     }
 }
