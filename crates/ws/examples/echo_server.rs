@@ -23,7 +23,7 @@
 
 use fullduplex::proto::deflate::DeflateConfig;
 use fullduplex::set::Key;
-use fullduplex::{Config, Event, ReceiveMode, WebSocketSet};
+use fullduplex::{Config, Event, MessageRef, Outbox, ReceiveMode, WebSocketSet};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
@@ -96,12 +96,7 @@ async fn echo_next(
 ) -> (Key, Result<(), fullduplex::Error>) {
     if borrowed {
         let (key, echoed) = set
-            .recv_many(|_, message, out| {
-                if message.is_data() {
-                    out.send_ref(message)?;
-                }
-                Ok::<_, fullduplex::Error>(())
-            })
+            .recv_many(|_, message, out| echo_lent(message, out))
             .await;
         return (key, echoed.map_or(Ok(()), |echoed| echoed.map(drop)));
     }
@@ -112,6 +107,14 @@ async fn echo_next(
         Some(Ok(_)) | None => Ok(()),
     };
     (key, echoed)
+}
+
+/// The borrowed echo's handler: a data message goes back through the outbox.
+fn echo_lent(message: MessageRef<'_>, out: &mut Outbox<'_>) -> Result<(), fullduplex::Error> {
+    if message.is_data() {
+        out.send_ref(message)?;
+    }
+    Ok(())
 }
 
 async fn echo(tcp: TcpStream, streaming: bool, borrowed: bool) -> Result<(), fullduplex::Error> {
@@ -135,15 +138,7 @@ async fn echo(tcp: TcpStream, streaming: bool, borrowed: bool) -> Result<(), ful
         return Ok(());
     }
     if borrowed {
-        while let Some(echoed) = ws
-            .recv_many(|message, out| {
-                if message.is_data() {
-                    out.send_ref(message)?;
-                }
-                Ok::<_, fullduplex::Error>(())
-            })
-            .await
-        {
+        while let Some(echoed) = ws.recv_many(echo_lent).await {
             echoed?;
         }
         return Ok(());
