@@ -148,6 +148,13 @@ fn select(selection: &Selection) -> Result<Vec<ServerSpec>, String> {
     for extra in &selection.extra {
         list.push(servers::extra(extra)?);
     }
+    // A server asked for by name that is not there (µWebSockets not built, no `.venv`) fails
+    // the run rather than leaving it out of the tables unnoticed.
+    for name in &selection.servers {
+        if !list.iter().any(|s| &s.name == name) {
+            return Err(servers::missing(name));
+        }
+    }
     for spec in &list {
         let program = &spec.command[0];
         if !std::path::Path::new(program).exists() {

@@ -96,6 +96,21 @@ pub fn builtin(python_everywhere: bool) -> Vec<ServerSpec> {
     servers
 }
 
+/// Why a server asked for by name is not available, and how to make it so.
+pub fn missing(name: &str) -> String {
+    match name {
+        "uwebsockets" => "uwebsockets is not built: run crates/bench/peers/build_uws.sh (it \
+                          needs a C compiler and Debian's libuv1)"
+            .to_owned(),
+        "python-websockets" => "python-websockets needs .venv: python3 -m venv .venv && \
+                                .venv/bin/python -m pip install -r interop/requirements.txt"
+            .to_owned(),
+        _ => format!(
+            "no server named {name} (the built-in ones, or one given with --server {name}=PATH)"
+        ),
+    }
+}
+
 /// An extra fullduplex build given as `NAME=PATH` (for before/after runs).
 pub fn extra(spec: &str) -> Result<ServerSpec, String> {
     let (name, path) = spec
