@@ -26,7 +26,7 @@ fn main() {
             Ok::<_, fullduplex::Error>(())
         };
         poll_fn(|cx| loop {
-            while let Poll::Ready(_) = set.poll_recv_many(cx, &mut echo) {}
+            while set.poll_recv_many(cx, &mut echo).is_ready() {}
             let mut progress = false;
             // An accept error (out of file descriptors, say) ends this round of accepting; the
             // runner sees its clients fail.
