@@ -8,6 +8,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use bytes::Bytes;
 use fullduplex_proto::{CloseFrame, DataKind, Event, Message, MessageRef, Outbox};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::task::coop;
 
 use crate::error::Error;
 use crate::socket::{into_message, WebSocket};
@@ -483,8 +484,9 @@ where
         cx: &mut Context<'_>,
         mut poll_one: impl FnMut(Key, &mut WebSocket<S>, &mut Context<'_>) -> Poll<Option<T>>,
     ) -> Poll<(Key, Option<T>)> {
-        // Slots woken while we poll (tokio's cooperative budget wakes a connection it turns
-        // away) are looked at in the next call, after the runtime has had its turn.
+        // Connections are served in the order they were woken: slots woken while we poll join
+        // the back of the queue, once the queue is empty (or in the next call, after the
+        // runtime has had its turn).
         let mut collected = false;
         loop {
             let Some(&index) = self.ready.front() else {
@@ -498,6 +500,14 @@ where
                 self.collect();
                 continue;
             };
+            // Once tokio's cooperative budget for this poll is spent, every connection would be
+            // turned away and woken again later, behind those woken meanwhile: the same ones
+            // would be served over and over and the others starve. Stop with the queue as it is
+            // and come back after the runtime has had its turn.
+            if !coop::has_budget_remaining() {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             let slot = &mut self.slots[index as usize];
             let Some(entry) = slot.entry.as_mut() else {
                 slot.queued = false;
@@ -516,6 +526,12 @@ where
                 Poll::Ready(()) => poll_one(key, &mut entry.ws, &mut slot_cx),
             };
             match polled {
+                // The budget ran out during this poll: the connection may have been turned
+                // away, so it keeps its place (a spare poll if it was not).
+                Poll::Pending if !coop::has_budget_remaining() => {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
                 Poll::Pending => {
                     slot.queued = false;
                     self.ready.pop_front();

@@ -1,7 +1,7 @@
 //! `WebSocketSet`: many connections driven by one task. Echo over real sockets (messages taken
 //! owned, lent one at a time and lent in batches), keys that outlive their connection, a close
-//! started by the server, backpressure that pauses only the slow connection, and timers that
-//! still run on a paused one.
+//! started by the server, backpressure that pauses only the slow connection, timers that
+//! still run on a paused one, and busy connections served in turn.
 
 mod common;
 
@@ -276,6 +276,61 @@ async fn a_batch_is_one_connections_messages_and_errors_come_after_it() {
     assert_eq!(echoes, expected);
     assert_eq!(close[0], 0x88);
     assert_eq!(close[2..4], [0x03, 0xef], "close code 1007");
+}
+
+/// Every busy connection gets its turn: 300 clients ping-pong without pause, so that more
+/// connections are ready at once than tokio's cooperative budget lets one poll serve. Each
+/// must be served about as often as the others (a set that served the freshly woken before
+/// those the budget turned away would starve some of them: the ones turned away kept being
+/// turned away). Counted in deliveries, not timed.
+#[tokio::test]
+async fn busy_connections_are_served_in_turn() {
+    const CLIENTS: usize = 300;
+    const ROUNDS: usize = 20;
+    let mut set = WebSocketSet::new();
+    let mut clients = JoinSet::new();
+    let mut keys = Vec::new();
+    for c in 0..CLIENTS {
+        let (mut client, server) = duplex_server(4096, Config::default()).await;
+        keys.push(set.insert(server));
+        clients.spawn(async move {
+            let message = Message::text(format!("client {c}"));
+            loop {
+                if client.send(message.clone()).await.is_err() {
+                    return;
+                }
+                match client.recv().await {
+                    Some(Ok(echo)) => assert_eq!(echo, message),
+                    _ => return,
+                }
+            }
+        });
+    }
+    let mut served = vec![0usize; CLIENTS];
+    let serve = async {
+        for _ in 0..CLIENTS * ROUNDS {
+            let (key, echoed) = set
+                .recv_many(|_, message, out| {
+                    out.send_ref(message)?;
+                    Ok::<_, fullduplex::Error>(())
+                })
+                .await;
+            echoed.unwrap().unwrap();
+            served[key.index()] += 1;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), serve)
+        .await
+        .expect("the set stalled");
+    clients.abort_all();
+    let least = served.iter().min().copied().unwrap_or(0);
+    let most = served.iter().max().copied().unwrap_or(0);
+    eprintln!("turns per connection: {least} to {most}");
+    // Round robin gives every connection ROUNDS turns, give or take the rounds in progress.
+    assert!(
+        least >= ROUNDS / 2 && most <= ROUNDS * 2,
+        "turns per connection from {least} to {most} (expected about {ROUNDS} each)"
+    );
 }
 
 #[tokio::test]
