@@ -62,7 +62,10 @@ impl Key {
 /// still keeps a `recv` going (in a `tokio::select!` beside whatever produces its pushes).
 ///
 /// All connections of a set run on the task that polls it, so one set uses one core; a
-/// multi-threaded server keeps one set per worker.
+/// multi-threaded server keeps one set per worker. Connections are served in the order they
+/// were woken, and a busy connection goes to the back after 32 deliveries in a row. When
+/// tokio's cooperative budget for the task is spent, the set stops where it is (the waiting
+/// connections keep their places) and yields to the runtime.
 ///
 /// ```no_run
 /// # async fn demo() -> std::io::Result<()> {
