@@ -33,10 +33,12 @@ enum Command {
     Load(load::LoadArgs),
     /// Server instructions per message under valgrind's callgrind.
     Callgrind(CallgrindArgs),
-    /// Rewrites BENCHMARKS.md from a saved results file.
+    /// Rewrites BENCHMARKS.md from saved results files (several: their rounds are merged).
     Report {
-        /// The JSON a run saved.
-        from: PathBuf,
+        /// The JSON a run saved (`target/bench/results*.json`); with several, the tables and
+        /// verdicts are medians over the rounds of all of them.
+        #[arg(required = true, num_args = 1..)]
+        from: Vec<PathBuf>,
         #[command(flatten)]
         output: Output,
     },
@@ -362,9 +364,15 @@ fn run(args: RunArgs) -> Result<(), String> {
     }
 }
 
-fn rewrite(from: &std::path::Path, output: &Output) -> Result<(), String> {
-    let text = std::fs::read_to_string(from).map_err(|e| format!("{}: {e}", from.display()))?;
-    let results: Results = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+fn rewrite(from: &[PathBuf], output: &Output) -> Result<(), String> {
+    let mut runs = Vec::new();
+    for path in from {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let run: Results =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        runs.push(run);
+    }
+    let results = Results::merge(runs).ok_or("no results file")?;
     println!("{}", results.markdown());
     if !output.no_write {
         let path = markdown_path(output);

@@ -36,6 +36,56 @@ pub struct Results {
     pub handshakes: Vec<HandshakeRun>,
     /// Runs that failed, with why.
     pub failures: Vec<String>,
+    /// When several runs were merged ([`Results::merge`]): each one's command line, in order.
+    #[serde(default)]
+    pub merged: Vec<String>,
+}
+
+impl Results {
+    /// Joins several runs into one, as if their rounds had been rounds of one run: the rounds
+    /// of each later run are numbered after those before it, so every per-round pairing stays
+    /// within one run and the medians are taken over all rounds. Cells and servers keep the
+    /// first run's order (those only a later run has come after); the machine and timing are
+    /// the first run's.
+    ///
+    /// On a machine whose rates move by ±20% from one run to the next, a verdict judged over
+    /// the rounds of several runs does not flip with the run.
+    pub fn merge(runs: Vec<Results>) -> Option<Results> {
+        let mut runs = runs.into_iter();
+        let mut merged = runs.next()?;
+        merged.merged = vec![merged.command.clone()];
+        for run in runs {
+            let offset = merged.rounds;
+            merged.rounds += run.rounds;
+            for cell in run.cells {
+                if !merged.cells.iter().any(|c| c.id == cell.id) {
+                    merged.cells.push(cell);
+                }
+            }
+            for server in run.servers {
+                if !merged.servers.contains(&server) {
+                    merged.servers.push(server);
+                }
+            }
+            merged.echo.extend(run.echo.into_iter().map(|mut r| {
+                r.round += offset;
+                r
+            }));
+            merged.idle.extend(run.idle.into_iter().map(|mut r| {
+                r.round += offset;
+                r
+            }));
+            merged
+                .handshakes
+                .extend(run.handshakes.into_iter().map(|mut r| {
+                    r.round += offset;
+                    r
+                }));
+            merged.failures.extend(run.failures);
+            merged.merged.push(run.command);
+        }
+        Some(merged)
+    }
 }
 
 /// The median (of a non-empty slice; NaN for an empty one).
@@ -524,7 +574,21 @@ impl Results {
         if !self.generator.is_empty() {
             writeln!(out, "- load generator: {}", self.generator).ok();
         }
-        writeln!(out, "- command: `{}`\n", self.command).ok();
+        if self.merged.len() > 1 {
+            writeln!(
+                out,
+                "- {} runs merged (`fullduplex-bench report` with their results files): their \
+                 rounds are taken together, each pairing within its own run; commands:",
+                self.merged.len()
+            )
+            .ok();
+            for command in &self.merged {
+                writeln!(out, "  - `{command}`").ok();
+            }
+            out.push('\n');
+        } else {
+            writeln!(out, "- command: `{}`\n", self.command).ok();
+        }
         out.push_str("### Targets\n\n");
         out.push_str(&self.targets_table());
         out.push_str("\n### Echo\n\n");
@@ -768,6 +832,41 @@ mod tests {
             targets.contains("| 0.95× µWebSockets, rounds 0.90-1.05× (- fastwebsockets, - TCP) |"),
             "{targets}"
         );
+    }
+
+    #[test]
+    fn merged_runs_are_judged_over_all_their_rounds_each_paired_within_its_run() {
+        // Two runs of two rounds; µWebSockets is twice as fast in the second run, as a
+        // machine's rates can move between runs. Each round pairs within its own run.
+        let pipelined = |rounds: [(f64, f64); 2], command: &str| {
+            let mut echo = Vec::new();
+            for (round, (ours, uws)) in rounds.into_iter().enumerate() {
+                for (server, rate) in [(FULLDUPLEX, ours), (UWEBSOCKETS, uws)] {
+                    let mut r = run(server, rate, 1.0, None);
+                    r.round = round + 1;
+                    echo.push(r);
+                }
+            }
+            let mut results = one_cell(echo);
+            results.rounds = 2;
+            results.cells[0].pipeline = 8;
+            results.command = command.into();
+            results
+        };
+        let first = pipelined([(90.0, 100.0), (100.0, 100.0)], "run one");
+        let second = pipelined([(220.0, 200.0), (240.0, 200.0)], "run two");
+        let merged = Results::merge(vec![first, second]).expect("two runs");
+        assert_eq!(merged.rounds, 4);
+        assert_eq!(merged.echo.len(), 8);
+        let targets = merged.targets_table();
+        assert!(
+            targets.contains("| 1.05× µWebSockets, rounds 0.90-1.20× (- fastwebsockets, - TCP) |"),
+            "{targets}"
+        );
+        let markdown = merged.markdown();
+        assert!(markdown.contains("2 runs merged"), "{markdown}");
+        assert!(markdown.contains("`run one`") && markdown.contains("`run two`"));
+        assert!(Results::merge(Vec::new()).is_none());
     }
 
     #[test]
