@@ -36,7 +36,8 @@ pub struct Results {
     pub handshakes: Vec<HandshakeRun>,
     /// Runs that failed, with why.
     pub failures: Vec<String>,
-    /// When several runs were merged ([`Results::merge`]): each one's command line, in order.
+    /// When several runs were merged ([`Results::merge`]): each one's command line and the
+    /// fullduplex build it measured, in order.
     #[serde(default)]
     pub merged: Vec<String>,
 }
@@ -53,8 +54,9 @@ impl Results {
     pub fn merge(runs: Vec<Results>) -> Option<Results> {
         let mut runs = runs.into_iter();
         let mut merged = runs.next()?;
-        merged.merged = vec![merged.command.clone()];
+        merged.merged = vec![Self::run_line(&merged)];
         for run in runs {
+            merged.merged.push(Self::run_line(&run));
             let offset = merged.rounds;
             merged.rounds += run.rounds;
             for cell in run.cells {
@@ -82,9 +84,18 @@ impl Results {
                     r
                 }));
             merged.failures.extend(run.failures);
-            merged.merged.push(run.command);
         }
         Some(merged)
+    }
+
+    /// A merged run's line: its command and the build it measured.
+    fn run_line(run: &Results) -> String {
+        let build = run
+            .machine
+            .iter()
+            .find(|(key, _)| key == "fullduplex")
+            .map_or("", |(_, value)| value.as_str());
+        format!("`{}` (fullduplex {build})", run.command)
     }
 }
 
@@ -582,8 +593,8 @@ impl Results {
                 self.merged.len()
             )
             .ok();
-            for command in &self.merged {
-                writeln!(out, "  - `{command}`").ok();
+            for run in &self.merged {
+                writeln!(out, "  - {run}").ok();
             }
             out.push('\n');
         } else {
@@ -865,7 +876,7 @@ mod tests {
         );
         let markdown = merged.markdown();
         assert!(markdown.contains("2 runs merged"), "{markdown}");
-        assert!(markdown.contains("`run one`") && markdown.contains("`run two`"));
+        assert!(markdown.contains("`run one` (fullduplex )") && markdown.contains("`run two`"));
         assert!(Results::merge(Vec::new()).is_none());
     }
 
