@@ -337,19 +337,18 @@ fn run(args: RunArgs) -> Result<(), String> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    // Every run keeps its own file; the one that wrote BENCHMARKS.md is also results.json.
-    let name = if args.output.no_write {
-        format!("results-{stamp}.json")
-    } else {
-        "results.json".to_owned()
-    };
-    let json = dir.join(name);
-    std::fs::write(
-        &json,
-        serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| format!("{}: {e}", json.display()))?;
-    eprintln!("results saved to {}", json.display());
+    // Every run keeps its own file (so that several can be merged by `report`); the one that
+    // wrote BENCHMARKS.md is also results.json.
+    let json = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
+    let mut names = vec![format!("results-{stamp}.json")];
+    if !args.output.no_write {
+        names.push("results.json".to_owned());
+    }
+    for name in names {
+        let path = dir.join(name);
+        std::fs::write(&path, &json).map_err(|e| format!("{}: {e}", path.display()))?;
+        eprintln!("results saved to {}", path.display());
+    }
     println!("{}", results.markdown());
     if !args.output.no_write {
         let path = markdown_path(&args.output);

@@ -571,6 +571,10 @@ impl Results {
         let mut out = String::new();
         out.push_str("### Machine and versions\n\n");
         for (key, value) in &self.machine {
+            // A merged report names each run's build below.
+            if key == "fullduplex" && self.merged.len() > 1 {
+                continue;
+            }
             writeln!(out, "- {key}: {value}").ok();
         }
         if let Some(t) = &self.timing {
@@ -862,6 +866,7 @@ mod tests {
             results.rounds = 2;
             results.cells[0].pipeline = 8;
             results.command = command.into();
+            results.machine = vec![("fullduplex".into(), format!("0.1.0 at {command}"))];
             results
         };
         let first = pipelined([(90.0, 100.0), (100.0, 100.0)], "run one");
@@ -876,7 +881,9 @@ mod tests {
         );
         let markdown = merged.markdown();
         assert!(markdown.contains("2 runs merged"), "{markdown}");
-        assert!(markdown.contains("`run one` (fullduplex )") && markdown.contains("`run two`"));
+        assert!(!markdown.contains("- fullduplex: "), "{markdown}");
+        assert!(markdown.contains("`run one` (fullduplex 0.1.0 at run one)"));
+        assert!(markdown.contains("`run two` (fullduplex 0.1.0 at run two)"));
         assert!(Results::merge(Vec::new()).is_none());
     }
 
