@@ -212,7 +212,7 @@ pub fn run(
 }
 
 /// The table: one row per workload, one column per server.
-pub fn markdown(counts: &[Count], servers: &[String], command: &str) -> String {
+pub fn markdown(counts: &[Count], servers: &[String], command: &str, build: &str) -> String {
     let mut out = String::new();
     writeln!(
         out,
@@ -220,7 +220,7 @@ pub fn markdown(counts: &[Count], servers: &[String], command: &str) -> String {
          run of `n2` and one of `n1` messages per connection, divided by the extra messages \
          (start-up and handshakes cancel out). Counts repeat to about 1% (how many messages \
          one read brings depends on scheduling), whatever else the machine does. \
-         Command: `{command}`.\n"
+         fullduplex {build}. Command: `{command}`.\n"
     )
     .ok();
     let present: Vec<&String> = servers

@@ -69,18 +69,7 @@ pub fn describe() -> Vec<(String, String)> {
         "rustc".into(),
         output("rustc", &["--version"]).unwrap_or_else(|| "?".into()),
     ));
-    let commit = output(
-        "git",
-        &[
-            "-C",
-            &workspace_root().display().to_string(),
-            "describe",
-            "--always",
-            "--dirty",
-        ],
-    )
-    .unwrap_or_else(|| "?".into());
-    lines.push(("fullduplex".into(), format!("0.1.0 at {commit}")));
+    lines.push(("fullduplex".into(), fullduplex_build()));
     lines.push((
         "Rust peers".into(),
         locked(&[
@@ -103,4 +92,21 @@ pub fn describe() -> Vec<(String, String)> {
         lines.push(("Python peer".into(), v));
     }
     lines
+}
+
+/// The fullduplex build measured: the version and the checkout's commit (`-dirty` with
+/// uncommitted changes).
+pub fn fullduplex_build() -> String {
+    let commit = output(
+        "git",
+        &[
+            "-C",
+            &workspace_root().display().to_string(),
+            "describe",
+            "--always",
+            "--dirty",
+        ],
+    )
+    .unwrap_or_else(|| "?".into());
+    format!("0.1.0 at {commit}")
 }

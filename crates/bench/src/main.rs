@@ -389,7 +389,12 @@ fn run_callgrind(args: CallgrindArgs) -> Result<(), String> {
     let dir = results_dir().join("callgrind");
     let (counts, failures) = callgrind::run(&servers, &callgrind::workloads(args.smoke), &dir);
     let names: Vec<String> = servers.iter().map(|s| s.name.clone()).collect();
-    let table = callgrind::markdown(&counts, &names, &command_line());
+    let table = callgrind::markdown(
+        &counts,
+        &names,
+        &command_line(),
+        &fullduplex_bench::machine::fullduplex_build(),
+    );
     println!("{table}");
     if !args.smoke && !args.output.no_write {
         let path = markdown_path(&args.output);
