@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use fullduplex_hub::{BrokerConfig, Hub, HubConfig};
+use fullduplex_hub::{BrokerConfig, Hub, HubConfig, RedisConfig};
 
 use crate::Failure;
 
@@ -35,6 +35,13 @@ pub struct ServeArgs {
     /// How long messages are kept for recovery (`300`, `90s`, `5m`, `1h`).
     #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "TIME")]
     pub history_ttl: Duration,
+    /// With Redis: how long a topic's offset and epoch outlive its last publish.
+    #[arg(long, default_value = "24h", value_parser = parse_duration, value_name = "TIME")]
+    pub history_meta_ttl: Duration,
+    /// How long a presence entry lives unless its node refreshes it (every third of this):
+    /// the clients of a node that died leave presence within this time.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "TIME")]
+    pub presence_ttl: Duration,
     /// Most WebSocket connections at once (more get 503).
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     pub max_connections: usize,
@@ -60,10 +67,15 @@ pub struct ServeArgs {
     /// Do not publish the time to the `clock` topic every second.
     #[arg(long)]
     pub no_clock: bool,
-    /// Exchange published messages with other `fdx serve` nodes through this Redis
-    /// (`redis://HOST:PORT/DB`); Redis numbers every topic's messages for all nodes.
+    /// Run as one node of several through Redis (`redis://HOST:PORT/DB`): numbering,
+    /// history and presence live in Redis. Repeat it for independent shards (topics are
+    /// spread by a hash of their name).
     #[arg(long, value_name = "URL")]
-    pub redis: Option<String>,
+    pub redis: Vec<String>,
+    /// The `--redis` URL is any node of a Redis Cluster: its masters are discovered and
+    /// each topic lives on the master of its slot.
+    #[arg(long, requires = "redis")]
+    pub redis_cluster: bool,
     /// How long shutdown (SIGINT, SIGTERM) waits for queues to flush and closes to finish.
     #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "TIME")]
     pub shutdown_timeout: Duration,
@@ -96,7 +108,9 @@ impl ServeArgs {
         config.broker = BrokerConfig {
             history_size: self.history_size,
             history_ttl: self.history_ttl,
+            history_meta_ttl: self.history_meta_ttl,
             max_topics: self.max_topics,
+            presence_ttl: self.presence_ttl,
         };
         config.allowed_origins = self.allowed_origins.clone();
         config.api_key = self.api_key.clone().filter(|k| !k.is_empty());
@@ -109,7 +123,10 @@ impl ServeArgs {
         config.clock = !self.no_clock;
         config.shutdown_timeout = self.shutdown_timeout;
         config.ping_interval = (!self.ping_interval.is_zero()).then_some(self.ping_interval);
-        config.redis = self.redis.clone();
+        config.redis = (!self.redis.is_empty()).then(|| RedisConfig {
+            urls: self.redis.clone(),
+            cluster: self.redis_cluster,
+        });
         config
     }
 }
@@ -123,13 +140,12 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
         .local_addr()
         .map_err(|e| Failure::new(format!("cannot read the bound address: {e}")))?;
     let hub = Hub::new(args.config());
-    if let Some(url) = &args.redis {
-        // Announce the node only once it receives the other nodes' messages.
-        tokio::time::timeout(Duration::from_secs(10), hub.start_redis())
-            .await
-            .map_err(|_| Failure::new(format!("redis {url}: no answer within 10 s")))?
-            .map_err(|e| Failure::new(format!("redis {url}: {e}")))?;
-    }
+    // Announce the node only once its engine serves (with Redis: connected to every
+    // shard).
+    tokio::time::timeout(Duration::from_secs(10), hub.start_engine())
+        .await
+        .map_err(|_| Failure::new("the engine did not start within 10 s (is Redis up?)"))?
+        .map_err(|e| Failure::new(e.to_string()))?;
     println!("listening on http://{addr}");
     let serving = tokio::spawn(hub.clone().serve(listener));
     let signal = wait_for_signal().await?;

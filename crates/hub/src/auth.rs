@@ -1,6 +1,8 @@
 //! Who may connect and what they may do: the Origin policy, HS256 tokens (JWT) listing the
 //! topics a client may subscribe and publish to, and the API key of `POST /publish`.
 
+use std::sync::Arc;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -91,6 +93,7 @@ impl TopicPattern {
 pub struct Grants {
     subscribe: Vec<TopicPattern>,
     publish: Vec<TopicPattern>,
+    user: Option<Arc<str>>,
 }
 
 impl Grants {
@@ -99,6 +102,7 @@ impl Grants {
         Grants {
             subscribe: vec![TopicPattern::new("*")],
             publish: vec![TopicPattern::new("*")],
+            user: None,
         }
     }
 
@@ -107,7 +111,13 @@ impl Grants {
         Grants {
             subscribe: subscribe.iter().map(|p| TopicPattern::new(p)).collect(),
             publish: publish.iter().map(|p| TopicPattern::new(p)).collect(),
+            user: None,
         }
+    }
+
+    /// The user the token names (its `sub` claim), if any.
+    pub fn user(&self) -> Option<&Arc<str>> {
+        self.user.as_ref()
     }
 
     /// Whether the connection may subscribe to `topic`.
@@ -151,6 +161,8 @@ struct Header {
 
 #[derive(Deserialize)]
 struct Claims {
+    #[serde(default)]
+    sub: Option<String>,
     #[serde(default)]
     exp: Option<f64>,
     #[serde(default)]
@@ -244,6 +256,7 @@ impl TokenVerifier {
                 .iter()
                 .map(|p| TopicPattern::new(p))
                 .collect(),
+            user: claims.sub.map(Arc::from),
         })
     }
 }

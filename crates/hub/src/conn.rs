@@ -6,7 +6,7 @@
 //! drains the whole queue at once and writes it as one batch (small frames are copied into
 //! one buffer, large ones are queued as they are) with one flush.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,9 +18,10 @@ use fullduplex::hyper::HyperWebSocket;
 use fullduplex::{CloseCode, CloseFrame, Message};
 
 use crate::auth::Grants;
-use crate::broker::BrokerError;
+use crate::engine::{BrokerError, ClientInfo};
 use crate::metrics::inc;
 use crate::outbox::{Drained, Outbox};
+use crate::registry::{SubscribeError, SubscribeRequest};
 use crate::topic::Topic;
 use crate::wire::{self, ClientRequest};
 use crate::{Hub, Slot};
@@ -82,7 +83,8 @@ struct Session {
     hub: Arc<Hub>,
     id: u64,
     outbox: Arc<Outbox>,
-    topics: HashSet<Topic>,
+    /// Subscribed topics, and whether the subscription is in the topic's presence.
+    topics: HashMap<Topic, bool>,
     grants: Grants,
     rate: RateLimit,
     /// Counts against the connection limit while the session lives.
@@ -105,7 +107,7 @@ pub(crate) fn run(
     let mut session = Session {
         id: hub.next_conn_id(),
         outbox: Arc::new(Outbox::new(hub.config.max_queued_bytes)),
-        topics: HashSet::new(),
+        topics: HashMap::new(),
         grants,
         rate: RateLimit::new(hub.config.publish_rate),
         hub,
@@ -113,7 +115,7 @@ pub(crate) fn run(
     };
     async move {
         let end = session.drive(&mut ws).await;
-        session.leave_all();
+        Box::pin(session.leave_all()).await;
         // Boxed, like `handle`: the closing steps run once, and their state need not be
         // part of every idle connection's task.
         Box::pin(session.finish(&mut ws, end)).await;
@@ -213,10 +215,34 @@ impl Session {
                 topic,
                 since,
                 epoch,
-            } => self.subscribe(topic, since, epoch).await,
+                presence,
+            } => {
+                let request = SubscribeRequest {
+                    since,
+                    epoch,
+                    presence,
+                };
+                self.subscribe(topic, request).await
+            }
+            ClientRequest::Presence { topic } => {
+                if !self.grants.may_subscribe(topic.as_str()) {
+                    return self.error(
+                        "forbidden",
+                        "subscribing to this topic is not allowed",
+                        Some(&topic),
+                    );
+                }
+                match self.hub.presence(&topic).await {
+                    Ok(clients) => self.send(wire::presence_frame(&topic, &clients)),
+                    Err(error) => self.error("unavailable", &error.to_string(), Some(&topic)),
+                }
+            }
             ClientRequest::Unsubscribe { topic } => {
-                if self.topics.remove(&topic) {
-                    self.hub.broker.unsubscribe(&topic, self.id);
+                if let Some(presence) = self.topics.remove(&topic) {
+                    self.hub.unsubscribe(&topic, self.id);
+                    if presence {
+                        self.leave_presence(&topic).await;
+                    }
                     self.send(wire::unsubscribed_frame(&topic));
                 } else {
                     self.error(
@@ -243,14 +269,18 @@ impl Session {
                         Some(&topic),
                     );
                 }
-                if let Err(error) = self.hub.publish(&topic, data.get()).await {
-                    self.error("unavailable", &error.to_string(), Some(&topic));
+                match self.hub.publish(&topic, data.get()).await {
+                    Ok(_) => {}
+                    Err(BrokerError::TooManyTopics) => {
+                        self.error("too_many_topics", "the server holds too many topics", None)
+                    }
+                    Err(error) => self.error("unavailable", &error.to_string(), Some(&topic)),
                 }
             }
         }
     }
 
-    async fn subscribe(&mut self, topic: Topic, since: Option<u64>, epoch: Option<&str>) {
+    async fn subscribe(&mut self, topic: Topic, request: SubscribeRequest<'_>) {
         if !self.grants.may_subscribe(topic.as_str()) {
             return self.error(
                 "forbidden",
@@ -258,7 +288,7 @@ impl Session {
                 Some(&topic),
             );
         }
-        if self.topics.contains(&topic) {
+        if self.topics.contains_key(&topic) {
             return self.error(
                 "already_subscribed",
                 "already subscribed to this topic",
@@ -272,34 +302,56 @@ impl Session {
             );
             return self.error("too_many_subscriptions", &message, Some(&topic));
         }
-        if let Err(error) = self.hub.sync_topic(&topic).await {
-            return self.error("unavailable", &error.to_string(), Some(&topic));
-        }
-        match self
+        let subscribed = self
             .hub
-            .broker
-            .subscribe(&topic, self.id, &self.outbox, since, epoch)
-        {
+            .subscribe(&topic, self.id, &self.outbox, request)
+            .await;
+        match subscribed {
             Ok(_) => {
-                self.topics.insert(topic);
+                self.topics.insert(topic.clone(), request.presence);
+                if request.presence {
+                    if let Err(error) = self.hub.join(&topic, &self.client_info()).await {
+                        self.error("unavailable", &error.to_string(), Some(&topic));
+                    }
+                }
             }
-            Err(BrokerError::AlreadySubscribed) => self.error(
+            Err(SubscribeError::AlreadySubscribed) => self.error(
                 "already_subscribed",
                 "already subscribed to this topic",
                 Some(&topic),
             ),
-            Err(BrokerError::TooManyTopics) => {
-                self.error("too_many_topics", "the server holds too many topics", None)
-            }
+            Err(
+                SubscribeError::TooManyTopics | SubscribeError::Broker(BrokerError::TooManyTopics),
+            ) => self.error("too_many_topics", "the server holds too many topics", None),
             // The connection closes as a slow consumer on the next turn of its loop.
-            Err(BrokerError::Overflow(_)) => {}
+            Err(SubscribeError::Overflow(_)) => {}
+            Err(error) => self.error("unavailable", &error.to_string(), Some(&topic)),
+        }
+    }
+
+    /// This connection as presence lists it.
+    fn client_info(&self) -> ClientInfo {
+        ClientInfo {
+            client: self.hub.client_id(self.id),
+            user: self.grants.user().cloned(),
+        }
+    }
+
+    /// Leaves the topic's presence; a failure leaves the entry to expire.
+    async fn leave_presence(&self, topic: &Topic) {
+        if let Err(error) = self.hub.leave(topic, &self.client_info()).await {
+            tracing::debug!(%error, %topic, "presence entry left to expire");
         }
     }
 
     /// Leaves every topic (the connection is over).
-    fn leave_all(&mut self) {
-        for topic in self.topics.drain() {
-            self.hub.broker.unsubscribe(&topic, self.id);
+    async fn leave_all(&mut self) {
+        let topics: Vec<(Topic, bool)> = self.topics.drain().collect();
+        for (topic, presence) in topics {
+            self.hub.unsubscribe(&topic, self.id);
+            if presence {
+                self.leave_presence(&topic).await;
+            }
         }
     }
 

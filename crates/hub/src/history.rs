@@ -79,11 +79,11 @@ impl History {
         self.entries.is_empty()
     }
 
-    /// The frames of the messages with an offset above `since`, in order.
-    pub fn after(&self, since: u64) -> impl Iterator<Item = &Bytes> + '_ {
+    /// The offsets and frames of the messages with an offset above `since`, in order.
+    pub fn after(&self, since: u64) -> impl Iterator<Item = (u64, &Bytes)> + '_ {
         // Offsets increase along the deque: skip to the first one above `since`.
         let start = self.entries.partition_point(|e| e.offset <= since);
-        self.entries.range(start..).map(|e| &e.frame)
+        self.entries.range(start..).map(|e| (e.offset, &e.frame))
     }
 }
 
@@ -104,8 +104,8 @@ mod tests {
         }
         assert_eq!(history.len(), 3);
         assert_eq!(history.first_offset(), Some(3));
-        let after: Vec<_> = history.after(3).cloned().collect();
-        assert_eq!(after, [frame(4), frame(5)]);
+        let after: Vec<_> = history.after(3).map(|(o, f)| (o, f.clone())).collect();
+        assert_eq!(after, [(4, frame(4)), (5, frame(5))]);
         assert_eq!(history.after(0).count(), 3);
         assert_eq!(history.after(5).count(), 0);
         assert_eq!(history.after(99).count(), 0);

@@ -1,5 +1,6 @@
 //! The HTTP routes, one hyper service: `GET /` (the demo page), `GET /healthz`,
-//! `GET /metrics`, `GET /ws` (the WebSocket) and `POST /publish/TOPIC`.
+//! `GET /readyz`, `GET /metrics`, `GET /ws` (the WebSocket), `POST /publish/TOPIC` and
+//! `GET /presence/TOPIC`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -66,13 +67,35 @@ where
             response
         }
         ("/healthz", &Method::GET | &Method::HEAD) => text(StatusCode::OK, "ok\n"),
-        ("/metrics", &Method::GET) => respond(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            hub.metrics.render(),
-        ),
+        ("/readyz", &Method::GET | &Method::HEAD) => {
+            if hub.is_ready() {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the engine is unavailable\n",
+                )
+            }
+        }
+        ("/metrics", &Method::GET) => {
+            hub.is_ready();
+            respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                hub.metrics.render(),
+            )
+        }
         ("/ws", &Method::GET) => websocket(hub, request),
-        ("/", _) | ("/healthz", _) | ("/metrics", _) | ("/ws", _) => method_not_allowed("GET"),
+        ("/", _) | ("/healthz", _) | ("/readyz", _) | ("/metrics", _) | ("/ws", _) => {
+            method_not_allowed("GET")
+        }
+        (path, method) if path.starts_with("/presence/") => {
+            if method == Method::GET {
+                presence(hub, request).await
+            } else {
+                method_not_allowed("GET")
+            }
+        }
         (path, method) if path.starts_with("/publish/") => {
             if method == Method::POST {
                 publish(hub, request).await
@@ -184,23 +207,8 @@ where
     B: Body,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    if let Some(key) = &hub.config.api_key {
-        let given = bearer(
-            request
-                .headers()
-                .get(AUTHORIZATION)
-                .and_then(|v| v.to_str().ok()),
-        );
-        if !given.is_some_and(|given| constant_time_eq(given.as_bytes(), key.as_bytes())) {
-            let mut response = json_error(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong API key (Authorization: Bearer KEY)",
-            );
-            response
-                .headers_mut()
-                .insert("www-authenticate", HeaderValue::from_static("Bearer"));
-            return response;
-        }
+    if let Err(refused) = check_api_key(&hub, &request) {
+        return *refused;
     }
     let header = |name| {
         request
@@ -264,6 +272,55 @@ where
             });
             respond(StatusCode::OK, "application/json", body.to_string())
         }
+        Err(error) => json_error(StatusCode::SERVICE_UNAVAILABLE, &error.to_string()),
+    }
+}
+
+/// With `--api-key`: the request's `Authorization: Bearer KEY`, or the 401 answer.
+fn check_api_key<B>(hub: &Hub, request: &Request<B>) -> Result<(), Box<HttpResponse>> {
+    let Some(key) = &hub.config.api_key else {
+        return Ok(());
+    };
+    let given = bearer(
+        request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    );
+    if given.is_some_and(|given| constant_time_eq(given.as_bytes(), key.as_bytes())) {
+        return Ok(());
+    }
+    let mut response = json_error(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong API key (Authorization: Bearer KEY)",
+    );
+    response
+        .headers_mut()
+        .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+    Err(Box::new(response))
+}
+
+/// `GET /presence/TOPIC`: `{"topic":T,"clients":[{"client":ID,"user":U}, ...]}`.
+async fn presence<B>(hub: Arc<Hub>, request: Request<B>) -> HttpResponse {
+    if let Err(refused) = check_api_key(&hub, &request) {
+        return *refused;
+    }
+    let name = request.uri().path().trim_start_matches("/presence/");
+    let topic = match Topic::new(name) {
+        Ok(topic) => topic,
+        Err(error) => {
+            return json_error(StatusCode::BAD_REQUEST, &format!("invalid topic: {error}"))
+        }
+    };
+    match hub.presence(&topic).await {
+        Ok(clients) => respond(
+            StatusCode::OK,
+            "application/json",
+            format!(
+                r#"{{"topic":"{topic}","clients":{}}}"#,
+                wire::clients_json(&clients)
+            ),
+        ),
         Err(error) => json_error(StatusCode::SERVICE_UNAVAILABLE, &error.to_string()),
     }
 }

@@ -4,10 +4,14 @@
 //! to them; backends publish with `POST /publish/TOPIC`. Served by `fdx serve`; the wire
 //! protocol is in the repository's `PROTOCOL.md`.
 //!
+//! * One engine behind one trait ([`engine::Broker`]): numbering (offsets, epochs), history,
+//!   delivery between nodes and presence, in this process ([`engine::MemoryBroker`]) or
+//!   through Redis for several nodes ([`engine::RedisBroker`]).
 //! * Encode once: a published message is serialised and framed once, and every subscriber's
-//!   queue gets the same `Bytes` ([`broker`]).
+//!   queue on the node gets the same `Bytes` ([`registry`]).
 //! * Offsets, epochs and a bounded history per topic: a client that reconnects with `since`
-//!   gets what it missed, in order, without duplicates ([`history`]).
+//!   gets what it missed, in order, without duplicates, on any node; what is lost is told
+//!   with a `gap` event, never skipped silently.
 //! * Each connection has a bounded outgoing queue; a client that cannot keep up is closed
 //!   with 1013 and never slows anyone else down ([`outbox`]).
 //! * Origin checks, HS256 tokens listing topics, an API key for HTTP publishing, limits on
@@ -29,41 +33,45 @@
 #![warn(missing_docs)]
 
 pub mod auth;
-pub mod broker;
 pub mod clock;
 mod conn;
+pub mod engine;
 pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod outbox;
-pub mod redis;
+pub mod registry;
 pub mod server;
 pub mod topic;
 pub mod wire;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
-
-use tokio::sync::Notify;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use auth::{Grants, OriginPolicy, TokenVerifier};
-pub use broker::{Broker, BrokerConfig, BrokerError, Published, Subscribed};
+pub use engine::{
+    Broker, BrokerConfig, BrokerError, ClientInfo, MemoryBroker, Published, RedisBroker,
+    RedisConfig,
+};
 pub use metrics::Metrics;
+pub use registry::{ConnId, Registry, SubscribeError, SubscribeRequest, Subscribed};
 pub use topic::{Topic, TopicError};
+
+use outbox::Outbox;
 
 /// Everything `fdx serve` can set. `Default` gives the documented defaults.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct HubConfig {
-    /// History and topic limits.
+    /// History, topic and presence limits.
     pub broker: BrokerConfig,
     /// Browser origins allowed besides the hub's own host (`*`: all).
     pub allowed_origins: Vec<String>,
-    /// When set, `POST /publish` requires `Authorization: Bearer KEY`.
+    /// When set, `POST /publish` and `GET /presence` require `Authorization: Bearer KEY`.
     pub api_key: Option<String>,
     /// When set, WebSocket clients need an HS256 token signed with it, whose claims list the
     /// topics they may subscribe and publish to.
@@ -88,9 +96,8 @@ pub struct HubConfig {
     /// Keepalive ping interval for WebSocket connections (a missing pong within the same
     /// time closes the connection); `None`: no pings.
     pub ping_interval: Option<Duration>,
-    /// `redis://...`: exchange published messages with other nodes through Redis, which
-    /// numbers them (see [`redis`]).
-    pub redis: Option<String>,
+    /// The Redis engine (several nodes as one); `None`: the in-process engine.
+    pub redis: Option<RedisConfig>,
 }
 
 impl Default for HubConfig {
@@ -114,54 +121,65 @@ impl Default for HubConfig {
     }
 }
 
-/// Why publishing failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PublishError {
-    /// The broker refused (too many topics).
-    #[error("{0}")]
-    Broker(#[from] BrokerError),
-    /// Redis failed.
-    #[error("{0}")]
-    Redis(String),
-}
+/// How often a subscription reads the topic again when messages keep arriving between its
+/// read and its join.
+const JOIN_ATTEMPTS: usize = 16;
 
-/// The hub: configuration, broker, metrics, and the tasks it runs.
+/// The hub: configuration, registry, engine, metrics, and the tasks it runs.
 #[derive(Debug)]
 pub struct Hub {
     config: HubConfig,
-    broker: Broker,
+    registry: Arc<Registry>,
+    /// The engine: in-process or Redis.
+    engine: Arc<dyn Broker>,
+    /// Topics written by this node only (the clock), whatever the engine.
+    local: Arc<dyn Broker>,
     metrics: Arc<Metrics>,
     origins: OriginPolicy,
     tokens: Option<TokenVerifier>,
+    /// This node's id: the first part of its clients' ids.
+    node: String,
     next_id: AtomicU64,
     /// WebSocket connections holding a slot (upgrading or open).
     slots: AtomicUsize,
     shutdown: CancellationToken,
     tasks: TaskTracker,
-    bus: OnceLock<redis::RedisBus>,
-    redis_subscribed: AtomicBool,
-    redis_ready: Notify,
 }
 
 impl Hub {
     /// A hub with `config`. Start it with [`Hub::serve`].
     pub fn new(config: HubConfig) -> Arc<Hub> {
         let metrics = Arc::new(Metrics::default());
+        let registry = Arc::new(Registry::new(config.broker.max_topics, metrics.clone()));
+        let local = Arc::new(MemoryBroker::new(
+            config.broker.clone(),
+            registry.clone(),
+            metrics.clone(),
+        ));
+        let engine: Arc<dyn Broker> = match &config.redis {
+            Some(redis) => Arc::new(RedisBroker::new(
+                redis.clone(),
+                config.broker.clone(),
+                registry.clone(),
+                metrics.clone(),
+            )),
+            None => local.clone(),
+        };
         Arc::new(Hub {
-            broker: Broker::new(config.broker.clone(), metrics.clone()),
+            registry,
+            engine,
+            local,
             origins: OriginPolicy::new(&config.allowed_origins),
             tokens: config
                 .token_secret
                 .as_deref()
                 .map(|secret| TokenVerifier::new(secret.as_bytes())),
             metrics,
+            node: engine::epoch_suffix(),
             next_id: AtomicU64::new(1),
             slots: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
-            bus: OnceLock::new(),
-            redis_subscribed: AtomicBool::new(false),
-            redis_ready: Notify::new(),
             config,
         })
     }
@@ -171,9 +189,14 @@ impl Hub {
         &self.config
     }
 
-    /// The broker.
-    pub fn broker(&self) -> &Broker {
-        &self.broker
+    /// This node's subscribers.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &dyn Broker {
+        &*self.engine
     }
 
     /// The metrics.
@@ -181,69 +204,129 @@ impl Hub {
         &self.metrics
     }
 
-    /// Publishes `data` (one JSON value, as text) to `topic`, as `POST /publish` does.
+    /// The engine that numbers `topic`: this node's own for the clock, else the hub's.
+    fn engine_for(&self, topic: &Topic) -> &dyn Broker {
+        if self.is_reserved(topic.as_str()) {
+            &*self.local
+        } else {
+            &*self.engine
+        }
+    }
+
+    /// Starts the engine (connects to Redis); resolves once it can serve. [`Hub::serve`]
+    /// calls it; call it first to know that the node is part of the cluster before
+    /// announcing it.
     ///
-    /// With Redis the message goes to every node, this one included, and is delivered when
-    /// it comes back: `delivered` is then 0. The clock topic stays on this node.
-    pub async fn publish(&self, topic: &Topic, data: &str) -> Result<Published, PublishError> {
-        match self.bus.get() {
-            Some(bus) if !self.is_reserved(topic.as_str()) => {
-                let (offset, epoch) = bus
-                    .publish(topic, data)
-                    .await
-                    .map_err(|e| PublishError::Redis(e.to_string()))?;
-                Ok(Published {
-                    offset,
-                    epoch: Arc::from(epoch),
-                    delivered: 0,
-                })
-            }
-            _ => Ok(self.broker.publish(topic, data)?),
-        }
+    /// # Errors
+    /// [`BrokerError::Unavailable`] when the engine cannot reach its backend.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: the engine keeps connecting in its own tasks, and a later call waits
+    /// for the same start.
+    pub async fn start_engine(&self) -> Result<(), BrokerError> {
+        self.engine.clone().start().await
     }
 
-    /// With Redis, makes sure this node numbers `topic` like Redis does before a client
-    /// subscribes to it (only needed for topics this node has not seen yet).
-    pub(crate) async fn sync_topic(&self, topic: &Topic) -> Result<(), PublishError> {
-        let Some(bus) = self.bus.get() else {
-            return Ok(());
+    /// Whether the engine can serve now (`/readyz`).
+    pub fn is_ready(&self) -> bool {
+        let ready = self.engine.is_ready();
+        self.metrics
+            .engine_ready
+            .store(i64::from(ready), Ordering::Relaxed);
+        ready
+    }
+
+    /// Publishes `data` (one JSON value, as text) to `topic`, as `POST /publish` does.
+    /// Resolves once the engine has stored it; the registry delivers it to this node's
+    /// subscribers as the engine hands it over.
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`] (nothing was stored), [`BrokerError::TooManyTopics`].
+    ///
+    /// # Cancel safety
+    /// Not cancel-safe: dropped after the engine took the message, it is published all the
+    /// same without an answer.
+    pub async fn publish(&self, topic: &Topic, data: &str) -> Result<Published, BrokerError> {
+        self.engine_for(topic).publish(topic, data).await
+    }
+
+    /// Subscribes connection `id` (whose queue is `outbox`) to `topic`: the `subscribed`
+    /// reply, the replay of `since` and live messages are queued to `outbox` in order.
+    ///
+    /// # Errors
+    /// [`SubscribeError`]: already subscribed, too many topics, the engine unavailable, the
+    /// queue overflowed during the replay.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a subscription dropped before it joined leaves nothing behind.
+    pub async fn subscribe(
+        &self,
+        topic: &Topic,
+        id: ConnId,
+        outbox: &Arc<Outbox>,
+        request: SubscribeRequest<'_>,
+    ) -> Result<Subscribed, SubscribeError> {
+        let engine = self.engine_for(topic);
+        let reservation = Reservation {
+            hub: self,
+            topic,
+            engine,
+            inner: self.registry.reserve(topic)?,
         };
-        if self.is_reserved(topic.as_str()) || self.broker.knows(topic) {
-            return Ok(());
-        }
-        let (offset, epoch) = bus
-            .position(topic)
-            .await
-            .map_err(|e| PublishError::Redis(e.to_string()))?;
-        Ok(self.broker.adopt(topic, offset, &epoch)?)
-    }
-
-    /// Connects to Redis (if configured and not done yet) and waits until this node receives
-    /// the other nodes' messages. [`Hub::serve`] calls it; call it first to know that the
-    /// node is part of the cluster before announcing it.
-    pub async fn start_redis(self: &Arc<Self>) -> Result<(), redis::RedisError> {
-        let Some(url) = &self.config.redis else {
-            return Ok(());
-        };
-        if self.bus.get().is_none() {
-            let bus = redis::RedisBus::connect(url).await?;
-            if self.bus.set(bus.clone()).is_ok() {
-                self.tasks.spawn(redis::run_subscriber(self.clone(), bus));
+        reservation
+            .inner
+            .watched()
+            .get_or_try_init(|| engine.watch(topic))
+            .await?;
+        for _ in 0..JOIN_ATTEMPTS {
+            let (after, epoch) = self.registry.read_plan(topic, request.since, request.epoch);
+            let snapshot = engine.read(topic, after, epoch.as_deref()).await?;
+            match self.registry.join(topic, id, outbox, request, &snapshot) {
+                Ok(subscribed) => return Ok(subscribed),
+                Err(registry::JoinError::Retry) => tokio::task::yield_now().await,
+                Err(registry::JoinError::Failed(error)) => return Err(error),
             }
         }
-        loop {
-            let ready = self.redis_ready.notified();
-            if self.redis_subscribed.load(Ordering::Acquire) {
-                return Ok(());
-            }
-            ready.await;
-        }
+        Err(SubscribeError::Busy)
     }
 
-    /// The Redis subscription is in place.
-    pub(crate) fn redis_ready(&self) {
-        self.redis_subscribed.store(true, Ordering::Release);
-        self.redis_ready.notify_waiters();
+    /// Removes connection `id` from `topic`; false if it was not subscribed.
+    pub fn unsubscribe(&self, topic: &Topic, id: ConnId) -> bool {
+        let engine = self.engine_for(topic);
+        self.registry.leave(topic, id, |t| engine.unwatch(t))
+    }
+
+    /// Enters `client` into the topic's presence.
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`].
+    ///
+    /// # Cancel safety
+    /// Not cancel-safe: the entry may be made without an answer.
+    pub async fn join(&self, topic: &Topic, client: &ClientInfo) -> Result<(), BrokerError> {
+        self.engine_for(topic).join(topic, client).await
+    }
+
+    /// Removes `client` from the topic's presence.
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`] (the entry then expires within the presence TTL).
+    ///
+    /// # Cancel safety
+    /// Not cancel-safe: the entry may be removed without an answer.
+    pub async fn leave(&self, topic: &Topic, client: &ClientInfo) -> Result<(), BrokerError> {
+        self.engine_for(topic).leave(topic, client).await
+    }
+
+    /// Every client in the topic's presence, on every node.
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`].
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads.
+    pub async fn presence(&self, topic: &Topic) -> Result<Vec<ClientInfo>, BrokerError> {
+        self.engine_for(topic).presence(topic).await
     }
 
     /// Starts the shutdown: stop accepting, close every connection with 1001 after flushing
@@ -269,6 +352,11 @@ impl Hub {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// The cluster-wide id of this node's connection `id`: `NODE-ID`.
+    pub fn client_id(&self, id: ConnId) -> Arc<str> {
+        Arc::from(format!("{}-{id}", self.node))
+    }
+
     /// Whether `topic` is written by the server only (the clock, when it runs).
     pub fn is_reserved(&self, topic: &str) -> bool {
         self.config.clock && topic == clock::CLOCK_TOPIC
@@ -283,6 +371,22 @@ impl Hub {
             })
             .ok()
             .map(|_| Slot { hub: self.clone() })
+    }
+}
+
+/// A subscription being set up; dropping it releases the topic (and unwatches it when
+/// nobody on this node subscribes any more), also when the subscription is cancelled.
+struct Reservation<'a> {
+    hub: &'a Hub,
+    topic: &'a Topic,
+    engine: &'a dyn Broker,
+    inner: registry::Reservation,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let engine = self.engine;
+        self.hub.registry.release(self.topic, |t| engine.unwatch(t));
     }
 }
 

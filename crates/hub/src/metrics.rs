@@ -34,6 +34,17 @@ pub struct Metrics {
     pub client_errors: AtomicU64,
     /// HTTP requests served (any route).
     pub http_requests: AtomicU64,
+    /// `gap` events sent: messages lost to subscribers (history gone, or a new epoch).
+    pub gaps: AtomicU64,
+    /// Gaps repaired from the engine's history (a jump in offsets, a reconnect).
+    pub repairs: AtomicU64,
+    /// Bytes received from the engine (Redis) for this node.
+    pub engine_bytes_in: AtomicU64,
+    /// Of those, bytes of topics without subscribers on this node (0 with per-topic
+    /// subscriptions).
+    pub engine_unwanted_bytes: AtomicU64,
+    /// 1 while the engine can serve (`/readyz`), else 0.
+    pub engine_ready: AtomicI64,
 }
 
 /// Adds one to a counter.
@@ -137,6 +148,36 @@ impl Metrics {
             "HTTP requests served.",
             &self.http_requests,
         );
+        counter(
+            &mut out,
+            "fdx_hub_gaps_total",
+            "Gap events sent (messages lost to subscribers).",
+            &self.gaps,
+        );
+        counter(
+            &mut out,
+            "fdx_hub_repairs_total",
+            "Missing ranges delivered from the engine's history.",
+            &self.repairs,
+        );
+        counter(
+            &mut out,
+            "fdx_hub_engine_bytes_in_total",
+            "Bytes received from the engine for this node.",
+            &self.engine_bytes_in,
+        );
+        counter(
+            &mut out,
+            "fdx_hub_engine_unwanted_bytes_total",
+            "Bytes received from the engine for topics without subscribers here.",
+            &self.engine_unwanted_bytes,
+        );
+        gauge(
+            &mut out,
+            "fdx_hub_engine_ready",
+            "1 while the engine can serve.",
+            &self.engine_ready,
+        );
         out
     }
 }
@@ -156,6 +197,6 @@ mod tests {
         assert!(text.contains("\nfdx_hub_bytes_out_total 42\n"), "{text}");
         assert!(text.contains("# TYPE fdx_hub_connections gauge\nfdx_hub_connections 2\n"));
         let samples = text.lines().filter(|l| !l.starts_with('#')).count();
-        assert_eq!(samples, 13);
+        assert_eq!(samples, 18);
     }
 }

@@ -11,8 +11,8 @@ use tokio::net::TcpListener;
 
 use crate::{clock, http, Hub};
 
-/// How long connecting to Redis may take.
-const REDIS_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long starting the engine (connecting to Redis) may take.
+const ENGINE_START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a client may take to send a request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -23,12 +23,10 @@ impl Hub {
     /// 1001, finishes in-flight HTTP requests, and returns, waiting at most
     /// [`HubConfig::shutdown_timeout`](crate::HubConfig::shutdown_timeout) for all that.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
-        if self.config.redis.is_some() {
-            tokio::time::timeout(REDIS_START_TIMEOUT, self.start_redis())
-                .await
-                .map_err(|_| std::io::Error::other("redis: no subscription within 10 s"))?
-                .map_err(std::io::Error::other)?;
-        }
+        tokio::time::timeout(ENGINE_START_TIMEOUT, self.start_engine())
+            .await
+            .map_err(|_| std::io::Error::other("the engine did not start within 10 s"))?
+            .map_err(std::io::Error::other)?;
         if self.config.clock {
             self.tasks()
                 .spawn(clock::run(self.clone(), self.config.clock_interval));
@@ -91,7 +89,10 @@ async fn sweep(hub: Arc<Hub>) {
     loop {
         tokio::select! {
             _ = hub.shutdown_token().cancelled() => return,
-            _ = ticks.tick() => hub.broker().sweep(),
+            _ = ticks.tick() => {
+                hub.engine.sweep();
+                hub.local.sweep();
+            }
         }
     }
 }

@@ -8,6 +8,7 @@ use fullduplex::Message;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
+use crate::engine::ClientInfo;
 use crate::topic::{Topic, TopicError};
 
 /// A request from a client, parsed and checked.
@@ -21,9 +22,16 @@ pub enum ClientRequest<'a> {
         since: Option<u64>,
         /// The epoch of `since`.
         epoch: Option<&'a str>,
+        /// `"presence":true`: enter the topic's presence and receive `join` and `leave`.
+        presence: bool,
     },
     /// `{"type":"unsubscribe","topic":T}`.
     Unsubscribe {
+        /// The topic.
+        topic: Topic,
+    },
+    /// `{"type":"presence","topic":T}`: who is in the topic's presence.
+    Presence {
         /// The topic.
         topic: Topic,
     },
@@ -77,6 +85,8 @@ struct Envelope<'a> {
     since: Option<u64>,
     #[serde(borrow, default)]
     epoch: Option<&'a str>,
+    #[serde(default)]
+    presence: Option<bool>,
     #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
 }
@@ -124,8 +134,10 @@ pub fn parse_request(text: &str) -> Result<ClientRequest<'_>, RequestError> {
             topic: topic()?,
             since: envelope.since,
             epoch: envelope.epoch,
+            presence: envelope.presence.unwrap_or(false),
         }),
         "unsubscribe" => Ok(ClientRequest::Unsubscribe { topic: topic()? }),
+        "presence" => Ok(ClientRequest::Presence { topic: topic()? }),
         "publish" => {
             let topic = topic()?;
             let data = envelope
@@ -174,6 +186,63 @@ pub fn subscribed_frame(topic: &Topic, offset: u64, epoch: &str, recovered: bool
     ))
 }
 
+/// Why a `gap` event was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GapReason {
+    /// The history no longer holds messages this node did not receive.
+    History,
+    /// The topic's numbering restarted (its engine lost its data).
+    Epoch,
+}
+
+impl GapReason {
+    /// The `reason` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GapReason::History => "history",
+            GapReason::Epoch => "epoch",
+        }
+    }
+}
+
+/// The frame of `{"type":"gap","topic":T,"epoch":E,"offset":N,"reason":R}`: messages of
+/// epoch `E` up to `N` that the subscriber did not receive are lost; its position is now
+/// `(E, N)`.
+pub fn gap_frame(topic: &Topic, epoch: &str, offset: u64, reason: GapReason) -> Bytes {
+    frame(format!(
+        r#"{{"type":"gap","topic":"{topic}","epoch":{},"offset":{offset},"reason":"{}"}}"#,
+        json_string(epoch),
+        reason.as_str()
+    ))
+}
+
+/// The frame of `{"type":"join"|"leave","topic":T,"client":ID,"user":U}`.
+pub fn presence_event_frame(topic: &Topic, client: &ClientInfo, join: bool) -> Bytes {
+    let kind = if join { "join" } else { "leave" };
+    frame(format!(
+        r#"{{"type":"{kind}","topic":"{topic}","client":{},"user":{}}}"#,
+        json_string(&client.client),
+        client
+            .user
+            .as_deref()
+            .map_or_else(|| "null".to_owned(), json_string)
+    ))
+}
+
+/// `[{"client":ID,"user":U}, ...]`.
+pub fn clients_json(clients: &[ClientInfo]) -> String {
+    let list: Vec<String> = clients.iter().map(ClientInfo::to_json).collect();
+    format!("[{}]", list.join(","))
+}
+
+/// The frame of `{"type":"presence","topic":T,"clients":[...]}`.
+pub fn presence_frame(topic: &Topic, clients: &[ClientInfo]) -> Bytes {
+    frame(format!(
+        r#"{{"type":"presence","topic":"{topic}","clients":{}}}"#,
+        clients_json(clients)
+    ))
+}
+
 /// The frame of `{"type":"unsubscribed","topic":T}`.
 pub fn unsubscribed_frame(topic: &Topic) -> Bytes {
     frame(format!(r#"{{"type":"unsubscribed","topic":"{topic}"}}"#))
@@ -216,7 +285,7 @@ mod tests {
         let sub = parse_request(r#"{"type":"subscribe","topic":"a","since":3,"epoch":"e1"}"#);
         assert!(matches!(
             sub,
-            Ok(ClientRequest::Subscribe { ref topic, since: Some(3), epoch: Some("e1") })
+            Ok(ClientRequest::Subscribe { ref topic, since: Some(3), epoch: Some("e1"), presence: false })
                 if topic.as_str() == "a"
         ));
         let publish = parse_request(r#"{"type":"publish","topic":"a","data":{"x":[1, 2]}}"#);

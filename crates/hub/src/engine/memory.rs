@@ -1,0 +1,481 @@
+//! The in-process engine: one node, nothing to install (the embedded default).
+//!
+//! Each topic has its own lock; the offset is assigned, the message stored in the history
+//! and handed to the registry under it, so every subscriber sees the topic's messages in
+//! offset order and a subscription's snapshot fits the live messages exactly.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use crate::engine::{
+    new_epoch, BoxFuture, Broker, BrokerConfig, BrokerError, ClientInfo, Epoch, Published,
+    Snapshot, Stored,
+};
+use crate::history::History;
+use crate::metrics::{add, inc, Metrics};
+use crate::registry::Registry;
+use crate::topic::Topic;
+use crate::wire;
+
+/// One topic.
+#[derive(Debug)]
+struct TopicState {
+    epoch: Epoch,
+    last_offset: u64,
+    history: History,
+    presence: BTreeSet<ClientInfo>,
+    /// Publish, watch or unwatch.
+    last_active: Instant,
+    /// Swept from the map: whoever still holds it must look the topic up again.
+    removed: bool,
+}
+
+/// Topics, their numbering, history and presence, in this process.
+#[derive(Debug)]
+pub struct MemoryBroker {
+    topics: Mutex<HashMap<Topic, Arc<Mutex<TopicState>>>>,
+    config: BrokerConfig,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // No code path leaves the state half-updated across a panic that matters here.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl MemoryBroker {
+    /// An empty engine delivering to `registry`.
+    pub fn new(
+        config: BrokerConfig,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+    ) -> MemoryBroker {
+        MemoryBroker {
+            topics: Mutex::new(HashMap::new()),
+            config,
+            registry,
+            metrics,
+        }
+    }
+
+    /// Runs `f` on the topic's state, creating the topic.
+    fn with_topic<R>(
+        &self,
+        topic: &Topic,
+        f: impl FnOnce(&mut TopicState) -> R,
+    ) -> Result<R, BrokerError> {
+        loop {
+            let state = {
+                let mut topics = lock(&self.topics);
+                match topics.get(topic) {
+                    Some(state) => state.clone(),
+                    None => {
+                        if topics.len() >= self.config.max_topics {
+                            return Err(BrokerError::TooManyTopics);
+                        }
+                        let state = Arc::new(Mutex::new(TopicState {
+                            epoch: new_epoch(),
+                            last_offset: 0,
+                            history: History::new(
+                                self.config.history_size,
+                                self.config.history_ttl,
+                            ),
+                            presence: BTreeSet::new(),
+                            last_active: Instant::now(),
+                            removed: false,
+                        }));
+                        topics.insert(topic.clone(), state.clone());
+                        self.metrics.topics.fetch_add(1, Ordering::Relaxed);
+                        state
+                    }
+                }
+            };
+            let mut guard = lock(&state);
+            if guard.removed {
+                continue;
+            }
+            return Ok(f(&mut guard));
+        }
+    }
+
+    /// Publishes now (the future of [`Broker::publish`] only wraps this).
+    ///
+    /// # Errors
+    /// [`BrokerError::TooManyTopics`].
+    pub fn publish_now(&self, topic: &Topic, data: &str) -> Result<Published, BrokerError> {
+        inc(&self.metrics.messages_in);
+        add(&self.metrics.bytes_in, data.len() as u64);
+        self.with_topic(topic, |state| {
+            let now = Instant::now();
+            state.last_offset += 1;
+            state.last_active = now;
+            let offset = state.last_offset;
+            let frame = wire::message_frame(topic, offset, data);
+            // The registry's own lock is taken inside this one, never the other way round.
+            self.registry.deliver(topic, &state.epoch, offset, &frame);
+            state.history.push(offset, frame, now);
+            Published {
+                offset,
+                epoch: state.epoch.clone(),
+            }
+        })
+    }
+
+    fn read_now(
+        &self,
+        topic: &Topic,
+        after: u64,
+        epoch: Option<&str>,
+    ) -> Result<Snapshot, BrokerError> {
+        self.with_topic(topic, |state| {
+            state.history.expire(Instant::now());
+            let after = if epoch.is_some_and(|e| *e != *state.epoch) {
+                0
+            } else {
+                after.min(state.last_offset)
+            };
+            Snapshot {
+                epoch: state.epoch.clone(),
+                latest: state.last_offset,
+                after,
+                messages: state
+                    .history
+                    .after(after)
+                    .map(|(offset, frame)| Stored {
+                        offset,
+                        frame: frame.clone(),
+                    })
+                    .collect(),
+            }
+        })
+    }
+
+    fn presence_change(
+        &self,
+        topic: &Topic,
+        client: &ClientInfo,
+        join: bool,
+    ) -> Result<(), BrokerError> {
+        let changed = self.with_topic(topic, |state| {
+            if join {
+                state.presence.insert(client.clone())
+            } else {
+                state.presence.remove(client)
+            }
+        })?;
+        if changed {
+            let frame = wire::presence_event_frame(topic, client, join);
+            self.registry.presence_event(topic, &frame);
+        }
+        Ok(())
+    }
+}
+
+impl Broker for MemoryBroker {
+    fn start(self: Arc<Self>) -> BoxFuture<'static, Result<(), BrokerError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn publish<'a>(
+        &'a self,
+        topic: &'a Topic,
+        data: &'a str,
+    ) -> BoxFuture<'a, Result<Published, BrokerError>> {
+        let published = self.publish_now(topic, data);
+        Box::pin(async move { published })
+    }
+
+    fn read<'a>(
+        &'a self,
+        topic: &'a Topic,
+        after: u64,
+        epoch: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Snapshot, BrokerError>> {
+        let snapshot = self.read_now(topic, after, epoch);
+        Box::pin(async move { snapshot })
+    }
+
+    fn watch<'a>(&'a self, topic: &'a Topic) -> BoxFuture<'a, Result<(), BrokerError>> {
+        // Publishing always hands messages to the registry: watching only makes sure the
+        // topic exists (within `max_topics`).
+        let watched = self.with_topic(topic, |state| state.last_active = Instant::now());
+        Box::pin(async move { watched })
+    }
+
+    /// Nothing to do: the sweep asks the registry whether the topic has subscribers.
+    fn unwatch(&self, _topic: &Topic) {}
+
+    fn join<'a>(
+        &'a self,
+        topic: &'a Topic,
+        client: &'a ClientInfo,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        let joined = self.presence_change(topic, client, true);
+        Box::pin(async move { joined })
+    }
+
+    fn leave<'a>(
+        &'a self,
+        topic: &'a Topic,
+        client: &'a ClientInfo,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        let left = self.presence_change(topic, client, false);
+        Box::pin(async move { left })
+    }
+
+    fn presence<'a>(
+        &'a self,
+        topic: &'a Topic,
+    ) -> BoxFuture<'a, Result<Vec<ClientInfo>, BrokerError>> {
+        let clients = lock(&self.topics)
+            .get(topic)
+            .map(|state| lock(state).presence.iter().cloned().collect())
+            .unwrap_or_default();
+        Box::pin(async move { Ok(clients) })
+    }
+
+    fn is_ready(&self) -> bool {
+        true
+    }
+
+    /// Forgets expired history and removes topics that nobody on this node watches, with
+    /// no history, no presence and no activity for the history TTL (their offsets restart
+    /// under a new epoch if they come back).
+    fn sweep(&self) {
+        let now = Instant::now();
+        let ttl = self.config.history_ttl;
+        let mut topics = lock(&self.topics);
+        topics.retain(|topic, state| {
+            let mut state = lock(state);
+            state.history.expire(now);
+            let idle = state.history.is_empty()
+                && state.presence.is_empty()
+                && now.saturating_duration_since(state.last_active) >= ttl
+                && self.registry.subscriber_count(topic) == 0;
+            if idle {
+                state.removed = true;
+                self.metrics.topics.fetch_sub(1, Ordering::Relaxed);
+            }
+            !idle
+        });
+    }
+
+    fn topic_count(&self) -> usize {
+        lock(&self.topics).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::{Drained, Outbox};
+    use crate::registry::SubscribeRequest;
+    use std::time::Duration;
+
+    fn topic(name: &str) -> Topic {
+        Topic::new(name).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn engine(
+        history_size: usize,
+        max_topics: usize,
+        ttl: Duration,
+    ) -> (MemoryBroker, Arc<Registry>) {
+        let metrics = Arc::new(Metrics::default());
+        let registry = Arc::new(Registry::new(max_topics, metrics.clone()));
+        let config = BrokerConfig {
+            history_size,
+            history_ttl: ttl,
+            max_topics,
+            ..BrokerConfig::default()
+        };
+        (
+            MemoryBroker::new(config, registry.clone(), metrics),
+            registry,
+        )
+    }
+
+    fn offsets(outbox: &Outbox) -> Vec<u64> {
+        let mut frames = Vec::new();
+        assert_eq!(outbox.drain(&mut frames), Drained::Frames);
+        frames
+            .iter()
+            .filter_map(|frame| {
+                let start = if frame[1] == 126 { 4 } else { 2 };
+                let value: serde_json::Value = serde_json::from_slice(&frame[start..]).ok()?;
+                (value["type"] == "message").then(|| value["offset"].as_u64())?
+            })
+            .collect()
+    }
+
+    /// Subscribes the way the hub does: watch, read as planned, join.
+    fn subscribe(
+        engine: &MemoryBroker,
+        registry: &Registry,
+        t: &Topic,
+        id: u64,
+        outbox: &Arc<Outbox>,
+        since: Option<u64>,
+        epoch: Option<&str>,
+    ) -> crate::registry::Subscribed {
+        registry.reserve(t).unwrap_or_else(|e| panic!("{e}"));
+        engine
+            .with_topic(t, |_| ())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let request = SubscribeRequest {
+            since,
+            epoch,
+            presence: false,
+        };
+        // As the hub does: read again while the snapshot does not fit the position.
+        let mut joined = Err(crate::registry::JoinError::Retry);
+        for _ in 0..3 {
+            let (after, hint) = registry.read_plan(t, since, epoch);
+            let snapshot = engine
+                .read_now(t, after, hint.as_deref())
+                .unwrap_or_else(|e| panic!("{e}"));
+            joined = registry.join(t, id, outbox, request, &snapshot);
+            if joined.is_ok() {
+                break;
+            }
+        }
+        registry.release(t, |t| engine.unwatch(t));
+        joined.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn recovery_replays_the_gap_then_live() {
+        let (engine, registry) = engine(10, 10, Duration::from_secs(60));
+        let chat = topic("chat");
+        let first = Arc::new(Outbox::new(1 << 20));
+        let sub = subscribe(&engine, &registry, &chat, 1, &first, None, None);
+        assert_eq!((sub.offset, sub.recovered), (0, false));
+        for n in 1..=3 {
+            engine.publish_now(&chat, &n.to_string()).unwrap();
+        }
+        assert_eq!(offsets(&first), [1, 2, 3]);
+        assert!(registry.leave(&chat, 1, |t| engine.unwatch(t)));
+        for n in 4..=5 {
+            engine.publish_now(&chat, &n.to_string()).unwrap();
+        }
+        let again = Arc::new(Outbox::new(1 << 20));
+        let sub = subscribe(
+            &engine,
+            &registry,
+            &chat,
+            2,
+            &again,
+            Some(2),
+            Some(&sub.epoch),
+        );
+        assert!(sub.recovered);
+        assert_eq!((sub.offset, sub.replayed), (5, 3));
+        engine.publish_now(&chat, "6").unwrap();
+        assert_eq!(offsets(&again), [3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn lost_history_and_other_epochs_are_not_recovered() {
+        let (engine, registry) = engine(2, 10, Duration::from_secs(60));
+        let chat = topic("chat");
+        for n in 1..=5 {
+            engine.publish_now(&chat, &n.to_string()).unwrap();
+        }
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        // Since 1: 2 and 3 are gone; 4 and 5 are replayed, recovered is false.
+        let sub = subscribe(&engine, &registry, &chat, 1, &outbox, Some(1), None);
+        assert!(!sub.recovered);
+        assert_eq!(offsets(&outbox), [4, 5]);
+        registry.leave(&chat, 1, |t| engine.unwatch(t));
+        // Up to date: nothing missed.
+        let sub = subscribe(&engine, &registry, &chat, 1, &outbox, Some(5), None);
+        assert!(sub.recovered);
+        assert_eq!(sub.replayed, 0);
+        registry.leave(&chat, 1, |t| engine.unwatch(t));
+        received_nothing(&outbox);
+        // Another epoch: everything held is replayed, not recovered.
+        let sub = subscribe(
+            &engine,
+            &registry,
+            &chat,
+            1,
+            &outbox,
+            Some(3),
+            Some("old-epoch"),
+        );
+        assert!(!sub.recovered);
+        assert_eq!(offsets(&outbox), [4, 5]);
+        registry.leave(&chat, 1, |t| engine.unwatch(t));
+        // Beyond the latest offset: treated like another epoch.
+        let sub = subscribe(&engine, &registry, &chat, 1, &outbox, Some(99), None);
+        assert!(!sub.recovered);
+        assert_eq!(offsets(&outbox), [4, 5]);
+    }
+
+    fn received_nothing(outbox: &Outbox) {
+        let mut frames = Vec::new();
+        outbox.drain(&mut frames);
+    }
+
+    #[test]
+    fn limits_and_sweep() {
+        let (engine, registry) = engine(10, 3, Duration::ZERO);
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        subscribe(&engine, &registry, &topic("kept"), 1, &outbox, None, None);
+        engine.publish_now(&topic("b"), "1").unwrap();
+        engine.publish_now(&topic("c"), "1").unwrap();
+        assert!(matches!(
+            engine.publish_now(&topic("d"), "1"),
+            Err(BrokerError::TooManyTopics)
+        ));
+        engine.sweep();
+        assert_eq!(engine.topic_count(), 1, "only the watched topic stays");
+        assert_eq!(registry.subscriber_count(&topic("kept")), 1);
+    }
+
+    #[test]
+    fn presence_lists_clients_and_tells_presence_subscribers() {
+        let (engine, registry) = engine(10, 10, Duration::from_secs(60));
+        let room = topic("room");
+        let watcher = Arc::new(Outbox::new(1 << 20));
+        registry.reserve(&room).unwrap_or_else(|e| panic!("{e}"));
+        engine.with_topic(&room, |_| ()).unwrap();
+        let snapshot = engine.read_now(&room, 0, None).unwrap();
+        let request = SubscribeRequest {
+            presence: true,
+            ..SubscribeRequest::default()
+        };
+        registry
+            .join(&room, 1, &watcher, request, &snapshot)
+            .unwrap();
+        registry.release(&room, |_| {});
+        let ann = ClientInfo {
+            client: Arc::from("n-1"),
+            user: Some(Arc::from("ann")),
+        };
+        engine.presence_change(&room, &ann, true).unwrap();
+        engine.presence_change(&room, &ann, true).unwrap();
+        let listed = futures_util::FutureExt::now_or_never(engine.presence(&room));
+        assert!(matches!(listed, Some(Ok(ref clients)) if clients == std::slice::from_ref(&ann)));
+        engine.presence_change(&room, &ann, false).unwrap();
+        let mut frames = Vec::new();
+        watcher.drain(&mut frames);
+        let events: Vec<serde_json::Value> = frames
+            .iter()
+            .map(|f| serde_json::from_slice(&f[2..]).unwrap_or_default())
+            .collect();
+        let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+        assert_eq!(
+            kinds,
+            ["subscribed", "join", "leave"],
+            "one join for two calls"
+        );
+        assert_eq!(events[1]["user"], "ann");
+        assert_eq!(events[1]["client"], "n-1");
+    }
+}

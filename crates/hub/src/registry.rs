@@ -1,0 +1,918 @@
+//! This node's subscribers: which connection gets which topic, and the encode-once fan-out
+//! to them.
+//!
+//! The engine ([`Broker`](crate::engine::Broker)) numbers messages; the registry delivers
+//! them here, in order. For each topic with subscribers on this node it keeps the
+//! *position*, the epoch and offset of the last message it delivered, and checks every
+//! message against it:
+//! - the next offset is fanned out: the same `Bytes` frame is pushed into every
+//!   subscriber's [`Outbox`] without waiting;
+//! - an offset at or below the position, or an older epoch, is a duplicate and is dropped;
+//! - a jump (messages this node never received) or a newer epoch asks the engine for a
+//!   repair ([`Delivery::Repair`]): it reads the missing range from the history and hands it
+//!   to [`Registry::apply`], which delivers it in order, or, where the history no longer has
+//!   it, tells every subscriber with a `gap` event. Nothing is skipped silently.
+//!
+//! A subscription starts with [`Registry::join`] on a [`Snapshot`] read after the engine
+//! started watching the topic: the reply, the replay and the subscriber's place among the
+//! live messages are settled under the topic's lock, so replay and live messages form one
+//! sequence without gap or duplicate.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::OnceCell;
+
+use crate::engine::{epoch_is_newer, BrokerError, Epoch, Snapshot};
+use crate::metrics::{add, inc, Metrics};
+use crate::outbox::{Outbox, Overflow};
+use crate::topic::Topic;
+use crate::wire::{self, GapReason};
+
+/// Identifies a connection on this node.
+pub type ConnId = u64;
+
+/// What a subscription started with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscribed {
+    /// The topic's latest offset when the subscription started (0: nothing published yet).
+    /// Live messages have higher offsets.
+    pub offset: u64,
+    /// The topic's epoch.
+    pub epoch: Epoch,
+    /// True when `since` was given and every message after it was replayed.
+    pub recovered: bool,
+    /// How many messages were replayed.
+    pub replayed: usize,
+}
+
+/// What a subscription asks for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SubscribeRequest<'a> {
+    /// The last offset the client saw (recovery).
+    pub since: Option<u64>,
+    /// The epoch of `since`.
+    pub epoch: Option<&'a str>,
+    /// Whether the subscriber gets `join` and `leave` events.
+    pub presence: bool,
+}
+
+/// Why a subscription failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubscribeError {
+    /// The connection already subscribes to the topic.
+    #[error("already subscribed")]
+    AlreadySubscribed,
+    /// This node holds [`max_topics`](crate::engine::BrokerConfig::max_topics) topics.
+    #[error("too many topics")]
+    TooManyTopics,
+    /// The subscriber's queue overflowed while the replay was queued.
+    #[error("{0}")]
+    Overflow(#[from] Overflow),
+    /// The engine failed.
+    #[error("{0}")]
+    Broker(#[from] BrokerError),
+    /// The topic's position kept moving while the subscription was being set up.
+    #[error("the topic is too busy to join now; try again")]
+    Busy,
+}
+
+/// What [`Registry::deliver`] did with a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Fanned out to this many subscribers.
+    Delivered(usize),
+    /// Nobody on this node wants the topic.
+    Unwatched,
+    /// A duplicate, or a message of an older epoch: dropped.
+    Skipped,
+    /// Messages are missing before this one (or its epoch is newer): read the history
+    /// after `after` in `epoch` ([`Broker::read`](crate::engine::Broker::read)) and hand it
+    /// to [`Registry::apply`], which delivers this message too.
+    Repair {
+        /// The last offset delivered.
+        after: u64,
+        /// The epoch it belongs to.
+        epoch: Epoch,
+    },
+}
+
+/// What [`Registry::apply`] did with a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Nothing was missing, or nobody on this node wants the topic.
+    Current,
+    /// Missing messages were delivered (and lost ones reported with a `gap` event).
+    Repaired,
+    /// The snapshot is older than what was delivered: ignored.
+    Stale,
+    /// The snapshot starts after the last delivered offset: read again from there.
+    NotCovered,
+}
+
+/// One subscriber on this node.
+#[derive(Debug)]
+struct Subscriber {
+    outbox: Arc<Outbox>,
+    presence: bool,
+}
+
+/// A topic with subscribers (or subscriptions being set up) on this node.
+#[derive(Debug)]
+struct Local {
+    /// Epoch and offset of the last message delivered here.
+    position: Option<(Epoch, u64)>,
+    subscribers: HashMap<ConnId, Subscriber>,
+    /// Subscriptions being set up.
+    joining: usize,
+    /// Set once the engine watches the topic for this node.
+    watched: Arc<OnceCell<()>>,
+}
+
+impl Local {
+    fn is_unused(&self) -> bool {
+        self.subscribers.is_empty() && self.joining == 0
+    }
+}
+
+/// A subscription being set up: keeps the topic on this node until
+/// [`Registry::release`].
+#[derive(Debug)]
+pub struct Reservation {
+    watched: Arc<OnceCell<()>>,
+}
+
+impl Reservation {
+    /// Set once the engine watches the topic: initialise it with
+    /// [`Broker::watch`](crate::engine::Broker::watch).
+    pub fn watched(&self) -> &OnceCell<()> {
+        &self.watched
+    }
+}
+
+/// This node's topics and subscribers.
+#[derive(Debug)]
+pub struct Registry {
+    topics: Mutex<HashMap<Topic, Arc<Mutex<Local>>>>,
+    max_topics: usize,
+    metrics: Arc<Metrics>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every update below leaves the state consistent before anything that could panic.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Registry {
+    /// An empty registry holding at most `max_topics` topics.
+    pub fn new(max_topics: usize, metrics: Arc<Metrics>) -> Registry {
+        Registry {
+            topics: Mutex::new(HashMap::new()),
+            max_topics,
+            metrics,
+        }
+    }
+
+    fn get(&self, topic: &Topic) -> Option<Arc<Mutex<Local>>> {
+        lock(&self.topics).get(topic).cloned()
+    }
+
+    /// Starts setting up a subscription to `topic`. Call [`Registry::release`] when done,
+    /// whatever the outcome.
+    ///
+    /// # Errors
+    /// [`SubscribeError::TooManyTopics`].
+    pub fn reserve(&self, topic: &Topic) -> Result<Reservation, SubscribeError> {
+        let mut topics = lock(&self.topics);
+        if !topics.contains_key(topic) && topics.len() >= self.max_topics {
+            return Err(SubscribeError::TooManyTopics);
+        }
+        let local = topics.entry(topic.clone()).or_insert_with(|| {
+            Arc::new(Mutex::new(Local {
+                position: None,
+                subscribers: HashMap::new(),
+                joining: 0,
+                watched: Arc::new(OnceCell::new()),
+            }))
+        });
+        let mut local = lock(local);
+        local.joining += 1;
+        Ok(Reservation {
+            watched: local.watched.clone(),
+        })
+    }
+
+    /// Ends what [`Registry::reserve`] started. When the topic has no subscribers left on
+    /// this node, it is forgotten and `unwatch` is called (under the registry's lock, so that
+    /// the engine sees watches and unwatches in order).
+    pub fn release(&self, topic: &Topic, unwatch: impl FnOnce(&Topic)) {
+        let mut topics = lock(&self.topics);
+        let unused = topics.get(topic).is_some_and(|local| {
+            let mut local = lock(local);
+            local.joining = local.joining.saturating_sub(1);
+            local.is_unused()
+        });
+        if unused {
+            topics.remove(topic);
+            unwatch(topic);
+        }
+    }
+
+    /// Where a subscription's read should start: `(after, epoch)` for
+    /// [`Broker::read`](crate::engine::Broker::read), from this node's position and the
+    /// client's `since` and `epoch`.
+    pub fn read_plan(
+        &self,
+        topic: &Topic,
+        since: Option<u64>,
+        epoch: Option<&str>,
+    ) -> (u64, Option<Epoch>) {
+        let position = self
+            .get(topic)
+            .and_then(|local| lock(&local).position.clone());
+        match position {
+            None => (since.unwrap_or(u64::MAX), epoch.map(Arc::from)),
+            Some((current, last)) => {
+                let same_epoch = epoch.is_none_or(|e| *e == *current);
+                let from = match since {
+                    Some(since) if same_epoch && since <= last => since,
+                    // Another epoch, or beyond the position: everything held is replayed.
+                    Some(_) => 0,
+                    None => last,
+                };
+                (from, Some(current))
+            }
+        }
+    }
+
+    /// Adds connection `id` to `topic` from `snapshot` (read as [`Registry::read_plan`]
+    /// said, after the engine watched the topic).
+    ///
+    /// Queues the `subscribed` reply, then, with `since`, the messages after `since` up to
+    /// the position (all of them when `epoch` is not the topic's or `since` is beyond the
+    /// position), and reports `recovered` when that covers every message after `since` of
+    /// the current epoch. Live messages follow without gap or duplicate.
+    ///
+    /// # Errors
+    /// [`JoinError::Retry`] when the snapshot does not fit the position any more (read
+    /// again), [`JoinError::Failed`] otherwise.
+    pub fn join(
+        &self,
+        topic: &Topic,
+        id: ConnId,
+        outbox: &Arc<Outbox>,
+        request: SubscribeRequest<'_>,
+        snapshot: &Snapshot,
+    ) -> Result<Subscribed, JoinError> {
+        let local = self.get(topic).ok_or(JoinError::Retry)?;
+        let mut local = lock(&local);
+        if local.subscribers.contains_key(&id) {
+            return Err(SubscribeError::AlreadySubscribed.into());
+        }
+        match self.apply_locked(topic, &mut local, snapshot) {
+            Applied::Stale | Applied::NotCovered => return Err(JoinError::Retry),
+            Applied::Current | Applied::Repaired => {}
+        }
+        let Some((epoch, last)) = local.position.clone() else {
+            return Err(JoinError::Retry);
+        };
+        if *snapshot.epoch != *epoch || snapshot.latest < last {
+            // Messages arrived after the read: read again.
+            return Err(JoinError::Retry);
+        }
+        let same_epoch = request.epoch.is_none_or(|e| *e == *epoch);
+        let (recovered, replay_from) = match request.since {
+            None => (false, None),
+            // Offsets of another epoch mean nothing here: everything held is new to the
+            // client, and what it missed of its own epoch is lost.
+            Some(since) if !same_epoch || since > last => (false, Some(0)),
+            Some(since) => (snapshot.covers_from(since), Some(since)),
+        };
+        if replay_from.is_some_and(|from| from < snapshot.after) {
+            return Err(JoinError::Retry);
+        }
+        let reply = wire::subscribed_frame(topic, last, &epoch, recovered);
+        outbox.push_reply(reply).map_err(SubscribeError::from)?;
+        let mut replayed = 0;
+        if let Some(from) = replay_from {
+            let mut bytes = 0;
+            for stored in &snapshot.messages {
+                if stored.offset <= from || stored.offset > last {
+                    continue;
+                }
+                outbox
+                    .push_reply(stored.frame.clone())
+                    .map_err(SubscribeError::from)?;
+                bytes += stored.frame.len();
+                replayed += 1;
+            }
+            add(&self.metrics.messages_out, replayed as u64);
+            add(&self.metrics.bytes_out, bytes as u64);
+        }
+        local.subscribers.insert(
+            id,
+            Subscriber {
+                outbox: outbox.clone(),
+                presence: request.presence,
+            },
+        );
+        self.metrics.subscriptions.fetch_add(1, Ordering::Relaxed);
+        Ok(Subscribed {
+            offset: last,
+            epoch,
+            recovered,
+            replayed,
+        })
+    }
+
+    /// Removes connection `id` from `topic`; false if it was not subscribed. When the topic
+    /// has no subscribers left on this node, it is forgotten and `unwatch` is called (under
+    /// the registry's lock).
+    pub fn leave(&self, topic: &Topic, id: ConnId, unwatch: impl FnOnce(&Topic)) -> bool {
+        let mut topics = lock(&self.topics);
+        let Some(local) = topics.get(topic) else {
+            return false;
+        };
+        let (removed, unused) = {
+            let mut local = lock(local);
+            let removed = local.subscribers.remove(&id).is_some();
+            (removed, local.is_unused())
+        };
+        if removed {
+            self.metrics.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        }
+        if unused {
+            topics.remove(topic);
+            unwatch(topic);
+        }
+        removed
+    }
+
+    /// Delivers message `offset` of `epoch` (its encoded `frame`) to this node's
+    /// subscribers of `topic`, if it is the next one. Engines call it in offset order per
+    /// topic.
+    pub fn deliver(&self, topic: &Topic, epoch: &str, offset: u64, frame: &Bytes) -> Delivery {
+        let Some(local) = self.get(topic) else {
+            return Delivery::Unwatched;
+        };
+        let mut local = lock(&local);
+        let Some((current, last)) = &local.position else {
+            // Nobody has joined yet: the first subscription's snapshot settles the rest.
+            local.position = Some((Arc::from(epoch), offset));
+            return Delivery::Delivered(0);
+        };
+        let last = *last;
+        if **current == *epoch {
+            if offset <= last {
+                return Delivery::Skipped;
+            }
+            if offset == last + 1 {
+                let delivered = self.fan_out(&mut local, frame);
+                if let Some(position) = &mut local.position {
+                    position.1 = offset;
+                }
+                return Delivery::Delivered(delivered);
+            }
+        } else if !epoch_is_newer(epoch, current) {
+            return Delivery::Skipped;
+        }
+        Delivery::Repair {
+            after: last,
+            epoch: current.clone(),
+        }
+    }
+
+    /// Delivers what `snapshot` holds beyond this node's position of `topic`, in order.
+    /// Messages the snapshot no longer has are reported to every subscriber with a `gap`
+    /// event (reason `history`), a newer epoch with a `gap` event of reason `epoch`, before
+    /// the messages that follow.
+    pub fn apply(&self, topic: &Topic, snapshot: &Snapshot) -> Applied {
+        let Some(local) = self.get(topic) else {
+            return Applied::Current;
+        };
+        let mut local = lock(&local);
+        self.apply_locked(topic, &mut local, snapshot)
+    }
+
+    fn apply_locked(&self, topic: &Topic, local: &mut Local, snapshot: &Snapshot) -> Applied {
+        let Some((epoch, last)) = local.position.clone() else {
+            local.position = Some((snapshot.epoch.clone(), snapshot.latest));
+            return Applied::Current;
+        };
+        let new_epoch = *snapshot.epoch != *epoch;
+        if new_epoch && !epoch_is_newer(&snapshot.epoch, &epoch) {
+            return Applied::Stale;
+        }
+        let from = if new_epoch { 0 } else { last };
+        if !new_epoch && snapshot.latest <= last {
+            return Applied::Current;
+        }
+        if from < snapshot.after {
+            return Applied::NotCovered;
+        }
+        let first_held = snapshot
+            .messages
+            .first()
+            .map_or(snapshot.latest + 1, |m| m.offset);
+        let lost_to = (first_held > from + 1).then(|| first_held - 1);
+        let mut position = from;
+        if new_epoch || lost_to.is_some() {
+            position = lost_to.unwrap_or(0);
+            let reason = if new_epoch {
+                GapReason::Epoch
+            } else {
+                GapReason::History
+            };
+            let frame = wire::gap_frame(topic, &snapshot.epoch, position, reason);
+            inc(&self.metrics.gaps);
+            self.fan_out(local, &frame);
+        }
+        for stored in &snapshot.messages {
+            if stored.offset > position {
+                self.fan_out(local, &stored.frame);
+                position = stored.offset;
+            }
+        }
+        local.position = Some((snapshot.epoch.clone(), position));
+        inc(&self.metrics.repairs);
+        Applied::Repaired
+    }
+
+    /// Queues `frame` (a `join` or `leave` event) to the subscribers of `topic` that asked
+    /// for presence events.
+    pub fn presence_event(&self, topic: &Topic, frame: &Bytes) {
+        let Some(local) = self.get(topic) else {
+            return;
+        };
+        let local = lock(&local);
+        for subscriber in local.subscribers.values().filter(|s| s.presence) {
+            // An overflow closes that connection; the others go on.
+            let _ = subscriber.outbox.push(frame.clone());
+        }
+    }
+
+    /// Queues `frame` to every subscriber of `state`; returns how many took it. Those whose
+    /// queue overflows are dropped (their connection closes itself as a slow consumer).
+    fn fan_out(&self, local: &mut Local, frame: &Bytes) -> usize {
+        let mut overflowed = Vec::new();
+        for (&id, subscriber) in &local.subscribers {
+            if let Err(overflow) = subscriber.outbox.push(frame.clone()) {
+                add(&self.metrics.drops, overflow.dropped as u64);
+                overflowed.push(id);
+            }
+        }
+        for id in &overflowed {
+            local.subscribers.remove(id);
+        }
+        self.metrics
+            .subscriptions
+            .fetch_sub(overflowed.len() as i64, Ordering::Relaxed);
+        let delivered = local.subscribers.len();
+        add(&self.metrics.messages_out, delivered as u64);
+        add(&self.metrics.bytes_out, (delivered * frame.len()) as u64);
+        delivered
+    }
+
+    /// This node's position in `topic`: the epoch and offset of the last message delivered.
+    pub fn position(&self, topic: &Topic) -> Option<(Epoch, u64)> {
+        self.get(topic)
+            .and_then(|local| lock(&local).position.clone())
+    }
+
+    /// How many subscribers `topic` has on this node.
+    pub fn subscriber_count(&self, topic: &Topic) -> usize {
+        self.get(topic)
+            .map_or(0, |local| lock(&local).subscribers.len())
+    }
+
+    /// How many topics have subscribers (or subscriptions being set up) on this node.
+    pub fn topic_count(&self) -> usize {
+        lock(&self.topics).len()
+    }
+
+    /// The topics with subscribers (or subscriptions being set up) on this node.
+    pub fn topics(&self) -> Vec<Topic> {
+        lock(&self.topics).keys().cloned().collect()
+    }
+}
+
+/// Why [`Registry::join`] did not add the subscriber.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JoinError {
+    /// The snapshot no longer fits this node's position: read again.
+    #[error("read the topic again")]
+    Retry,
+    /// The subscription failed.
+    #[error("{0}")]
+    Failed(#[from] SubscribeError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Stored;
+    use crate::outbox::Drained;
+
+    fn topic(name: &str) -> Topic {
+        Topic::new(name).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn registry() -> Registry {
+        Registry::new(3, Arc::new(Metrics::default()))
+    }
+
+    fn message(t: &Topic, offset: u64) -> Stored {
+        Stored {
+            offset,
+            frame: wire::message_frame(t, offset, &offset.to_string()),
+        }
+    }
+
+    fn snapshot(
+        t: &Topic,
+        epoch: &str,
+        after: u64,
+        held: std::ops::RangeInclusive<u64>,
+    ) -> Snapshot {
+        Snapshot {
+            epoch: Arc::from(epoch),
+            latest: *held.end(),
+            after,
+            messages: held.filter(|&o| o > after).map(|o| message(t, o)).collect(),
+        }
+    }
+
+    /// The JSON messages queued in `outbox`.
+    fn received(outbox: &Outbox) -> Vec<serde_json::Value> {
+        let mut frames = Vec::new();
+        assert_eq!(outbox.drain(&mut frames), Drained::Frames);
+        frames
+            .iter()
+            .map(|frame| {
+                let start = if frame[1] == 126 { 4 } else { 2 };
+                serde_json::from_slice(&frame[start..]).unwrap_or_default()
+            })
+            .collect()
+    }
+
+    fn kinds_and_offsets(messages: &[serde_json::Value]) -> Vec<(String, u64)> {
+        messages
+            .iter()
+            .map(|m| {
+                (
+                    m["type"].as_str().unwrap_or_default().to_owned(),
+                    m["offset"].as_u64().unwrap_or(u64::MAX),
+                )
+            })
+            .collect()
+    }
+
+    fn join(
+        registry: &Registry,
+        t: &Topic,
+        id: ConnId,
+        outbox: &Arc<Outbox>,
+        since: Option<u64>,
+        epoch: Option<&str>,
+        snapshot: &Snapshot,
+    ) -> Result<Subscribed, JoinError> {
+        let reservation = registry.reserve(t).map_err(JoinError::Failed)?;
+        let _ = reservation;
+        let request = SubscribeRequest {
+            since,
+            epoch,
+            presence: false,
+        };
+        let joined = registry.join(t, id, outbox, request, snapshot);
+        registry.release(t, |_| {});
+        joined
+    }
+
+    #[test]
+    fn live_messages_fan_out_once_in_order() {
+        let registry = registry();
+        let t = topic("t");
+        let a = Arc::new(Outbox::new(1 << 20));
+        let b = Arc::new(Outbox::new(1 << 20));
+        join(
+            &registry,
+            &t,
+            1,
+            &a,
+            None,
+            None,
+            &snapshot(&t, "e1", 0, 0..=0),
+        )
+        .unwrap();
+        join(
+            &registry,
+            &t,
+            2,
+            &b,
+            None,
+            None,
+            &snapshot(&t, "e1", 0, 0..=0),
+        )
+        .unwrap();
+        received(&a);
+        received(&b);
+        let frame = message(&t, 1).frame;
+        assert_eq!(
+            registry.deliver(&t, "e1", 1, &frame),
+            Delivery::Delivered(2)
+        );
+        assert_eq!(registry.deliver(&t, "e1", 1, &frame), Delivery::Skipped);
+        let (mut fa, mut fb) = (Vec::new(), Vec::new());
+        a.drain(&mut fa);
+        b.drain(&mut fb);
+        assert_eq!(fa[0].as_ptr(), fb[0].as_ptr(), "the same allocation");
+        assert_eq!(
+            registry.deliver(&t, "e1", 3, &message(&t, 3).frame),
+            Delivery::Repair {
+                after: 1,
+                epoch: Arc::from("e1")
+            }
+        );
+        assert_eq!(
+            registry.deliver(&topic("other"), "e1", 1, &frame),
+            Delivery::Unwatched
+        );
+    }
+
+    #[test]
+    fn a_repair_delivers_the_missing_range_in_order() {
+        let registry = registry();
+        let t = topic("t");
+        let a = Arc::new(Outbox::new(1 << 20));
+        join(
+            &registry,
+            &t,
+            1,
+            &a,
+            None,
+            None,
+            &snapshot(&t, "e1", 0, 1..=2),
+        )
+        .unwrap();
+        received(&a);
+        // 3 and 4 were missed, 5 arrives: the engine reads after 2.
+        assert!(matches!(
+            registry.deliver(&t, "e1", 5, &message(&t, 5).frame),
+            Delivery::Repair { after: 2, .. }
+        ));
+        assert_eq!(
+            registry.apply(&t, &snapshot(&t, "e1", 2, 1..=5)),
+            Applied::Repaired
+        );
+        let got = kinds_and_offsets(&received(&a));
+        assert_eq!(
+            got,
+            [
+                ("message".into(), 3),
+                ("message".into(), 4),
+                ("message".into(), 5)
+            ]
+        );
+        // A stale or covered snapshot changes nothing.
+        assert_eq!(
+            registry.apply(&t, &snapshot(&t, "e1", 2, 1..=5)),
+            Applied::Current
+        );
+        assert_eq!(
+            registry.apply(&t, &snapshot(&t, "e0", 0, 1..=9)),
+            Applied::Stale
+        );
+        assert_eq!(
+            registry.apply(&t, &snapshot(&t, "e1", 7, 1..=9)),
+            Applied::NotCovered
+        );
+        assert!(received(&a).is_empty());
+    }
+
+    #[test]
+    fn lost_history_and_new_epochs_are_told_not_skipped() {
+        let registry = registry();
+        let t = topic("t");
+        let a = Arc::new(Outbox::new(1 << 20));
+        join(
+            &registry,
+            &t,
+            1,
+            &a,
+            None,
+            None,
+            &snapshot(&t, "e1", 0, 1..=2),
+        )
+        .unwrap();
+        received(&a);
+        // The history lost 3..=5; 6..=7 are held.
+        assert_eq!(
+            registry.apply(&t, &snapshot(&t, "e1", 2, 6..=7)),
+            Applied::Repaired
+        );
+        let got = received(&a);
+        assert_eq!(got[0]["type"], "gap");
+        assert_eq!(got[0]["reason"], "history");
+        assert_eq!(got[0]["offset"], 5);
+        assert_eq!(got[0]["epoch"], "e1");
+        assert_eq!(
+            kinds_and_offsets(&got[1..]),
+            [("message".into(), 6), ("message".into(), 7)]
+        );
+        // A newer epoch (Redis lost its data): told, then its messages from 1.
+        assert!(matches!(
+            registry.deliver(&t, "e2", 2, &message(&t, 2).frame),
+            Delivery::Repair { .. }
+        ));
+        assert_eq!(
+            registry.apply(&t, &snapshot(&t, "e2", 0, 1..=2)),
+            Applied::Repaired
+        );
+        let got = received(&a);
+        assert_eq!(got[0]["type"], "gap");
+        assert_eq!(got[0]["reason"], "epoch");
+        assert_eq!(got[0]["epoch"], "e2");
+        assert_eq!(got[0]["offset"], 0);
+        assert_eq!(
+            kinds_and_offsets(&got[1..]),
+            [("message".into(), 1), ("message".into(), 2)]
+        );
+        assert_eq!(registry.position(&t), Some((Arc::from("e2"), 2)));
+        // The older epoch is stale now.
+        assert_eq!(
+            registry.deliver(&t, "e1", 8, &message(&t, 8).frame),
+            Delivery::Skipped
+        );
+    }
+
+    #[test]
+    fn join_replays_up_to_the_position_then_live() {
+        let registry = registry();
+        let t = topic("chat");
+        let first = Arc::new(Outbox::new(1 << 20));
+        join(
+            &registry,
+            &t,
+            1,
+            &first,
+            None,
+            None,
+            &snapshot(&t, "e1", 0, 1..=5),
+        )
+        .unwrap();
+        // A second client recovers from 2: replay 3..=5, recovered.
+        let second = Arc::new(Outbox::new(1 << 20));
+        assert_eq!(
+            registry.read_plan(&t, Some(2), Some("e1")),
+            (2, Some(Arc::from("e1")))
+        );
+        let joined = join(
+            &registry,
+            &t,
+            2,
+            &second,
+            Some(2),
+            Some("e1"),
+            &snapshot(&t, "e1", 2, 1..=5),
+        )
+        .unwrap();
+        assert!(joined.recovered);
+        assert_eq!((joined.offset, joined.replayed), (5, 3));
+        registry.deliver(&t, "e1", 6, &message(&t, 6).frame);
+        let got = received(&second);
+        assert_eq!(got[0]["type"], "subscribed");
+        assert_eq!(got[0]["recovered"], true);
+        assert_eq!(
+            kinds_and_offsets(&got[1..]),
+            [
+                ("message".into(), 3),
+                ("message".into(), 4),
+                ("message".into(), 5),
+                ("message".into(), 6)
+            ]
+        );
+        // A snapshot older than the position: read again.
+        let third = Arc::new(Outbox::new(1 << 20));
+        assert!(matches!(
+            join(
+                &registry,
+                &t,
+                3,
+                &third,
+                Some(2),
+                Some("e1"),
+                &snapshot(&t, "e1", 2, 1..=5)
+            ),
+            Err(JoinError::Retry)
+        ));
+        // Another epoch: everything held, not recovered.
+        let joined = join(
+            &registry,
+            &t,
+            3,
+            &third,
+            Some(9),
+            Some("old"),
+            &snapshot(&t, "e1", 0, 4..=6),
+        )
+        .unwrap();
+        assert!(!joined.recovered);
+        assert_eq!(joined.replayed, 3);
+        // History that no longer reaches back: what is held, not recovered.
+        let fourth = Arc::new(Outbox::new(1 << 20));
+        let joined = join(
+            &registry,
+            &t,
+            4,
+            &fourth,
+            Some(1),
+            Some("e1"),
+            &snapshot(&t, "e1", 1, 4..=6),
+        )
+        .unwrap();
+        assert!(!joined.recovered);
+        assert_eq!(joined.replayed, 3);
+        assert!(matches!(
+            join(
+                &registry,
+                &t,
+                4,
+                &fourth,
+                None,
+                None,
+                &snapshot(&t, "e1", 6, 6..=6)
+            ),
+            Err(JoinError::Failed(SubscribeError::AlreadySubscribed))
+        ));
+    }
+
+    #[test]
+    fn topics_are_forgotten_with_their_last_subscriber() {
+        let registry = registry();
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        let mut unwatched = Vec::new();
+        for name in ["a", "b", "c"] {
+            join(
+                &registry,
+                &topic(name),
+                1,
+                &outbox,
+                None,
+                None,
+                &snapshot(&topic(name), "e", 0, 0..=0),
+            )
+            .unwrap();
+        }
+        assert!(matches!(
+            registry.reserve(&topic("d")),
+            Err(SubscribeError::TooManyTopics)
+        ));
+        assert!(registry.leave(&topic("a"), 1, |t| unwatched.push(t.clone())));
+        assert!(!registry.leave(&topic("a"), 1, |t| unwatched.push(t.clone())));
+        assert_eq!(unwatched, [topic("a")]);
+        assert_eq!(registry.topic_count(), 2);
+        assert!(registry.reserve(&topic("d")).is_ok());
+    }
+
+    #[test]
+    fn a_slow_subscriber_is_dropped_alone() {
+        let registry = registry();
+        let t = topic("t");
+        let slow = Arc::new(Outbox::new(200));
+        let fast = Arc::new(Outbox::new(1 << 20));
+        join(
+            &registry,
+            &t,
+            1,
+            &slow,
+            None,
+            None,
+            &snapshot(&t, "e", 0, 0..=0),
+        )
+        .unwrap();
+        join(
+            &registry,
+            &t,
+            2,
+            &fast,
+            None,
+            None,
+            &snapshot(&t, "e", 0, 0..=0),
+        )
+        .unwrap();
+        received(&fast);
+        for offset in 1..=10 {
+            let frame = wire::message_frame(&t, offset, &format!("\"{offset:040}\""));
+            registry.deliver(&t, "e", offset, &frame);
+        }
+        assert!(slow.is_overflowed());
+        assert_eq!(registry.subscriber_count(&t), 1);
+        assert_eq!(received(&fast).len(), 10);
+        assert_eq!(registry.metrics.subscriptions.load(Ordering::Relaxed), 1);
+    }
+}
