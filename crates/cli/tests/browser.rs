@@ -24,6 +24,7 @@ fn require(path: &Path, what: &str) {
 }
 
 #[test]
+#[ignore = "needs chromium and playwright-core (scripts/test installs them)"]
 fn demo_page_in_headless_chromium() {
     let chromium = Path::new("/usr/bin/chromium");
     require(chromium, "Debian's chromium package");

@@ -1,6 +1,7 @@
 //! `fdx connect` at a terminal (driven through tmux), and piped into a reader that stops early.
 //!
-//! The tmux tests skip, saying so, when `tmux` is not on PATH.
+//! The tmux tests are ignored by plain `cargo test` (`--include-ignored` runs them, as
+//! `scripts/test` does) and fail when `tmux` is not on PATH.
 
 mod common;
 
@@ -15,16 +16,16 @@ use fullduplex::{CloseCode, CloseFrame, Message};
 /// How long to wait for the pane to show what a step expects.
 const PANE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Whether tmux can be run; prints why the test is skipped when not.
-fn tmux_available(test: &str) -> bool {
+/// Fails the test, saying how to fix it, when tmux cannot be run.
+fn require_tmux() {
     let found = Command::new("tmux")
         .arg("-V")
         .output()
         .is_ok_and(|out| out.status.success());
-    if !found {
-        eprintln!("SKIPPED {test}: `tmux` is not on PATH (apt-get install tmux)");
-    }
-    found
+    assert!(
+        found,
+        "`tmux` is not on PATH: apt-get install tmux (scripts/test does)"
+    );
 }
 
 /// A tmux server of its own (socket `-L NAME`) with one detached session running a command;
@@ -169,10 +170,9 @@ fn last_line<'a>(lines: &[&'a str]) -> &'a str {
 }
 
 #[test]
+#[ignore = "needs tmux"]
 fn typed_lines_are_sent_history_recalls_and_ctrl_d_closes() {
-    if !tmux_available("typed_lines_are_sent_history_recalls_and_ctrl_d_closes") {
-        return;
-    }
+    require_tmux();
     let server = Background::start(&["echo", "127.0.0.1:0"]);
     let tmux = Tmux::start("typed", &["connect", &server.url]);
     tmux.wait_for("the prompt", |lines| last_line(lines) == ">");
@@ -198,10 +198,9 @@ fn typed_lines_are_sent_history_recalls_and_ctrl_d_closes() {
 }
 
 #[test]
+#[ignore = "needs tmux"]
 fn ctrl_c_closes_normally() {
-    if !tmux_available("ctrl_c_closes_normally") {
-        return;
-    }
+    require_tmux();
     let server = Background::start(&["echo", "127.0.0.1:0"]);
     let tmux = Tmux::start("ctrlc", &["connect", &server.url, "--json"]);
     tmux.wait_for("the prompt", |lines| last_line(lines) == ">");
@@ -217,10 +216,9 @@ fn ctrl_c_closes_normally() {
 }
 
 #[test]
+#[ignore = "needs tmux"]
 fn message_arriving_while_typing_leaves_the_line_intact() {
-    if !tmux_available("message_arriving_while_typing_leaves_the_line_intact") {
-        return;
-    }
+    require_tmux();
     let (received_tx, received) = mpsc::channel();
     let port = serve_one(move |tcp| async move {
         let Ok(mut ws) = fullduplex::accept(tcp).await else {
@@ -274,10 +272,9 @@ fn message_arriving_while_typing_leaves_the_line_intact() {
 }
 
 #[test]
+#[ignore = "needs tmux"]
 fn server_close_ends_the_prompt_with_its_exit_status() {
-    if !tmux_available("server_close_ends_the_prompt_with_its_exit_status") {
-        return;
-    }
+    require_tmux();
     let port = serve_one(|tcp| async move {
         let Ok(mut ws) = fullduplex::accept(tcp).await else {
             return;

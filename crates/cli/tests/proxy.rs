@@ -95,6 +95,7 @@ asyncio.run(main(sys.argv[1]))
 "#;
 
 #[test]
+#[ignore = "needs Python websockets in .venv (scripts/test makes it)"]
 fn logs_the_handshake_and_inflated_frames_of_a_compressed_python_client() {
     let echo = Background::start(&["echo", "127.0.0.1:0"]);
     let dir = temp_dir("proxy-python");

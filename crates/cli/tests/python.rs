@@ -58,6 +58,7 @@ fn start_python_server(script: &str) -> (PyServer, u16) {
 }
 
 #[test]
+#[ignore = "needs Python websockets in .venv (scripts/test makes it)"]
 fn round_trip_with_python_websockets() {
     let (_server, port) = start_python_server(ECHO_SERVER);
     let url = format!("ws://127.0.0.1:{port}/");
@@ -177,6 +178,7 @@ fn socks5_proxy(seen: std::sync::mpsc::Sender<String>) -> u16 {
 }
 
 #[test]
+#[ignore = "needs Python websockets in .venv (scripts/test makes it)"]
 fn headers_subprotocol_compression_through_socks5_to_python() {
     let (_server, port) = start_python_server(REPORTING_SERVER);
     // `localhost`: the SOCKS5 proxy resolves the name, not fdx.

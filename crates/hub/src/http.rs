@@ -77,14 +77,11 @@ where
                 )
             }
         }
-        ("/metrics", &Method::GET) => {
-            hub.is_ready();
-            respond(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                hub.metrics.render(),
-            )
-        }
+        ("/metrics", &Method::GET) => respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            hub.render_metrics(),
+        ),
         ("/ws", &Method::GET) => websocket(hub, request),
         ("/", _) | ("/healthz", _) | ("/readyz", _) | ("/metrics", _) | ("/ws", _) => {
             method_not_allowed("GET")

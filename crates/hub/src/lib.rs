@@ -229,11 +229,17 @@ impl Hub {
 
     /// Whether the engine can serve now (`/readyz`).
     pub fn is_ready(&self) -> bool {
-        let ready = self.engine.is_ready();
-        self.metrics
-            .engine_ready
-            .store(i64::from(ready), Ordering::Relaxed);
-        ready
+        self.engine.is_ready()
+    }
+
+    /// The metrics in Prometheus text, with the engine's gauges read now.
+    pub fn render_metrics(&self) -> String {
+        let metrics = &self.metrics;
+        let ready = i64::from(self.engine.is_ready());
+        metrics.engine_ready.store(ready, Ordering::Relaxed);
+        let topics = i64::try_from(self.engine.topic_count()).unwrap_or(i64::MAX);
+        metrics.topics.store(topics, Ordering::Relaxed);
+        metrics.render()
     }
 
     /// Publishes `data` (one JSON value, as text) to `topic`, as `POST /publish` does.

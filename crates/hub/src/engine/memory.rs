@@ -5,7 +5,6 @@
 //! offset order and a subscription's snapshot fits the live messages exactly.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -90,7 +89,6 @@ impl MemoryBroker {
                             removed: false,
                         }));
                         topics.insert(topic.clone(), state.clone());
-                        self.metrics.topics.fetch_add(1, Ordering::Relaxed);
                         state
                     }
                 }
@@ -259,7 +257,6 @@ impl Broker for MemoryBroker {
                 && self.registry.subscriber_count(topic) == 0;
             if idle {
                 state.removed = true;
-                self.metrics.topics.fetch_sub(1, Ordering::Relaxed);
             }
             !idle
         });
