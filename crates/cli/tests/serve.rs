@@ -5,6 +5,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::cluster::RedisServer;
 use common::{fdx, lines, wait_bounded};
 use fullduplex::{CloseCode, Message};
 
@@ -149,66 +150,6 @@ fn bad_options_are_usage_errors() {
     );
 }
 
-/// A `redis-server` of our own on a free loopback port, without persistence; killed by PID
-/// when dropped.
-struct Redis {
-    child: Child,
-    port: u16,
-    _dir: std::path::PathBuf,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let dir = std::env::temp_dir().join(format!("fdx-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("redis dir");
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start redis-server ({e}): install it with \
-                     `apt-get install -y redis-server` (scripts/test does)"
-                )
-            });
-        let mut redis = Redis {
-            child,
-            port,
-            _dir: dir,
-        };
-        for _ in 0..500 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return redis;
-            }
-            if let Ok(Some(status)) = redis.child.try_wait() {
-                panic!("redis-server exited: {status}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("redis-server did not listen on {port}");
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self._dir);
-    }
-}
-
 type Ws = fullduplex::WebSocket<fullduplex::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn next_json(ws: &mut Ws) -> serde_json::Value {
@@ -242,7 +183,7 @@ async fn http_publish(addr: &str, topic: &str, body: &str) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_topics_through_redis() {
-    let redis = Redis::start();
+    let redis = RedisServer::start();
     let url = redis.url();
     let a = Hub::start(&["--no-clock", "--redis", &url]);
     let b = Hub::start(&["--no-clock", "--redis", &url]);

@@ -3,6 +3,8 @@
 //! library.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
