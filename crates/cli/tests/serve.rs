@@ -181,6 +181,7 @@ async fn http_publish(addr: &str, topic: &str, body: &str) -> (String, String) {
     (status, body)
 }
 
+#[ignore = "needs redis-server"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_topics_through_redis() {
     let redis = RedisServer::start();

@@ -336,6 +336,7 @@ pub(crate) async fn read(
         .arg(epoch_suffix())
         .arg(millis(config.history_ttl))
         .arg(millis(config.history_meta_ttl.max(config.history_ttl)))
+        .arg(config.history_size)
         .invoke_async(connection)
         .await?;
     parse_snapshot(topic, &values).ok_or_else(|| {

@@ -76,7 +76,7 @@ const PUBLISH: &str = r"
 local epoch = epoch_of(ARGV[3], ARGV[6])
 local offset = redis.call('INCR', KEYS[1])
 if tonumber(ARGV[4]) > 0 then
-  redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[4], offset .. '-0', 't', now_ms(), 'd', ARGV[2])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], offset .. '-0', 't', now_ms(), 'd', ARGV[2])
   redis.call('PEXPIRE', KEYS[3], ARGV[5])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
@@ -86,9 +86,10 @@ return {offset, epoch}
 ";
 
 /// KEYS: offset, epoch, history. ARGV: after, epoch ('' for none), epoch suffix, history
-/// TTL (ms), meta TTL (ms). Returns `{epoch, latest, after, OFFSET, DATA, ...}`: the
-/// messages after `after` (after 0 when the epoch given is not the topic's), younger than
-/// the TTL.
+/// TTL (ms), meta TTL (ms), history size. Returns `{epoch, latest, after, OFFSET, DATA,
+/// ...}`: the messages after `after` (after 0 when the epoch given is not the topic's),
+/// among the last `history size`, younger than the TTL. (The stream is trimmed
+/// approximately, which is cheaper; the size is enforced here.)
 const READ: &str = r"
 local epoch = epoch_of(ARGV[3], ARGV[5])
 local latest = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -99,7 +100,8 @@ local out = {epoch, latest, after}
 if after < latest then
   local cutoff = now_ms() - tonumber(ARGV[4])
   local young = false
-  local entries = redis.call('XRANGE', KEYS[3], string.format('%d-1', after), '+')
+  local start = math.max(after, latest - tonumber(ARGV[6]))
+  local entries = redis.call('XRANGE', KEYS[3], string.format('%d-1', start), '+')
   for _, entry in ipairs(entries) do
     local fields = entry[2]
     local at, data

@@ -1,0 +1,383 @@
+//! Multi-node benchmark: three hub nodes (child processes of this program) and one
+//! `redis-server` on this machine, all started here and stopped at the end.
+//!
+//! ```text
+//! cargo run --release -p fullduplex-hub --example cluster -- --rates 1000,4000,0 --seconds 5
+//! ```
+//!
+//! Node A and node B each hold `--subscribers` WebSocket subscribers of topic `bench`; node C
+//! holds none of `bench` (only one subscriber of `quiet`, a topic nobody publishes to), and
+//! `--publishers` WebSocket publishers on node C publish to `bench`, open loop at each rate of
+//! `--rates` (messages per second over all publishers; 0: as fast as Redis takes them, with
+//! at most 64 in flight per publisher). Every message carries its send time. Per rate it
+//! reports:
+//! * publishes/s sustained: messages delivered to every subscriber, per second;
+//! * publish-to-delivery latency p50/p99/max over every delivery;
+//! * Redis's CPU time per published message, and each node's (`/proc/PID/stat`);
+//! * the bytes node C received from Redis for topics without subscribers on it (its
+//!   `fdx_hub_engine_unwanted_bytes_total`), which per-topic subscriptions keep at zero,
+//!   beside the bytes A received for `bench`.
+//!
+//! With `--node ADDR REDIS_URL` the program is a hub node itself (a child of a run).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fullduplex::Message;
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+type Ws = fullduplex::WebSocket<fullduplex::MaybeTlsStream<tokio::net::TcpStream>>;
+
+#[derive(Debug, Clone)]
+struct Options {
+    subscribers: usize,
+    publishers: usize,
+    rates: Vec<u64>,
+    seconds: u64,
+    size: usize,
+    node: Option<(String, String)>,
+}
+
+fn options() -> Result<Options, Error> {
+    let mut options = Options {
+        subscribers: 100,
+        publishers: 4,
+        rates: vec![1000, 4000, 0],
+        seconds: 5,
+        size: 64,
+        node: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--subscribers" => options.subscribers = value()?.parse()?,
+            "--publishers" => options.publishers = value()?.parse::<usize>()?.max(1),
+            "--rates" => {
+                options.rates = value()?
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()?
+            }
+            "--seconds" => options.seconds = value()?.parse()?,
+            "--size" => options.size = value()?.parse()?,
+            "--node" => options.node = Some((value()?, value()?)),
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    Ok(options)
+}
+
+fn main() -> Result<(), Error> {
+    let options = options()?;
+    if let Some((addr, redis)) = &options.node {
+        return node(addr, redis);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(bench(options))
+}
+
+/// A hub node on the Redis engine, as a child process.
+fn node(addr: &str, redis: &str) -> Result<(), Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut config = fullduplex_hub::HubConfig::default();
+        config.clock = false;
+        config.max_connections = 100_000;
+        config.publish_rate = 0;
+        config.ping_interval = None;
+        config.max_queued_bytes = 64 << 20;
+        config.redis = Some(fullduplex_hub::RedisConfig {
+            urls: vec![redis.to_owned()],
+            cluster: false,
+        });
+        let hub = fullduplex_hub::Hub::new(config);
+        hub.start_engine().await?;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        println!("listening on {}", listener.local_addr()?);
+        hub.serve(listener).await?;
+        Ok(())
+    })
+}
+
+/// A child process, killed by PID when dropped.
+struct Child(tokio::process::Child);
+
+impl Child {
+    fn pid(&self) -> u32 {
+        self.0.id().unwrap_or(0)
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.start_kill();
+    }
+}
+
+fn free_port() -> Result<u16, Error> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// `redis-server` on a free port, without persistence.
+async fn start_redis() -> Result<(Child, String), Error> {
+    let port = free_port()?;
+    let dir = std::env::temp_dir().join(format!("fdx-cluster-bench-{port}"));
+    std::fs::create_dir_all(&dir)?;
+    let child = tokio::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start redis-server ({e}): apt-get install redis-server"))?;
+    for _ in 0..500 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok((Child(child), format!("redis://127.0.0.1:{port}/")));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Err("redis-server did not listen".into())
+}
+
+/// A node of this program, and its address.
+async fn start_node(redis: &str) -> Result<(Child, String), Error> {
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["--node", "127.0.0.1:0", redis])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(15), lines.next_line())
+        .await??
+        .ok_or("the node exited")?;
+    let addr = line
+        .strip_prefix("listening on ")
+        .ok_or_else(|| format!("unexpected: {line}"))?
+        .to_owned();
+    // Keep reading so that the pipe never fills.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((Child(child), addr))
+}
+
+/// User + system CPU time of `pid`.
+fn cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+        .sum();
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The number after `"t":` in a message.
+fn sent_at(text: &str) -> Option<u64> {
+    let start = text.find("\"t\":")? + 4;
+    let digits = text[start..].split(|c: char| !c.is_ascii_digit()).next()?;
+    digits.parse().ok()
+}
+
+/// A counter read from a node's `/metrics`.
+async fn metric(addr: &str, name: &str) -> Result<u64, Error> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await?;
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).await?;
+    let line = text
+        .lines()
+        .find(|line| line.starts_with(name) && line[name.len()..].starts_with(' '))
+        .ok_or_else(|| format!("no metric {name}"))?;
+    Ok(line[name.len()..].trim().parse()?)
+}
+
+async fn subscribe(addr: &str, topic: &str) -> Result<Ws, Error> {
+    let (mut ws, _) = fullduplex::connect(format!("ws://{addr}/ws")).await?;
+    ws.send(Message::text(format!(
+        r#"{{"type":"subscribe","topic":"{topic}"}}"#
+    )))
+    .await?;
+    match ws.recv().await {
+        Some(Ok(message)) if message.as_text().is_some_and(|t| t.contains("subscribed")) => Ok(ws),
+        other => Err(format!("no subscribed reply: {other:?}").into()),
+    }
+}
+
+struct Shared {
+    deliveries: AtomicU64,
+    latency: Mutex<Histogram<u64>>,
+}
+
+async fn bench(options: Options) -> Result<(), Error> {
+    let (redis, url) = start_redis().await?;
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(start_node(&url).await?);
+    }
+    let (a, b, c) = (nodes[0].1.clone(), nodes[1].1.clone(), nodes[2].1.clone());
+    println!(
+        "redis {url}; nodes A {a}, B {b}, C {c}; {} subscribers each on A and B, {} publishers on C, {} B messages",
+        options.subscribers, options.publishers, options.size
+    );
+    let shared = Arc::new(Shared {
+        deliveries: AtomicU64::new(0),
+        latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000_000, 3)?),
+    });
+    for addr in [&a, &b] {
+        for _ in 0..options.subscribers {
+            let mut ws = subscribe(addr, "bench").await?;
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                while let Some(Ok(message)) = ws.recv().await {
+                    let Some(text) = message.as_text() else {
+                        continue;
+                    };
+                    if let Some(sent) = sent_at(text) {
+                        let took = now_ns().saturating_sub(sent).max(1);
+                        if let Ok(mut histogram) = shared.latency.lock() {
+                            let _ = histogram.record(took);
+                        }
+                        shared.deliveries.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    }
+    let _quiet = subscribe(&c, "quiet").await?;
+    let mut publishers = Vec::new();
+    for _ in 0..options.publishers {
+        publishers.push(fullduplex::connect(format!("ws://{c}/ws")).await?.0);
+    }
+    let receivers = 2 * options.subscribers as u64;
+    let pad = "x".repeat(options.size.saturating_sub(60));
+    let redis_pid = redis.pid();
+    println!(
+        "\n| rate asked (msg/s) | publishes/s delivered | deliveries/s | p50 | p99 | max | Redis CPU per message | node C CPU per message | A, B CPU per delivery |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &rate in &options.rates {
+        shared.deliveries.store(0, Ordering::Relaxed);
+        if let Ok(mut histogram) = shared.latency.lock() {
+            histogram.reset();
+        }
+        let cpu_before: Vec<Duration> = nodes.iter().map(|(n, _)| cpu(n.pid())).collect();
+        let redis_before = cpu(redis_pid);
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(options.seconds);
+        let mut sent = 0u64;
+        let per_publisher = if rate == 0 {
+            0
+        } else {
+            rate.div_ceil(options.publishers as u64)
+        };
+        let mut tasks = Vec::new();
+        for mut ws in std::mem::take(&mut publishers) {
+            let pad = pad.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut count = 0u64;
+                let start = Instant::now();
+                while Instant::now() < deadline {
+                    let batch = if per_publisher == 0 {
+                        64
+                    } else {
+                        let due = per_publisher * start.elapsed().as_micros() as u64 / 1_000_000;
+                        due.saturating_sub(count).min(1000)
+                    };
+                    for _ in 0..batch {
+                        let text = format!(
+                            r#"{{"type":"publish","topic":"bench","data":{{"t":{},"p":"{pad}"}}}}"#,
+                            now_ns()
+                        );
+                        if ws.feed(Message::text(text)).await.is_err() {
+                            return (ws, count);
+                        }
+                        count += 1;
+                    }
+                    if ws.flush().await.is_err() {
+                        return (ws, count);
+                    }
+                    tokio::time::sleep(Duration::from_millis(if per_publisher == 0 {
+                        1
+                    } else {
+                        2
+                    }))
+                    .await;
+                }
+                (ws, count)
+            }));
+        }
+        for task in tasks {
+            let (ws, count) = task.await?;
+            sent += count;
+            publishers.push(ws);
+        }
+        // Wait for the deliveries to drain (at most 10 s more).
+        let target = sent * receivers;
+        let drain_deadline = Instant::now() + Duration::from_secs(10);
+        while shared.deliveries.load(Ordering::Relaxed) < target && Instant::now() < drain_deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let delivered = shared.deliveries.load(Ordering::Relaxed);
+        let redis_cpu = cpu(redis_pid).saturating_sub(redis_before);
+        let node_cpu: Vec<Duration> = nodes
+            .iter()
+            .zip(&cpu_before)
+            .map(|((n, _), before)| cpu(n.pid()).saturating_sub(*before))
+            .collect();
+        let (p50, p99, max) = shared.latency.lock().map_or((0, 0, 0), |h| {
+            (h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max())
+        });
+        let per = |d: Duration, n: u64| d.as_secs_f64() * 1e6 / n.max(1) as f64;
+        println!(
+            "| {} | {:.0} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} µs | {:.1} µs | {:.2} µs |",
+            if rate == 0 { "max".to_owned() } else { rate.to_string() },
+            delivered as f64 / receivers.max(1) as f64 / elapsed,
+            delivered as f64 / elapsed,
+            p50 as f64 / 1e6,
+            p99 as f64 / 1e6,
+            max as f64 / 1e6,
+            per(redis_cpu, sent),
+            per(node_cpu[2], sent),
+            per(node_cpu[0] + node_cpu[1], delivered),
+        );
+        if delivered < target {
+            println!("  (only {delivered} of {target} deliveries arrived within 10 s after the last publish)");
+        }
+    }
+    let unwanted_c = metric(&c, "fdx_hub_engine_unwanted_bytes_total").await?;
+    let in_c = metric(&c, "fdx_hub_engine_bytes_in_total").await?;
+    let in_a = metric(&a, "fdx_hub_engine_bytes_in_total").await?;
+    println!(
+        "\nbytes received from Redis: node A (subscribers of `bench`) {in_a}; node C (none of `bench`) {in_c}, of which for topics without subscribers there {unwanted_c}"
+    );
+    Ok(())
+}
