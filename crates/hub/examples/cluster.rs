@@ -18,7 +18,11 @@
 //!   `fdx_hub_engine_unwanted_bytes_total`), which per-topic subscriptions keep at zero,
 //!   beside the bytes A received for `bench`.
 //!
-//! With `--node ADDR REDIS_URL` the program is a hub node itself (a child of a run).
+//! First, in the same run, the same load against one node on the in-process engine (all
+//! subscribers and publishers on it), as the baseline the Redis engine costs against.
+//!
+//! With `--node ADDR REDIS_URL` the program is a hub node itself (a child of a run; the URL
+//! `memory` runs the in-process engine).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -94,7 +98,7 @@ fn node(addr: &str, redis: &str) -> Result<(), Error> {
         config.publish_rate = 0;
         config.ping_interval = None;
         config.max_queued_bytes = 64 << 20;
-        config.redis = Some(fullduplex_hub::RedisConfig {
+        config.redis = (redis != "memory").then(|| fullduplex_hub::RedisConfig {
             urls: vec![redis.to_owned()],
             cluster: false,
         });
@@ -235,23 +239,10 @@ struct Shared {
     latency: Mutex<Histogram<u64>>,
 }
 
-async fn bench(options: Options) -> Result<(), Error> {
-    let (redis, url) = start_redis().await?;
-    let mut nodes = Vec::new();
-    for _ in 0..3 {
-        nodes.push(start_node(&url).await?);
-    }
-    let (a, b, c) = (nodes[0].1.clone(), nodes[1].1.clone(), nodes[2].1.clone());
-    println!(
-        "redis {url}; nodes A {a}, B {b}, C {c}; {} subscribers each on A and B, {} publishers on C, {} B messages",
-        options.subscribers, options.publishers, options.size
-    );
-    let shared = Arc::new(Shared {
-        deliveries: AtomicU64::new(0),
-        latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000_000, 3)?),
-    });
-    for addr in [&a, &b] {
-        for _ in 0..options.subscribers {
+/// `subscribers` subscribers of `bench` on each of `addrs`, counting into `shared`.
+async fn subscribers(addrs: &[&str], count: usize, shared: &Arc<Shared>) -> Result<(), Error> {
+    for addr in addrs {
+        for _ in 0..count {
             let mut ws = subscribe(addr, "bench").await?;
             let shared = shared.clone();
             tokio::spawn(async move {
@@ -270,35 +261,46 @@ async fn bench(options: Options) -> Result<(), Error> {
             });
         }
     }
-    let _quiet = subscribe(&c, "quiet").await?;
-    let mut publishers = Vec::new();
-    for _ in 0..options.publishers {
-        publishers.push(fullduplex::connect(format!("ws://{c}/ws")).await?.0);
-    }
-    let receivers = 2 * options.subscribers as u64;
+    Ok(())
+}
+
+/// What one setup is measured with.
+struct Setup<'a> {
+    label: &'a str,
+    /// PIDs of the nodes that hold subscribers, the publishers' node and Redis (if any).
+    subscriber_nodes: Vec<u32>,
+    /// The publishers' node when it holds no subscribers (its CPU is then reported apart).
+    publisher_node: Option<u32>,
+    redis: Option<u32>,
+    receivers: u64,
+}
+
+/// Publishes at each rate of `options` from `publishers` and prints one row per rate.
+async fn run_rates(
+    options: &Options,
+    setup: &Setup<'_>,
+    publishers: &mut Vec<Ws>,
+    shared: &Arc<Shared>,
+) -> Result<(), Error> {
     let pad = "x".repeat(options.size.saturating_sub(60));
-    let redis_pid = redis.pid();
-    println!(
-        "\n| rate asked (msg/s) | publishes/s delivered | deliveries/s | p50 | p99 | max | Redis CPU per message | node C CPU per message | A, B CPU per delivery |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &rate in &options.rates {
         shared.deliveries.store(0, Ordering::Relaxed);
         if let Ok(mut histogram) = shared.latency.lock() {
             histogram.reset();
         }
-        let cpu_before: Vec<Duration> = nodes.iter().map(|(n, _)| cpu(n.pid())).collect();
-        let redis_before = cpu(redis_pid);
+        let nodes_before: Vec<Duration> = setup.subscriber_nodes.iter().map(|&p| cpu(p)).collect();
+        let publisher_before = setup.publisher_node.map(cpu);
+        let redis_before = setup.redis.map(cpu);
         let started = Instant::now();
         let deadline = started + Duration::from_secs(options.seconds);
         let mut sent = 0u64;
         let per_publisher = if rate == 0 {
             0
         } else {
-            rate.div_ceil(options.publishers as u64)
+            rate.div_ceil(publishers.len() as u64)
         };
         let mut tasks = Vec::new();
-        for mut ws in std::mem::take(&mut publishers) {
+        for mut ws in std::mem::take(publishers) {
             let pad = pad.clone();
             tasks.push(tokio::spawn(async move {
                 let mut count = 0u64;
@@ -323,12 +325,8 @@ async fn bench(options: Options) -> Result<(), Error> {
                     if ws.flush().await.is_err() {
                         return (ws, count);
                     }
-                    tokio::time::sleep(Duration::from_millis(if per_publisher == 0 {
-                        1
-                    } else {
-                        2
-                    }))
-                    .await;
+                    let pause = if per_publisher == 0 { 1 } else { 2 };
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
                 }
                 (ws, count)
             }));
@@ -339,7 +337,7 @@ async fn bench(options: Options) -> Result<(), Error> {
             publishers.push(ws);
         }
         // Wait for the deliveries to drain (at most 10 s more).
-        let target = sent * receivers;
+        let target = sent * setup.receivers;
         let drain_deadline = Instant::now() + Duration::from_secs(10);
         while shared.deliveries.load(Ordering::Relaxed) < target && Instant::now() < drain_deadline
         {
@@ -347,32 +345,104 @@ async fn bench(options: Options) -> Result<(), Error> {
         }
         let elapsed = started.elapsed().as_secs_f64();
         let delivered = shared.deliveries.load(Ordering::Relaxed);
-        let redis_cpu = cpu(redis_pid).saturating_sub(redis_before);
-        let node_cpu: Vec<Duration> = nodes
+        let subscriber_cpu: Duration = setup
+            .subscriber_nodes
             .iter()
-            .zip(&cpu_before)
-            .map(|((n, _), before)| cpu(n.pid()).saturating_sub(*before))
-            .collect();
+            .zip(&nodes_before)
+            .map(|(&p, before)| cpu(p).saturating_sub(*before))
+            .sum();
+        let publisher_cpu = match (setup.publisher_node, publisher_before) {
+            (Some(pid), Some(before)) => format!(
+                "{:.1} µs",
+                cpu(pid).saturating_sub(before).as_secs_f64() * 1e6 / sent.max(1) as f64
+            ),
+            _ => "-".to_owned(),
+        };
         let (p50, p99, max) = shared.latency.lock().map_or((0, 0, 0), |h| {
             (h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max())
         });
         let per = |d: Duration, n: u64| d.as_secs_f64() * 1e6 / n.max(1) as f64;
+        let redis_cpu = match (setup.redis, redis_before) {
+            (Some(pid), Some(before)) => {
+                format!("{:.1} µs", per(cpu(pid).saturating_sub(before), sent))
+            }
+            _ => "-".to_owned(),
+        };
         println!(
-            "| {} | {:.0} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} µs | {:.1} µs | {:.2} µs |",
+            "| {} | {} | {:.0} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {redis_cpu} | {publisher_cpu} | {:.2} µs |",
+            setup.label,
             if rate == 0 { "max".to_owned() } else { rate.to_string() },
-            delivered as f64 / receivers.max(1) as f64 / elapsed,
+            delivered as f64 / setup.receivers.max(1) as f64 / elapsed,
             delivered as f64 / elapsed,
             p50 as f64 / 1e6,
             p99 as f64 / 1e6,
             max as f64 / 1e6,
-            per(redis_cpu, sent),
-            per(node_cpu[2], sent),
-            per(node_cpu[0] + node_cpu[1], delivered),
+            per(subscriber_cpu, delivered),
         );
         if delivered < target {
             println!("  (only {delivered} of {target} deliveries arrived within 10 s after the last publish)");
         }
     }
+    Ok(())
+}
+
+async fn bench(options: Options) -> Result<(), Error> {
+    println!(
+        "{} subscribers on each of two nodes (or {} on the single node), {} publishers, {} B messages",
+        options.subscribers,
+        2 * options.subscribers,
+        options.publishers,
+        options.size
+    );
+    println!(
+        "\n| engine | rate asked (msg/s) | publishes/s delivered | deliveries/s | p50 | p99 | max | Redis CPU per message | publishing node CPU per message | subscribers' nodes CPU per delivery (in-process: all of it) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    // The in-process engine, one node: subscribers and publishers on it.
+    {
+        let (single, addr) = start_node("memory").await?;
+        let shared = Arc::new(Shared {
+            deliveries: AtomicU64::new(0),
+            latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000_000, 3)?),
+        });
+        subscribers(&[&addr, &addr], options.subscribers, &shared).await?;
+        let mut publishers = Vec::new();
+        for _ in 0..options.publishers {
+            publishers.push(fullduplex::connect(format!("ws://{addr}/ws")).await?.0);
+        }
+        let setup = Setup {
+            label: "in-process, 1 node",
+            subscriber_nodes: vec![single.pid()],
+            publisher_node: None,
+            redis: None,
+            receivers: 2 * options.subscribers as u64,
+        };
+        run_rates(&options, &setup, &mut publishers, &shared).await?;
+    }
+    let (redis, url) = start_redis().await?;
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(start_node(&url).await?);
+    }
+    let (a, b, c) = (nodes[0].1.clone(), nodes[1].1.clone(), nodes[2].1.clone());
+    let shared = Arc::new(Shared {
+        deliveries: AtomicU64::new(0),
+        latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000_000, 3)?),
+    });
+    subscribers(&[&a, &b], options.subscribers, &shared).await?;
+    let _quiet = subscribe(&c, "quiet").await?;
+    let mut publishers = Vec::new();
+    for _ in 0..options.publishers {
+        publishers.push(fullduplex::connect(format!("ws://{c}/ws")).await?.0);
+    }
+    let setup = Setup {
+        label: "Redis, 3 nodes",
+        subscriber_nodes: vec![nodes[0].0.pid(), nodes[1].0.pid()],
+        publisher_node: Some(nodes[2].0.pid()),
+        redis: Some(redis.pid()),
+        receivers: 2 * options.subscribers as u64,
+    };
+    run_rates(&options, &setup, &mut publishers, &shared).await?;
     let unwanted_c = metric(&c, "fdx_hub_engine_unwanted_bytes_total").await?;
     let in_c = metric(&c, "fdx_hub_engine_bytes_in_total").await?;
     let in_a = metric(&a, "fdx_hub_engine_bytes_in_total").await?;
