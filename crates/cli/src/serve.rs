@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use fullduplex_hub::{BrokerConfig, Hub, HubConfig, RedisConfig};
+use fullduplex_hub::{BrokerConfig, HookConfig, Hub, HubConfig, RedisConfig, TokenConfig};
 
 use crate::Failure;
 
@@ -20,8 +20,9 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer KEY` on POST /publish.
     #[arg(long, env = "FDX_API_KEY", value_name = "KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// Require an HS256 JWT signed with this secret on /ws (query `token=`, cookie `token`
-    /// or `Authorization: Bearer`); its `subscribe` and `publish` claims list topic patterns.
+    /// Require a JWT on /ws (query `token=`, cookie `token` or `Authorization: Bearer`);
+    /// HS256 tokens are signed with this secret. Its `subscribe` and `publish` claims list
+    /// topic patterns, `sub` names the user, `exp` is enforced during the connection.
     #[arg(
         long,
         env = "FDX_TOKEN_SECRET",
@@ -29,6 +30,22 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub token_secret: Option<String>,
+    /// Also accept RS256 or ES256 tokens signed for this public key (PEM file; repeatable).
+    #[arg(long = "token-public-key", value_name = "PEM")]
+    pub token_public_keys: Vec<std::path::PathBuf>,
+    /// Also accept RS256 or ES256 tokens whose `kid` names a key of this JWKS (fetched,
+    /// cached, fetched again for an unknown `kid` at most every 10 s).
+    #[arg(long, value_name = "URL")]
+    pub token_jwks_url: Option<String>,
+    /// Ask this backend (HTTP POST, JSON) before accepting a WebSocket; see PROTOCOL.md.
+    #[arg(long, value_name = "URL")]
+    pub connect_hook: Option<String>,
+    /// Ask this backend (HTTP POST, JSON) before every subscription; see PROTOCOL.md.
+    #[arg(long, value_name = "URL")]
+    pub subscribe_hook: Option<String>,
+    /// How long a hook may take; past it (or on any failure) the request is denied.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "TIME")]
+    pub hook_timeout: Duration,
     /// Messages kept per topic for recovery.
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub history_size: usize,
@@ -103,7 +120,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl ServeArgs {
-    fn config(&self) -> HubConfig {
+    fn config(&self) -> Result<HubConfig, Failure> {
         let mut config = HubConfig::default();
         config.broker = BrokerConfig {
             history_size: self.history_size,
@@ -114,7 +131,26 @@ impl ServeArgs {
         };
         config.allowed_origins = self.allowed_origins.clone();
         config.api_key = self.api_key.clone().filter(|k| !k.is_empty());
-        config.token_secret = self.token_secret.clone().filter(|s| !s.is_empty());
+        let mut public_keys = Vec::new();
+        for path in &self.token_public_keys {
+            let pem = std::fs::read_to_string(path).map_err(|e| {
+                Failure::with_code(
+                    crate::EXIT_USAGE,
+                    format!("--token-public-key {}: {e}", path.display()),
+                )
+            })?;
+            public_keys.push(pem);
+        }
+        config.tokens = TokenConfig {
+            secret: self.token_secret.clone().filter(|s| !s.is_empty()),
+            public_keys,
+            jwks_url: self.token_jwks_url.clone(),
+        };
+        config.hooks = HookConfig {
+            connect: self.connect_hook.clone(),
+            subscribe: self.subscribe_hook.clone(),
+            timeout: self.hook_timeout,
+        };
         config.max_connections = self.max_connections;
         config.max_subscriptions = self.max_subscriptions;
         config.max_message_size = self.max_message_size;
@@ -127,7 +163,7 @@ impl ServeArgs {
             urls: self.redis.clone(),
             cluster: self.redis_cluster,
         });
-        config
+        Ok(config)
     }
 }
 
@@ -139,7 +175,8 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     let addr = listener
         .local_addr()
         .map_err(|e| Failure::new(format!("cannot read the bound address: {e}")))?;
-    let hub = Hub::new(args.config());
+    let hub = Hub::try_new(args.config()?)
+        .map_err(|e| Failure::with_code(crate::EXIT_USAGE, e.to_string()))?;
     // Announce the node only once its engine serves (with Redis: connected to every
     // shard).
     tokio::time::timeout(Duration::from_secs(10), hub.start_engine())

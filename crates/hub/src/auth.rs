@@ -1,15 +1,8 @@
-//! Who may connect and what they may do: the Origin policy, HS256 tokens (JWT) listing the
-//! topics a client may subscribe and publish to, and the API key of `POST /publish`.
+//! Who may connect and what they may do: the Origin policy, the grants a token gives (topic
+//! patterns, the user, the expiry; tokens themselves are checked in
+//! [`tokens`](crate::tokens)), where a request carries its token, and the API key.
 
 use std::sync::Arc;
-
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use hmac::{Hmac, Mac};
-use serde::Deserialize;
-use sha2::Sha256;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// Which browser origins may open WebSockets (and `POST /publish`).
 ///
@@ -94,6 +87,7 @@ pub struct Grants {
     subscribe: Vec<TopicPattern>,
     publish: Vec<TopicPattern>,
     user: Option<Arc<str>>,
+    expires: Option<u64>,
 }
 
 impl Grants {
@@ -103,6 +97,7 @@ impl Grants {
             subscribe: vec![TopicPattern::new("*")],
             publish: vec![TopicPattern::new("*")],
             user: None,
+            expires: None,
         }
     }
 
@@ -112,7 +107,25 @@ impl Grants {
             subscribe: subscribe.iter().map(|p| TopicPattern::new(p)).collect(),
             publish: publish.iter().map(|p| TopicPattern::new(p)).collect(),
             user: None,
+            expires: None,
         }
+    }
+
+    /// The same grants for `user`.
+    pub fn with_user(mut self, user: Option<Arc<str>>) -> Grants {
+        self.user = user;
+        self
+    }
+
+    /// The same grants, ending at `expires` (seconds since 1970).
+    pub fn with_expiry(mut self, expires: Option<u64>) -> Grants {
+        self.expires = expires;
+        self
+    }
+
+    /// When the token expires (seconds since 1970), if it does.
+    pub fn expires(&self) -> Option<u64> {
+        self.expires
     }
 
     /// The user the token names (its `sub` claim), if any.
@@ -129,149 +142,6 @@ impl Grants {
     pub fn may_publish(&self, topic: &str) -> bool {
         self.publish.iter().any(|p| p.matches(topic))
     }
-}
-
-/// Why a token was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TokenError {
-    /// No token in the query, cookie or `Authorization` header.
-    #[error("a token is required")]
-    Missing,
-    /// Not three base64url parts, or the header or claims are not the expected JSON.
-    #[error("malformed token: {0}")]
-    Malformed(&'static str),
-    /// The header's `alg` is not `HS256`.
-    #[error("token algorithm must be HS256")]
-    Algorithm,
-    /// The signature does not match.
-    #[error("bad token signature")]
-    Signature,
-    /// `exp` has passed.
-    #[error("token expired")]
-    Expired,
-    /// `nbf` is in the future.
-    #[error("token not valid yet")]
-    NotYetValid,
-}
-
-#[derive(Deserialize)]
-struct Header {
-    alg: String,
-}
-
-#[derive(Deserialize)]
-struct Claims {
-    #[serde(default)]
-    sub: Option<String>,
-    #[serde(default)]
-    exp: Option<f64>,
-    #[serde(default)]
-    nbf: Option<f64>,
-    #[serde(default)]
-    subscribe: Vec<String>,
-    #[serde(default)]
-    publish: Vec<String>,
-}
-
-/// Verifies HS256 JSON Web Tokens (RFC 7519) signed with the hub's secret.
-///
-/// The claims `subscribe` and `publish` are lists of [`TopicPattern`]s; `exp` and `nbf`
-/// (seconds since 1970) are checked when present. Other claims are ignored.
-#[derive(Clone)]
-pub struct TokenVerifier {
-    key: HmacSha256,
-}
-
-impl std::fmt::Debug for TokenVerifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TokenVerifier { key: <secret> }")
-    }
-}
-
-impl TokenVerifier {
-    /// A verifier for tokens signed with `secret`.
-    pub fn new(secret: &[u8]) -> TokenVerifier {
-        TokenVerifier {
-            // HMAC takes keys of any length.
-            key: <HmacSha256 as Mac>::new_from_slice(secret)
-                .unwrap_or_else(|_| unreachable!("HMAC accepts any key length")),
-        }
-    }
-
-    /// Checks `token` at time `now` (seconds since 1970) and returns its grants.
-    ///
-    /// ```
-    /// use fullduplex_hub::auth::{sign_token, TokenVerifier};
-    /// let token = sign_token(b"secret", &serde_json::json!({"subscribe": ["chat.*"]}));
-    /// let grants = TokenVerifier::new(b"secret").verify(&token, 0)?;
-    /// assert!(grants.may_subscribe("chat.lobby"));
-    /// assert!(!grants.may_publish("chat.lobby"));
-    /// assert!(TokenVerifier::new(b"other").verify(&token, 0).is_err());
-    /// # Ok::<(), fullduplex_hub::auth::TokenError>(())
-    /// ```
-    pub fn verify(&self, token: &str, now: u64) -> Result<Grants, TokenError> {
-        let mut parts = token.trim().splitn(3, '.');
-        let (Some(header), Some(claims), Some(signature)) =
-            (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(TokenError::Malformed("expected three dot-separated parts"));
-        };
-        let decode = |part: &str, what| {
-            URL_SAFE_NO_PAD
-                .decode(part.trim_end_matches('='))
-                .map_err(|_| TokenError::Malformed(what))
-        };
-        let header_json = decode(header, "header is not base64url")?;
-        let header_value: Header = serde_json::from_slice(&header_json)
-            .map_err(|_| TokenError::Malformed("header is not a JSON object with alg"))?;
-        if header_value.alg != "HS256" {
-            return Err(TokenError::Algorithm);
-        }
-        let signature = decode(signature, "signature is not base64url")?;
-        let mut mac = self.key.clone();
-        mac.update(header.as_bytes());
-        mac.update(b".");
-        mac.update(claims.as_bytes());
-        // Constant-time comparison.
-        mac.verify_slice(&signature)
-            .map_err(|_| TokenError::Signature)?;
-        let claims_json = decode(claims, "claims are not base64url")?;
-        let claims: Claims = serde_json::from_slice(&claims_json)
-            .map_err(|_| TokenError::Malformed("claims are not the expected JSON object"))?;
-        let now = now as f64;
-        if claims.exp.is_some_and(|exp| now >= exp) {
-            return Err(TokenError::Expired);
-        }
-        if claims.nbf.is_some_and(|nbf| now < nbf) {
-            return Err(TokenError::NotYetValid);
-        }
-        Ok(Grants {
-            subscribe: claims
-                .subscribe
-                .iter()
-                .map(|p| TopicPattern::new(p))
-                .collect(),
-            publish: claims
-                .publish
-                .iter()
-                .map(|p| TopicPattern::new(p))
-                .collect(),
-            user: claims.sub.map(Arc::from),
-        })
-    }
-}
-
-/// Signs `claims` as an HS256 JWT with `secret`: for tools and tests that make tokens.
-pub fn sign_token(secret: &[u8], claims: &serde_json::Value) -> String {
-    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let claims = URL_SAFE_NO_PAD.encode(claims.to_string());
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(secret)
-        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-    mac.update(header.as_bytes());
-    mac.update(b".");
-    mac.update(claims.as_bytes());
-    let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-    format!("{header}.{claims}.{signature}")
 }
 
 /// The token of a request: the `token` query parameter, else the `token` cookie, else
@@ -314,7 +184,6 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn origin_policy() {
@@ -347,44 +216,6 @@ mod tests {
         assert!(!grants.may_subscribe("chat"));
         assert!(grants.may_publish("anything"));
         assert!(!Grants::new(&[], &[]).may_subscribe("x"));
-    }
-
-    #[test]
-    fn tokens() {
-        let verifier = TokenVerifier::new(b"k");
-        let token = sign_token(
-            b"k",
-            &json!({"sub": "ann", "exp": 100, "nbf": 10, "subscribe": ["a"], "publish": ["b*"]}),
-        );
-        let grants = verifier.verify(&token, 50).unwrap();
-        assert!(grants.may_subscribe("a") && !grants.may_subscribe("b"));
-        assert!(grants.may_publish("bb") && !grants.may_publish("a"));
-        assert_eq!(verifier.verify(&token, 100), Err(TokenError::Expired));
-        assert_eq!(verifier.verify(&token, 5), Err(TokenError::NotYetValid));
-        // Tampered claims.
-        let mut parts: Vec<&str> = token.split('.').collect();
-        let forged = URL_SAFE_NO_PAD.encode(json!({"subscribe": ["*"]}).to_string());
-        parts[1] = &forged;
-        assert_eq!(
-            verifier.verify(&parts.join("."), 50),
-            Err(TokenError::Signature)
-        );
-        // alg none.
-        let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#);
-        let unsigned = format!("{none_header}.{forged}.");
-        assert_eq!(verifier.verify(&unsigned, 50), Err(TokenError::Algorithm));
-        assert!(matches!(
-            verifier.verify("abc", 0),
-            Err(TokenError::Malformed(_))
-        ));
-        assert!(matches!(
-            verifier.verify("a.b.c", 0),
-            Err(TokenError::Malformed(_))
-        ));
-        assert!(matches!(
-            verifier.verify("", 0),
-            Err(TokenError::Malformed(_))
-        ));
     }
 
     #[test]

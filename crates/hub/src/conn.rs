@@ -8,10 +8,13 @@
 
 use std::collections::HashMap;
 use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::ready;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Sleep;
 
 use bytes::{Bytes, BytesMut};
 use fullduplex::hyper::HyperWebSocket;
@@ -20,7 +23,7 @@ use fullduplex::{CloseCode, CloseFrame, Message};
 use crate::auth::Grants;
 use crate::engine::{BrokerError, ClientInfo};
 use crate::metrics::inc;
-use crate::outbox::{Drained, Outbox};
+use crate::outbox::{Control, Drained, Outbox};
 use crate::registry::{SubscribeError, SubscribeRequest};
 use crate::topic::Topic;
 use crate::wire::{self, ClientRequest};
@@ -42,7 +45,19 @@ enum End {
     SlowConsumer,
     /// The hub is shutting down.
     Shutdown,
+    /// The token expired and was not refreshed.
+    Expired,
+    /// The server API disconnected the client.
+    Disconnected(u16, String),
 }
+
+/// How long before a token expires the server asks for a new one.
+const REFRESH_LEAD: Duration = Duration::from_secs(10);
+
+/// The close code for an expired token.
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
+/// The close code the server API uses unless told another.
+pub const CLOSE_DISCONNECTED: u16 = 4002;
 
 /// A token bucket: `rate` tokens per second, at most `rate` saved up.
 #[derive(Debug)]
@@ -87,6 +102,14 @@ struct Session {
     topics: HashMap<Topic, bool>,
     grants: Grants,
     rate: RateLimit,
+    /// The `id` of the request being handled (JSON text), for its answers.
+    reply_id: Option<Box<str>>,
+    /// When the token expires: first the time to ask for a refresh, then the expiry.
+    expiry: Option<Pin<Box<Sleep>>>,
+    /// `{"type":"refresh"}` was sent for the current token.
+    refresh_asked: bool,
+    /// The upgrade request's headers, kept for the subscribe hook when there is one.
+    headers: Option<Box<serde_json::Map<String, serde_json::Value>>>,
     /// Counts against the connection limit while the session lives.
     _slot: Slot,
 }
@@ -101,6 +124,7 @@ pub(crate) fn run(
     mut ws: HyperWebSocket,
     grants: Grants,
     slot: Slot,
+    headers: Option<serde_json::Map<String, serde_json::Value>>,
 ) -> impl Future<Output = ()> + Send {
     hub.metrics.connections.fetch_add(1, Ordering::Relaxed);
     inc(&hub.metrics.connections_total);
@@ -110,9 +134,19 @@ pub(crate) fn run(
         topics: HashMap::new(),
         grants,
         rate: RateLimit::new(hub.config.publish_rate),
+        reply_id: None,
+        expiry: None,
+        refresh_asked: false,
+        headers: headers.map(Box::new),
         hub,
         _slot: slot,
     };
+    session.schedule_expiry();
+    session.hub.registry.add_session(
+        session.id,
+        session.grants.user().cloned(),
+        session.outbox.clone(),
+    );
     async move {
         let end = session.drive(&mut ws).await;
         Box::pin(session.leave_all()).await;
@@ -126,6 +160,7 @@ impl Drop for Session {
     /// The connection is over (or its task was dropped): it no longer counts, and its slot
     /// (a field) is given back right after.
     fn drop(&mut self) {
+        self.hub.registry.remove_session(self.id);
         self.hub.metrics.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -137,6 +172,14 @@ impl Session {
         loop {
             if self.outbox.drain(&mut frames) == Drained::Overflowed {
                 return End::SlowConsumer;
+            }
+            for control in self.outbox.take_control() {
+                match control {
+                    Control::Disconnect { code, reason } => return End::Disconnected(code, reason),
+                    Control::Unsubscribe { topic } => {
+                        Box::pin(self.unsubscribe(topic, true)).await;
+                    }
+                }
             }
             if !frames.is_empty() {
                 tokio::select! {
@@ -150,9 +193,20 @@ impl Session {
                 }
                 continue;
             }
+            let expiry = self.expiry.as_mut();
             tokio::select! {
                 biased;
                 _ = self.hub.shutdown_token().cancelled() => return End::Shutdown,
+                _ = async {
+                    match expiry {
+                        Some(sleep) => sleep.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if self.on_expiry() {
+                        return End::Expired;
+                    }
+                }
                 _ = self.outbox.wait() => {}
                 message = ws.recv() => match message {
                     None => return End::Closed,
@@ -186,6 +240,8 @@ impl Session {
                 inc(&hub.metrics.slow_consumer_disconnects);
                 CloseFrame::new(CloseCode(1013), "slow consumer")
             }
+            End::Expired => CloseFrame::new(CloseCode(CLOSE_TOKEN_EXPIRED), "token expired"),
+            End::Disconnected(code, reason) => CloseFrame::new(CloseCode(code), reason),
             End::Shutdown => {
                 // Flush what is queued first, within the shutdown timeout.
                 let mut frames = Vec::new();
@@ -206,10 +262,19 @@ impl Session {
 
     /// Handles one text message.
     async fn handle(&mut self, text: &str) {
-        let request = match wire::parse_request(text) {
-            Ok(request) => request,
-            Err(error) => return self.error(error.code(), &error.to_string(), None),
-        };
+        let parsed = wire::parse(text);
+        self.reply_id = parsed.id.map(Box::from);
+        match parsed.request {
+            Ok(request) => self.handle_request(request).await,
+            Err(error) => self.error(error.code(), &error.to_string(), None),
+        }
+        self.reply_id = None;
+    }
+
+    /// Handles one parsed request.
+    async fn handle_request(&mut self, request: ClientRequest<'_>) {
+        let id = self.reply_id.clone();
+        let id = id.as_deref();
         match request {
             ClientRequest::Subscribe {
                 topic,
@@ -221,6 +286,7 @@ impl Session {
                     since,
                     epoch,
                     presence,
+                    id,
                 };
                 self.subscribe(topic, request).await
             }
@@ -233,18 +299,12 @@ impl Session {
                     );
                 }
                 match self.hub.presence(&topic).await {
-                    Ok(clients) => self.send(wire::presence_frame(&topic, &clients)),
+                    Ok(clients) => self.send(wire::presence_frame(&topic, &clients, id)),
                     Err(error) => self.error("unavailable", &error.to_string(), Some(&topic)),
                 }
             }
             ClientRequest::Unsubscribe { topic } => {
-                if let Some(presence) = self.topics.remove(&topic) {
-                    self.hub.unsubscribe(&topic, self.id);
-                    if presence {
-                        self.leave_presence(&topic).await;
-                    }
-                    self.send(wire::unsubscribed_frame(&topic));
-                } else {
+                if !self.unsubscribe(topic.clone(), false).await {
                     self.error(
                         "not_subscribed",
                         "not subscribed to this topic",
@@ -252,6 +312,7 @@ impl Session {
                     );
                 }
             }
+            ClientRequest::Refresh { token } => self.refresh(&token).await,
             ClientRequest::Publish { topic, data } => {
                 if !self.grants.may_publish(topic.as_str()) || self.hub.is_reserved(topic.as_str())
                 {
@@ -270,7 +331,16 @@ impl Session {
                     );
                 }
                 match self.hub.publish(&topic, data.get()).await {
-                    Ok(_) => {}
+                    Ok(published) => {
+                        if let Some(id) = id {
+                            self.send(wire::published_frame(
+                                &topic,
+                                published.offset,
+                                &published.epoch,
+                                id,
+                            ));
+                        }
+                    }
                     Err(BrokerError::TooManyTopics) => {
                         self.error("too_many_topics", "the server holds too many topics", None)
                     }
@@ -302,6 +372,19 @@ impl Session {
             );
             return self.error("too_many_subscriptions", &message, Some(&topic));
         }
+        if let Some(headers) = &self.headers {
+            let client = self.hub.client_id(self.id);
+            let hook = crate::hooks::SubscribeRequest {
+                event: "subscribe",
+                client: &client,
+                user: self.grants.user().map(|u| &**u),
+                topic: topic.as_str(),
+                headers,
+            };
+            if let Err(denied) = self.hub.hooks.subscribe(&hook).await {
+                return self.error("forbidden", &denied.to_string(), Some(&topic));
+            }
+        }
         let subscribed = self
             .hub
             .subscribe(&topic, self.id, &self.outbox, request)
@@ -327,6 +410,72 @@ impl Session {
             Err(SubscribeError::Overflow(_)) => {}
             Err(error) => self.error("unavailable", &error.to_string(), Some(&topic)),
         }
+    }
+
+    /// Leaves `topic` and answers `unsubscribed` (with the request's id, or, when the server
+    /// API asked, none); false if the connection did not subscribe to it.
+    async fn unsubscribe(&mut self, topic: Topic, by_server: bool) -> bool {
+        let Some(presence) = self.topics.remove(&topic) else {
+            return false;
+        };
+        self.hub.unsubscribe(&topic, self.id);
+        if presence {
+            self.leave_presence(&topic).await;
+        }
+        let id = if by_server {
+            None
+        } else {
+            self.reply_id.as_deref()
+        };
+        self.send(wire::unsubscribed_frame(&topic, id));
+        true
+    }
+
+    /// `{"type":"refresh","token":T}`: takes the new token's grants and expiry when it is
+    /// valid and names the same user.
+    async fn refresh(&mut self, token: &str) {
+        let Some(verifier) = &self.hub.tokens else {
+            return self.error("bad_token", "this server does not use tokens", None);
+        };
+        match verifier.verify(token).await {
+            Ok(grants) if grants.user() == self.grants.user() => {
+                self.grants = grants;
+                self.schedule_expiry();
+                let id = self.reply_id.as_deref();
+                self.send(wire::refreshed_frame(self.grants.expires(), id));
+            }
+            Ok(_) => self.error("bad_token", "the token names another user", None),
+            Err(error) => self.error("bad_token", &error.to_string(), None),
+        }
+    }
+
+    /// Sets the timer for the current token: the refresh request some seconds before it
+    /// expires, then the expiry.
+    fn schedule_expiry(&mut self) {
+        self.refresh_asked = false;
+        self.expiry = self.grants.expires().map(|expires| {
+            let at = instant_of(expires).checked_sub(REFRESH_LEAD);
+            Box::pin(tokio::time::sleep_until(
+                at.unwrap_or_else(tokio::time::Instant::now),
+            ))
+        });
+    }
+
+    /// The token timer fired: asks for a refresh, or reports the expiry (true).
+    fn on_expiry(&mut self) -> bool {
+        let Some(expires) = self.grants.expires() else {
+            self.expiry = None;
+            return false;
+        };
+        if self.refresh_asked {
+            return true;
+        }
+        self.refresh_asked = true;
+        self.send(wire::refresh_frame(expires));
+        if let Some(sleep) = &mut self.expiry {
+            sleep.as_mut().reset(instant_of(expires));
+        }
+        false
     }
 
     /// This connection as presence lists it.
@@ -362,8 +511,22 @@ impl Session {
 
     fn error(&self, code: &str, message: &str, topic: Option<&Topic>) {
         inc(&self.hub.metrics.client_errors);
-        self.send(wire::error_frame(code, message, topic.map(Topic::as_str)));
+        self.send(wire::error_frame(
+            code,
+            message,
+            topic.map(Topic::as_str),
+            self.reply_id.as_deref(),
+        ));
     }
+}
+
+/// The monotonic instant of `unix` seconds since 1970 (now when that has passed).
+fn instant_of(unix: u64) -> tokio::time::Instant {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let left = Duration::from_secs(unix).saturating_sub(now);
+    tokio::time::Instant::now() + left
 }
 
 /// Writes `frames` (emptying it): small frames are copied into buffers of about

@@ -13,12 +13,23 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Body;
 
 use crate::auth::{bearer, constant_time_eq, find_token, Grants};
+use crate::hooks;
 use crate::metrics::inc;
+use crate::tokens::TokenError;
 use crate::topic::Topic;
-use crate::{conn, wire, Hub};
+use crate::{api, conn, wire, Hub};
 
 /// The demo page, embedded in the binary.
 pub const INDEX_HTML: &str = include_str!("../assets/index.html");
+
+/// The client SDK (`clients/js`, compiled), embedded in the binary.
+pub const SDK_JS: &str = include_str!("../../../clients/js/dist/index.js");
+
+/// The SDK's type declarations.
+pub const SDK_TYPES: &str = include_str!("../../../clients/js/dist/index.d.ts");
+
+/// What a server API request body may hold besides the message data.
+const API_BODY_OVERHEAD: usize = 64 << 10;
 
 /// Bytes reserved per socket read (the library's default is 8 KiB): it is what an idle
 /// subscriber's read buffer keeps.
@@ -82,10 +93,17 @@ where
             "text/plain; version=0.0.4; charset=utf-8",
             hub.render_metrics(),
         ),
-        ("/ws", &Method::GET) => websocket(hub, request),
+        ("/ws", &Method::GET) => websocket(hub, request).await,
         ("/", _) | ("/healthz", _) | ("/readyz", _) | ("/metrics", _) | ("/ws", _) => {
             method_not_allowed("GET")
         }
+        ("/sdk/index.js", &Method::GET | &Method::HEAD) => {
+            respond(StatusCode::OK, "text/javascript; charset=utf-8", SDK_JS)
+        }
+        ("/sdk/index.d.ts", &Method::GET | &Method::HEAD) => {
+            respond(StatusCode::OK, "text/plain; charset=utf-8", SDK_TYPES)
+        }
+        (path, _) if path.starts_with("/api/") => server_api(hub, request).await,
         (path, method) if path.starts_with("/presence/") => {
             if method == Method::GET {
                 presence(hub, request).await
@@ -132,33 +150,74 @@ pub fn websocket_config(hub: &Hub) -> Config {
     config
 }
 
-/// `GET /ws`: Origin, connection limit and token checks, then the upgrade.
-fn websocket<B>(hub: Arc<Hub>, mut request: Request<B>) -> HttpResponse {
+/// The `name=value` pairs of a request's `Cookie` headers.
+fn cookies(headers: &http::HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| {
+            let (name, value) = pair.split_once('=')?;
+            Some((name.trim(), value.trim()))
+        })
+}
+
+/// `GET /ws`: Origin, token, connect hook and connection limit checks, then the upgrade.
+async fn websocket<B>(hub: Arc<Hub>, mut request: Request<B>) -> HttpResponse {
     if hub.is_shutting_down() {
         inc(&hub.metrics.handshake_failures);
         return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
     }
-    let mut admitted = None;
-    let result = fullduplex::hyper::upgrade_with(&mut request, websocket_config(&hub), |upgrade| {
-        hub.origins
-            .check(upgrade.origin(), upgrade.header(HOST.as_str()))
-            .map_err(|refused| Reject::new(StatusCode::FORBIDDEN).body(format!("{refused}\n")))?;
-        let grants = match &hub.tokens {
-            None => Grants::all(),
-            Some(verifier) => {
-                let token = find_token(
-                    upgrade.query(),
-                    upgrade.cookies(),
-                    upgrade.header(AUTHORIZATION.as_str()),
-                );
-                let checked = token
-                    .ok_or(crate::auth::TokenError::Missing)
-                    .and_then(|token| verifier.verify(token, unix_now()));
-                checked.map_err(|error| {
-                    Reject::new(StatusCode::UNAUTHORIZED).body(format!("{error}\n"))
-                })?
+    let header = |name| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    if let Err(refused) = hub.origins.check(header(ORIGIN), header(HOST)) {
+        inc(&hub.metrics.handshake_failures);
+        return text(StatusCode::FORBIDDEN, format!("{refused}\n"));
+    }
+    let grants = match &hub.tokens {
+        None => Grants::all(),
+        Some(verifier) => {
+            let token = find_token(
+                request.uri().query(),
+                cookies(request.headers()),
+                header(AUTHORIZATION),
+            );
+            let checked = match token {
+                None => Err(TokenError::Missing),
+                Some(token) => verifier.verify(token).await,
+            };
+            match checked {
+                Ok(grants) => grants,
+                Err(error) => {
+                    inc(&hub.metrics.handshake_failures);
+                    return text(StatusCode::UNAUTHORIZED, format!("{error}\n"));
+                }
             }
-        };
+        }
+    };
+    let headers = hooks::headers_json(request.headers());
+    let connect = hooks::ConnectRequest {
+        event: "connect",
+        user: grants.user().map(|u| &**u),
+        path: request.uri().path(),
+        query: request.uri().query(),
+        headers: &headers,
+    };
+    let grants = match hub.hooks.connect(&connect, grants.clone()).await {
+        Ok(grants) => grants,
+        Err(denied) => {
+            inc(&hub.metrics.handshake_failures);
+            return text(StatusCode::FORBIDDEN, format!("{denied}\n"));
+        }
+    };
+    let headers = hub.hooks.has_subscribe_hook().then_some(headers);
+    let mut admitted = None;
+    let result = fullduplex::hyper::upgrade_with(&mut request, websocket_config(&hub), |_| {
         let slot = hub.reserve_slot().ok_or_else(|| {
             Reject::new(StatusCode::SERVICE_UNAVAILABLE).body("too many connections\n")
         })?;
@@ -173,7 +232,7 @@ fn websocket<B>(hub: Arc<Hub>, mut request: Request<B>) -> HttpResponse {
                     // A task of its own: this one, with the upgrade's state, ends here.
                     Ok(ws) => {
                         let tasks = task_hub.tasks().clone();
-                        tasks.spawn(conn::run(task_hub, ws, grants, slot));
+                        tasks.spawn(conn::run(task_hub, ws, grants, slot, headers));
                     }
                     Err(error) => {
                         inc(&task_hub.metrics.handshake_failures);
@@ -189,13 +248,6 @@ fn websocket<B>(hub: Arc<Hub>, mut request: Request<B>) -> HttpResponse {
             error.into_response()
         }
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// `POST /publish/TOPIC`: the body is one JSON value, delivered as `data`.
@@ -229,28 +281,9 @@ where
             "this topic is written by the server only",
         );
     }
-    let limit = hub.config.max_message_size;
-    let reading = Limited::new(request.into_body(), limit).collect();
-    let Ok(read) = tokio::time::timeout(BODY_TIMEOUT, reading).await else {
-        return json_error(
-            StatusCode::REQUEST_TIMEOUT,
-            "the body did not arrive in time",
-        );
-    };
-    let body = match read {
-        Ok(body) => body.to_bytes(),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            return json_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("body larger than {limit} bytes"),
-            )
-        }
-        Err(error) => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                &format!("cannot read the body: {error}"),
-            )
-        }
+    let body = match read_body(request.into_body(), hub.config.max_message_size).await {
+        Ok(body) => body,
+        Err(refused) => return *refused,
     };
     let data = match wire::parse_json_value(&body) {
         Ok(data) => data,
@@ -271,6 +304,54 @@ where
         }
         Err(error) => json_error(StatusCode::SERVICE_UNAVAILABLE, &error.to_string()),
     }
+}
+
+/// Reads a request body of at most `limit` bytes within [`BODY_TIMEOUT`], or the answer
+/// that says why not (408, 413, 400).
+async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, Box<HttpResponse>>
+where
+    B: Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let reading = Limited::new(body, limit).collect();
+    let Ok(read) = tokio::time::timeout(BODY_TIMEOUT, reading).await else {
+        return Err(Box::new(json_error(
+            StatusCode::REQUEST_TIMEOUT,
+            "the body did not arrive in time",
+        )));
+    };
+    match read {
+        Ok(body) => Ok(body.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(Box::new(json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("body larger than {limit} bytes"),
+        ))),
+        Err(error) => Err(Box::new(json_error(
+            StatusCode::BAD_REQUEST,
+            &format!("cannot read the body: {error}"),
+        ))),
+    }
+}
+
+/// `/api/...`: the server API (see [`api`]).
+async fn server_api<B>(hub: Arc<Hub>, request: Request<B>) -> HttpResponse
+where
+    B: Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    if let Err(refused) = check_api_key(&hub, &request) {
+        return *refused;
+    }
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    // A broadcast carries its topics besides the data.
+    let limit = hub.config.max_message_size + API_BODY_OVERHEAD;
+    let body = match read_body(request.into_body(), limit).await {
+        Ok(body) => body,
+        Err(refused) => return *refused,
+    };
+    let (status, json) = api::handle(&hub, &method, &path, &body).await;
+    respond(status, "application/json", json)
 }
 
 /// With `--api-key`: the request's `Authorization: Bearer KEY`, or the 401 answer.

@@ -32,16 +32,20 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod auth;
 pub mod clock;
 mod conn;
 pub mod engine;
+pub mod fetch;
 pub mod history;
+pub mod hooks;
 pub mod http;
 pub mod metrics;
 pub mod outbox;
 pub mod registry;
 pub mod server;
+pub mod tokens;
 pub mod topic;
 pub mod wire;
 
@@ -52,13 +56,15 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use auth::{Grants, OriginPolicy, TokenVerifier};
+pub use auth::{Grants, OriginPolicy};
 pub use engine::{
-    Broker, BrokerConfig, BrokerError, ClientInfo, MemoryBroker, Published, RedisBroker,
-    RedisConfig,
+    Broker, BrokerConfig, BrokerError, ClientInfo, ControlCommand, MemoryBroker, NodeInfo,
+    Published, RedisBroker, RedisConfig,
 };
+pub use hooks::HookConfig;
 pub use metrics::Metrics;
 pub use registry::{ConnId, Registry, SubscribeError, SubscribeRequest, Subscribed};
+pub use tokens::{TokenConfig, TokenError, TokenVerifier};
 pub use topic::{Topic, TopicError};
 
 use outbox::Outbox;
@@ -73,9 +79,9 @@ pub struct HubConfig {
     pub allowed_origins: Vec<String>,
     /// When set, `POST /publish` and `GET /presence` require `Authorization: Bearer KEY`.
     pub api_key: Option<String>,
-    /// When set, WebSocket clients need an HS256 token signed with it, whose claims list the
+    /// The keys of the tokens WebSocket clients need (none: no tokens), whose claims list the
     /// topics they may subscribe and publish to.
-    pub token_secret: Option<String>,
+    pub tokens: TokenConfig,
     /// Most WebSocket connections at once (more get 503).
     pub max_connections: usize,
     /// Most subscriptions per connection.
@@ -98,6 +104,8 @@ pub struct HubConfig {
     pub ping_interval: Option<Duration>,
     /// The Redis engine (several nodes as one); `None`: the in-process engine.
     pub redis: Option<RedisConfig>,
+    /// Backend hooks for connections and subscriptions.
+    pub hooks: hooks::HookConfig,
 }
 
 impl Default for HubConfig {
@@ -106,7 +114,7 @@ impl Default for HubConfig {
             broker: BrokerConfig::default(),
             allowed_origins: Vec::new(),
             api_key: None,
-            token_secret: None,
+            tokens: TokenConfig::default(),
             max_connections: 10_000,
             max_subscriptions: 100,
             max_message_size: 64 << 10,
@@ -117,6 +125,7 @@ impl Default for HubConfig {
             shutdown_timeout: Duration::from_secs(5),
             ping_interval: Some(Duration::from_secs(30)),
             redis: None,
+            hooks: hooks::HookConfig::default(),
         }
     }
 }
@@ -137,8 +146,7 @@ pub struct Hub {
     metrics: Arc<Metrics>,
     origins: OriginPolicy,
     tokens: Option<TokenVerifier>,
-    /// This node's id: the first part of its clients' ids.
-    node: String,
+    hooks: hooks::Hooks,
     next_id: AtomicU64,
     /// WebSocket connections holding a slot (upgrading or open).
     slots: AtomicUsize,
@@ -148,7 +156,18 @@ pub struct Hub {
 
 impl Hub {
     /// A hub with `config`. Start it with [`Hub::serve`].
+    ///
+    /// # Panics
+    /// When a configured token key cannot be read; [`Hub::try_new`] reports it instead.
     pub fn new(config: HubConfig) -> Arc<Hub> {
+        Hub::try_new(config).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// A hub with `config`.
+    ///
+    /// # Errors
+    /// [`tokens::KeyError`] when a configured token key cannot be read.
+    pub fn try_new(config: HubConfig) -> Result<Arc<Hub>, tokens::KeyError> {
         let metrics = Arc::new(Metrics::default());
         let registry = Arc::new(Registry::new(config.broker.max_topics, metrics.clone()));
         let local = Arc::new(MemoryBroker::new(
@@ -165,23 +184,23 @@ impl Hub {
             )),
             None => local.clone(),
         };
-        Arc::new(Hub {
+        Ok(Arc::new(Hub {
             registry,
             engine,
             local,
             origins: OriginPolicy::new(&config.allowed_origins),
-            tokens: config
-                .token_secret
-                .as_deref()
-                .map(|secret| TokenVerifier::new(secret.as_bytes())),
+            tokens: match config.tokens.is_enabled() {
+                true => Some(TokenVerifier::new(&config.tokens)?),
+                false => None,
+            },
             metrics,
-            node: engine::epoch_suffix(),
+            hooks: hooks::Hooks::new(config.hooks.clone()),
             next_id: AtomicU64::new(1),
             slots: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             config,
-        })
+        }))
     }
 
     /// The configuration.
@@ -360,7 +379,45 @@ impl Hub {
 
     /// The cluster-wide id of this node's connection `id`: `NODE-ID`.
     pub fn client_id(&self, id: ConnId) -> Arc<str> {
-        Arc::from(format!("{}-{id}", self.node))
+        self.registry.client_id(id)
+    }
+
+    /// Carries a server API command out on every node; resolves with how many nodes
+    /// received it.
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`].
+    ///
+    /// # Cancel safety
+    /// Not cancel-safe: the command may be sent without an answer.
+    pub async fn control(&self, command: &ControlCommand) -> Result<usize, BrokerError> {
+        self.engine.control(command).await
+    }
+
+    /// The nodes of the cluster and their figures.
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`].
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads.
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, BrokerError> {
+        self.engine.nodes().await
+    }
+
+    /// The topic's position and the messages after `since` that its history holds.
+    ///
+    /// # Errors
+    /// [`BrokerError`].
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: it only reads.
+    pub async fn history(
+        &self,
+        topic: &Topic,
+        since: u64,
+    ) -> Result<engine::Snapshot, BrokerError> {
+        self.engine_for(topic).read(topic, since, None).await
     }
 
     /// Whether `topic` is written by the server only (the clock, when it runs).

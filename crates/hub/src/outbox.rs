@@ -7,10 +7,30 @@
 //! queued at once and writes it in one batch.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
+
+use crate::topic::Topic;
+
+/// What the server (its API) asks of a connection, through its queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// Close the connection with this code and reason.
+    Disconnect {
+        /// The close code.
+        code: u16,
+        /// The close reason.
+        reason: String,
+    },
+    /// Leave this topic (and say `unsubscribed`).
+    Unsubscribe {
+        /// The topic.
+        topic: Topic,
+    },
+}
 
 /// The queue overflowed; the connection must be closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -26,6 +46,8 @@ pub struct Outbox {
     state: Mutex<State>,
     ready: Notify,
     limit: usize,
+    /// Set while `State::control` holds something (read without the lock).
+    has_control: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -33,6 +55,7 @@ struct State {
     frames: VecDeque<Bytes>,
     bytes: usize,
     overflowed: bool,
+    control: Vec<Control>,
 }
 
 /// What [`Outbox::drain`] found.
@@ -51,7 +74,23 @@ impl Outbox {
             state: Mutex::new(State::default()),
             ready: Notify::new(),
             limit: limit.max(1),
+            has_control: AtomicBool::new(false),
         }
+    }
+
+    /// Asks the connection to do `control`, and wakes it.
+    pub fn control(&self, control: Control) {
+        self.lock().control.push(control);
+        self.has_control.store(true, Ordering::Release);
+        self.ready.notify_one();
+    }
+
+    /// What the server asked of the connection since the last call, in order.
+    pub fn take_control(&self) -> Vec<Control> {
+        if !self.has_control.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        std::mem::take(&mut self.lock().control)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -25,9 +25,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use tokio::sync::OnceCell;
 
-use crate::engine::{epoch_is_newer, BrokerError, Epoch, Snapshot};
+use crate::engine::{epoch_is_newer, BrokerError, ControlCommand, Epoch, NodeInfo, Snapshot};
 use crate::metrics::{add, inc, Metrics};
-use crate::outbox::{Outbox, Overflow};
+use crate::outbox::{Control, Outbox, Overflow};
 use crate::topic::Topic;
 use crate::wire::{self, GapReason};
 
@@ -57,6 +57,8 @@ pub struct SubscribeRequest<'a> {
     pub epoch: Option<&'a str>,
     /// Whether the subscriber gets `join` and `leave` events.
     pub presence: bool,
+    /// The request's `id` (JSON text), which the `subscribed` reply carries.
+    pub id: Option<&'a str>,
 }
 
 /// Why a subscription failed.
@@ -153,12 +155,22 @@ impl Reservation {
     }
 }
 
-/// This node's topics and subscribers.
+/// A connection on this node, as the server API finds it.
+#[derive(Debug)]
+struct Session {
+    user: Option<Arc<str>>,
+    outbox: Arc<Outbox>,
+}
+
+/// This node's topics, subscribers and connections.
 #[derive(Debug)]
 pub struct Registry {
     topics: Mutex<HashMap<Topic, Arc<Mutex<Local>>>>,
+    sessions: Mutex<HashMap<ConnId, Session>>,
     max_topics: usize,
     metrics: Arc<Metrics>,
+    /// This node's id.
+    node: String,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -173,8 +185,91 @@ impl Registry {
     pub fn new(max_topics: usize, metrics: Arc<Metrics>) -> Registry {
         Registry {
             topics: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
             max_topics,
             metrics,
+            node: crate::engine::epoch_suffix(),
+        }
+    }
+
+    /// This node's id: random, 8 hex digits, the first part of its clients' ids.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The cluster-wide id of this node's connection `id`: `NODE-ID`.
+    pub fn client_id(&self, id: ConnId) -> Arc<str> {
+        Arc::from(format!("{}-{id}", self.node))
+    }
+
+    /// Registers connection `id` (of `user`, with queue `outbox`) for the server API.
+    pub fn add_session(&self, id: ConnId, user: Option<Arc<str>>, outbox: Arc<Outbox>) {
+        lock(&self.sessions).insert(id, Session { user, outbox });
+    }
+
+    /// Forgets connection `id`.
+    pub fn remove_session(&self, id: ConnId) {
+        lock(&self.sessions).remove(&id);
+    }
+
+    /// Updates the user of connection `id` (after a token refresh).
+    pub fn set_session_user(&self, id: ConnId, user: Option<Arc<str>>) {
+        if let Some(session) = lock(&self.sessions).get_mut(&id) {
+            session.user = user;
+        }
+    }
+
+    /// Carries `command` out on this node's connections; returns how many it concerned.
+    pub fn control(&self, command: &ControlCommand) -> usize {
+        let sessions = lock(&self.sessions);
+        let mut count = 0;
+        match command {
+            ControlCommand::Disconnect {
+                user,
+                client,
+                code,
+                reason,
+            } => {
+                let conn = client.as_deref().and_then(|client| {
+                    let (node, id) = client.rsplit_once('-')?;
+                    (node == self.node).then(|| id.parse::<ConnId>().ok())?
+                });
+                for (id, session) in sessions.iter() {
+                    let by_user = user.is_some() && session.user.as_deref() == user.as_deref();
+                    if by_user || conn == Some(*id) {
+                        session.outbox.control(Control::Disconnect {
+                            code: *code,
+                            reason: reason.clone(),
+                        });
+                        count += 1;
+                    }
+                }
+            }
+            ControlCommand::Unsubscribe { user, topic } => {
+                let Ok(topic) = Topic::new(topic) else {
+                    return 0;
+                };
+                for session in sessions.values() {
+                    if session.user.as_deref() == Some(user.as_str()) {
+                        session.outbox.control(Control::Unsubscribe {
+                            topic: topic.clone(),
+                        });
+                        count += 1;
+                    }
+                }
+            }
+        }
+        count
+    }
+
+    /// This node's figures for the server API.
+    pub fn node_info(&self) -> NodeInfo {
+        let gauge = |g: &std::sync::atomic::AtomicI64| g.load(Ordering::Relaxed).max(0) as u64;
+        NodeInfo {
+            node: self.node.clone(),
+            connections: lock(&self.sessions).len() as u64,
+            subscriptions: gauge(&self.metrics.subscriptions),
+            topics: self.topic_count() as u64,
         }
     }
 
@@ -296,7 +391,7 @@ impl Registry {
         if replay_from.is_some_and(|from| from < snapshot.after) {
             return Err(JoinError::Retry);
         }
-        let reply = wire::subscribed_frame(topic, last, &epoch, recovered);
+        let reply = wire::subscribed_frame(topic, last, &epoch, recovered, request.id);
         outbox.push_reply(reply).map_err(SubscribeError::from)?;
         let mut replayed = 0;
         if let Some(from) = replay_from {
@@ -587,6 +682,7 @@ mod tests {
             since,
             epoch,
             presence: false,
+            id: None,
         };
         let joined = registry.join(t, id, outbox, request, snapshot);
         registry.release(t, |_| {});

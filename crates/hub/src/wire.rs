@@ -35,6 +35,11 @@ pub enum ClientRequest<'a> {
         /// The topic.
         topic: Topic,
     },
+    /// `{"type":"refresh","token":TOKEN}`: a new token before the current one expires.
+    Refresh {
+        /// The new token.
+        token: std::borrow::Cow<'a, str>,
+    },
     /// `{"type":"publish","topic":T,"data":ANY}`.
     Publish {
         /// The topic.
@@ -89,6 +94,74 @@ struct Envelope<'a> {
     presence: Option<bool>,
     #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    token: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+}
+
+/// Only the `id` of a request, read when the rest does not parse.
+#[derive(Deserialize)]
+struct IdOnly<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+}
+
+/// The longest request `id`, in bytes of JSON.
+pub const MAX_ID_LEN: usize = 128;
+
+/// A request's `id` as JSON text, checked: a number or a string of at most [`MAX_ID_LEN`]
+/// bytes.
+fn checked_id(id: Option<&RawValue>) -> Result<Option<&str>, RequestError> {
+    let Some(id) = id else {
+        return Ok(None);
+    };
+    let text = id.get();
+    let number_or_string = text.starts_with('"')
+        || text.starts_with(['-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9']);
+    if !number_or_string || text.len() > MAX_ID_LEN {
+        return Err(RequestError::BadRequest(format!(
+            "\"id\" must be a number or a string of at most {MAX_ID_LEN} bytes"
+        )));
+    }
+    Ok(Some(text))
+}
+
+/// A parsed request and its `id` (JSON text), which every answer to it carries.
+#[derive(Debug)]
+pub struct Request<'a> {
+    /// The request's `id`, as JSON (a number or a string), when it had a valid one.
+    pub id: Option<&'a str>,
+    /// The request, or why it was refused.
+    pub request: Result<ClientRequest<'a>, RequestError>,
+}
+
+/// Parses one text message from a client, with its `id`: also a refused request's `id` is
+/// known whenever the message is a JSON object with a valid one.
+///
+/// ```
+/// use fullduplex_hub::wire::parse;
+/// let parsed = parse(r#"{"type":"publish","topic":"chat","id":7}"#);
+/// assert_eq!(parsed.id, Some("7"));
+/// assert_eq!(parsed.request.unwrap_err().code(), "bad_request");
+/// ```
+pub fn parse(text: &str) -> Request<'_> {
+    match parse_request(text) {
+        Ok((id, request)) => Request {
+            id,
+            request: Ok(request),
+        },
+        Err(error) => {
+            let id = serde_json::from_str::<IdOnly<'_>>(text)
+                .ok()
+                .filter(|_| text.trim_start().starts_with('{'))
+                .and_then(|only| checked_id(only.id).ok().flatten());
+            Request {
+                id,
+                request: Err(error),
+            }
+        }
+    }
 }
 
 /// `data` present (even `null`) is `Some`; only a missing field is `None`.
@@ -99,16 +172,21 @@ where
     <&RawValue>::deserialize(deserializer).map(Some)
 }
 
-/// Parses one text message from a client.
+/// Parses one text message from a client: its `id` (JSON text) and the request.
 ///
 /// ```
 /// use fullduplex_hub::wire::{parse_request, ClientRequest, RequestError};
 /// let request = parse_request(r#"{"type":"subscribe","topic":"chat","since":4}"#);
-/// assert!(matches!(request, Ok(ClientRequest::Subscribe { since: Some(4), .. })));
+/// assert!(matches!(request, Ok((None, ClientRequest::Subscribe { since: Some(4), .. }))));
 /// assert_eq!(parse_request("{").unwrap_err().code(), "bad_json");
+/// assert_eq!(parse_request("[]").unwrap_err().code(), "bad_json");
 /// assert_eq!(parse_request(r#"{"type":"dance"}"#).unwrap_err().code(), "unknown_type");
 /// ```
-pub fn parse_request(text: &str) -> Result<ClientRequest<'_>, RequestError> {
+pub fn parse_request(text: &str) -> Result<(Option<&str>, ClientRequest<'_>), RequestError> {
+    if !text.trim_start().starts_with('{') {
+        // serde would take an array for a struct's fields in order.
+        return Err(RequestError::BadJson("expected a JSON object".into()));
+    }
     let envelope: Envelope<'_> = serde_json::from_str(text).map_err(|error| {
         use serde_json::error::Category;
         match error.classify() {
@@ -119,6 +197,7 @@ pub fn parse_request(text: &str) -> Result<ClientRequest<'_>, RequestError> {
             _ => RequestError::BadJson(error.to_string()),
         }
     })?;
+    let id = checked_id(envelope.id)?;
     let kind = envelope
         .kind
         .ok_or_else(|| RequestError::BadRequest("missing field \"type\"".into()))?;
@@ -129,24 +208,31 @@ pub fn parse_request(text: &str) -> Result<ClientRequest<'_>, RequestError> {
             .ok_or_else(|| RequestError::BadRequest("missing field \"topic\"".into()))?;
         Ok(Topic::new(name)?)
     };
-    match &*kind {
-        "subscribe" => Ok(ClientRequest::Subscribe {
+    let request = match &*kind {
+        "subscribe" => ClientRequest::Subscribe {
             topic: topic()?,
             since: envelope.since,
             epoch: envelope.epoch,
             presence: envelope.presence.unwrap_or(false),
-        }),
-        "unsubscribe" => Ok(ClientRequest::Unsubscribe { topic: topic()? }),
-        "presence" => Ok(ClientRequest::Presence { topic: topic()? }),
+        },
+        "unsubscribe" => ClientRequest::Unsubscribe { topic: topic()? },
+        "presence" => ClientRequest::Presence { topic: topic()? },
         "publish" => {
             let topic = topic()?;
             let data = envelope
                 .data
                 .ok_or_else(|| RequestError::BadRequest("missing field \"data\"".into()))?;
-            Ok(ClientRequest::Publish { topic, data })
+            ClientRequest::Publish { topic, data }
         }
-        other => Err(RequestError::UnknownType(other.to_owned())),
-    }
+        "refresh" => {
+            let token = envelope
+                .token
+                .ok_or_else(|| RequestError::BadRequest("missing field \"token\"".into()))?;
+            ClientRequest::Refresh { token }
+        }
+        other => return Err(RequestError::UnknownType(other.to_owned())),
+    };
+    Ok((id, request))
 }
 
 /// Checks that `body` is one JSON value and returns it without surrounding whitespace.
@@ -156,6 +242,40 @@ pub fn parse_json_value(body: &[u8]) -> Result<&RawValue, String> {
 
 fn frame(json: String) -> Bytes {
     encode_server_message(&Message::text(json))
+}
+
+/// The frame of an answer: `json` (an object) with `"id":ID` added when the request had one.
+fn answer(mut json: String, id: Option<&str>) -> Bytes {
+    if let Some(id) = id {
+        json.pop();
+        json.push_str(r#","id":"#);
+        json.push_str(id);
+        json.push('}');
+    }
+    frame(json)
+}
+
+/// The frame of `{"type":"published","topic":T,"offset":N,"epoch":E,"id":ID}`: the answer to
+/// a publish that carried an `id`.
+pub fn published_frame(topic: &Topic, offset: u64, epoch: &str, id: &str) -> Bytes {
+    answer(
+        format!(
+            r#"{{"type":"published","topic":"{topic}","offset":{offset},"epoch":{}}}"#,
+            json_string(epoch)
+        ),
+        Some(id),
+    )
+}
+
+/// The frame of `{"type":"refresh"}`: the client's token expires soon.
+pub fn refresh_frame(expires: u64) -> Bytes {
+    frame(format!(r#"{{"type":"refresh","expires":{expires}}}"#))
+}
+
+/// The frame of `{"type":"refreshed","expires":N}` (`null`: the token does not expire).
+pub fn refreshed_frame(expires: Option<u64>, id: Option<&str>) -> Bytes {
+    let expires = expires.map_or_else(|| "null".to_owned(), |e| e.to_string());
+    answer(format!(r#"{{"type":"refreshed","expires":{expires}}}"#), id)
 }
 
 /// The frame of `{"type":"message","topic":T,"offset":N,"data":DATA}`: encoded once per
@@ -179,11 +299,20 @@ fn json_string(text: &str) -> String {
 }
 
 /// The frame of `{"type":"subscribed","topic":T,"offset":N,"epoch":E,"recovered":B}`.
-pub fn subscribed_frame(topic: &Topic, offset: u64, epoch: &str, recovered: bool) -> Bytes {
-    frame(format!(
-        r#"{{"type":"subscribed","topic":"{topic}","offset":{offset},"epoch":{},"recovered":{recovered}}}"#,
-        json_string(epoch)
-    ))
+pub fn subscribed_frame(
+    topic: &Topic,
+    offset: u64,
+    epoch: &str,
+    recovered: bool,
+    id: Option<&str>,
+) -> Bytes {
+    answer(
+        format!(
+            r#"{{"type":"subscribed","topic":"{topic}","offset":{offset},"epoch":{},"recovered":{recovered}}}"#,
+            json_string(epoch)
+        ),
+        id,
+    )
 }
 
 /// Why a `gap` event was sent.
@@ -236,21 +365,27 @@ pub fn clients_json(clients: &[ClientInfo]) -> String {
 }
 
 /// The frame of `{"type":"presence","topic":T,"clients":[...]}`.
-pub fn presence_frame(topic: &Topic, clients: &[ClientInfo]) -> Bytes {
-    frame(format!(
-        r#"{{"type":"presence","topic":"{topic}","clients":{}}}"#,
-        clients_json(clients)
-    ))
+pub fn presence_frame(topic: &Topic, clients: &[ClientInfo], id: Option<&str>) -> Bytes {
+    answer(
+        format!(
+            r#"{{"type":"presence","topic":"{topic}","clients":{}}}"#,
+            clients_json(clients)
+        ),
+        id,
+    )
 }
 
 /// The frame of `{"type":"unsubscribed","topic":T}`.
-pub fn unsubscribed_frame(topic: &Topic) -> Bytes {
-    frame(format!(r#"{{"type":"unsubscribed","topic":"{topic}"}}"#))
+pub fn unsubscribed_frame(topic: &Topic, id: Option<&str>) -> Bytes {
+    answer(
+        format!(r#"{{"type":"unsubscribed","topic":"{topic}"}}"#),
+        id,
+    )
 }
 
 /// The frame of `{"type":"error","code":C,"message":M}`, with `"topic"` when the error
 /// concerns one.
-pub fn error_frame(code: &str, message: &str, topic: Option<&str>) -> Bytes {
+pub fn error_frame(code: &str, message: &str, topic: Option<&str>, id: Option<&str>) -> Bytes {
     let mut json = format!(
         r#"{{"type":"error","code":{},"message":{}"#,
         json_string(code),
@@ -261,7 +396,7 @@ pub fn error_frame(code: &str, message: &str, topic: Option<&str>) -> Bytes {
         json.push_str(&json_string(topic));
     }
     json.push('}');
-    frame(json)
+    answer(json, id)
 }
 
 #[cfg(test)]
@@ -282,6 +417,7 @@ mod tests {
 
     #[test]
     fn requests() {
+        let parse_request = |text| parse_request(text).map(|(_, request)| request);
         let sub = parse_request(r#"{"type":"subscribe","topic":"a","since":3,"epoch":"e1"}"#);
         assert!(matches!(
             sub,
@@ -299,6 +435,83 @@ mod tests {
         assert!(matches!(extra, Ok(ClientRequest::Unsubscribe { .. })));
         let escaped = parse_request(r#"{"type":"unsub\u0073cribe","topic":"a"}"#);
         assert!(matches!(escaped, Ok(ClientRequest::Unsubscribe { .. })));
+        let refresh = parse_request(r#"{"type":"refresh","token":"t.o.k"}"#);
+        assert!(matches!(refresh, Ok(ClientRequest::Refresh { token }) if token == "t.o.k"));
+    }
+
+    #[test]
+    fn ids_are_kept_and_checked() {
+        assert_eq!(
+            parse(r#"{"type":"unsubscribe","topic":"a","id":7}"#).id,
+            Some("7")
+        );
+        assert_eq!(
+            parse(r#"{"type":"unsubscribe","topic":"a","id":"x-1"}"#).id,
+            Some(r#""x-1""#)
+        );
+        assert_eq!(parse(r#"{"type":"unsubscribe","topic":"a"}"#).id, None);
+        // A refused request still has its id, unless the id itself is what is wrong.
+        let refused = parse(r#"{"type":"subscribe","topic":"a b","id":3}"#);
+        assert_eq!(
+            (refused.id, refused.request.map(|_| ()).unwrap_err().code()),
+            (Some("3"), "invalid_topic")
+        );
+        let refused = parse(r#"{"type":"subscribe","topic":"a","since":-1,"id":4}"#);
+        assert_eq!(refused.id, Some("4"));
+        for bad in [
+            r#"{"id":[1]}"#,
+            r#"{"id":{"a":1}}"#,
+            r#"{"id":null}"#,
+            r#"{"id":true}"#,
+        ] {
+            let text = bad.replace('}', r#","type":"unsubscribe","topic":"a"}"#);
+            let parsed = parse(&text);
+            if bad == r#"{"id":null}"# {
+                // null is no id at all.
+                assert!(parsed.request.is_ok(), "{bad}");
+                continue;
+            }
+            assert_eq!(parsed.id, None, "{bad}");
+            assert_eq!(
+                parsed.request.map(|_| ()).unwrap_err().code(),
+                "bad_request",
+                "{bad}"
+            );
+        }
+        let long = format!(
+            r#"{{"type":"unsubscribe","topic":"a","id":"{}"}}"#,
+            "x".repeat(200)
+        );
+        assert_eq!(
+            parse(&long).request.map(|_| ()).unwrap_err().code(),
+            "bad_request"
+        );
+        assert_eq!(
+            parse(r#"["subscribe","arr"]"#)
+                .request
+                .map(|_| ())
+                .unwrap_err()
+                .code(),
+            "bad_json"
+        );
+        assert_eq!(
+            parse("[]").request.map(|_| ()).unwrap_err().code(),
+            "bad_json"
+        );
+        // Answers carry the id.
+        let topic = Topic::new("t").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            decode(published_frame(&topic, 5, "e", r#""p-1""#)),
+            serde_json::json!({"type":"published","topic":"t","offset":5,"epoch":"e","id":"p-1"})
+        );
+        assert_eq!(
+            decode(error_frame("forbidden", "no", None, Some("9"))),
+            serde_json::json!({"type":"error","code":"forbidden","message":"no","id":9})
+        );
+        assert_eq!(
+            decode(refreshed_frame(Some(100), Some("2"))),
+            serde_json::json!({"type":"refreshed","expires":100,"id":2})
+        );
     }
 
     #[test]
@@ -332,16 +545,16 @@ mod tests {
             serde_json::json!({"type":"message","topic":"news","offset":7,"data":{"a":"\"q\""}})
         );
         assert_eq!(
-            decode(subscribed_frame(&topic, 3, "e", true)),
+            decode(subscribed_frame(&topic, 3, "e", true, None)),
             serde_json::json!({"type":"subscribed","topic":"news","offset":3,"epoch":"e","recovered":true})
         );
         assert_eq!(
-            decode(error_frame("forbidden", "no \"way\"", Some("news"))),
+            decode(error_frame("forbidden", "no \"way\"", Some("news"), None)),
             serde_json::json!({"type":"error","code":"forbidden","message":"no \"way\"","topic":"news"})
         );
         assert_eq!(
-            decode(unsubscribed_frame(&topic)),
-            serde_json::json!({"type":"unsubscribed","topic":"news"})
+            decode(unsubscribed_frame(&topic, Some("1"))),
+            serde_json::json!({"type":"unsubscribed","topic":"news","id":1})
         );
     }
 }

@@ -41,7 +41,7 @@ fn recovery_after_reconnect() {
 #[ignore = "needs Python websockets in .venv (scripts/test makes it)"]
 fn origin_tokens_and_api_key() {
     let mut config = config();
-    config.token_secret = Some("s3cret".into());
+    config.tokens.secret = Some("s3cret".into());
     config.api_key = Some("k3y".into());
     config.allowed_origins = vec!["https://app.example".into()];
     let hub = TestHub::start(config);

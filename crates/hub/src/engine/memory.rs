@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::engine::{
-    new_epoch, BoxFuture, Broker, BrokerConfig, BrokerError, ClientInfo, Epoch, Published,
-    Snapshot, Stored,
+    new_epoch, BoxFuture, Broker, BrokerConfig, BrokerError, ClientInfo, ControlCommand, Epoch,
+    NodeInfo, Published, Snapshot, Stored,
 };
 use crate::history::History;
 use crate::metrics::{add, inc, Metrics};
@@ -237,6 +237,19 @@ impl Broker for MemoryBroker {
         Box::pin(async move { Ok(clients) })
     }
 
+    fn control<'a>(
+        &'a self,
+        command: &'a ControlCommand,
+    ) -> BoxFuture<'a, Result<usize, BrokerError>> {
+        self.registry.control(command);
+        Box::pin(async { Ok(1) })
+    }
+
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, BrokerError>> {
+        let nodes = vec![self.registry.node_info()];
+        Box::pin(async move { Ok(nodes) })
+    }
+
     fn is_ready(&self) -> bool {
         true
     }
@@ -328,6 +341,7 @@ mod tests {
             since,
             epoch,
             presence: false,
+            id: None,
         };
         // As the hub does: read again while the snapshot does not fit the position.
         let mut joined = Err(crate::registry::JoinError::Retry);

@@ -140,6 +140,46 @@ impl ClientInfo {
     }
 }
 
+/// A command of the server API for connections on every node.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum ControlCommand {
+    /// Close the connections of `user`, or the connection `client`, with `code` and
+    /// `reason`.
+    Disconnect {
+        /// Every connection of this user (the token's `sub`).
+        #[serde(default)]
+        user: Option<String>,
+        /// The connection with this id.
+        #[serde(default)]
+        client: Option<String>,
+        /// The close code.
+        code: u16,
+        /// The close reason.
+        reason: String,
+    },
+    /// Unsubscribe every connection of `user` from `topic`.
+    Unsubscribe {
+        /// The user.
+        user: String,
+        /// The topic.
+        topic: String,
+    },
+}
+
+/// A node of the cluster, as the server API reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeInfo {
+    /// The node's id (the first part of its clients' ids).
+    pub node: String,
+    /// Open WebSocket connections.
+    pub connections: u64,
+    /// Subscriptions of those connections.
+    pub subscriptions: u64,
+    /// Topics with subscribers on the node.
+    pub topics: u64,
+}
+
 /// Why the engine refused.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -226,6 +266,22 @@ pub trait Broker: Send + Sync + fmt::Debug {
         &'a self,
         topic: &'a Topic,
     ) -> BoxFuture<'a, Result<Vec<ClientInfo>, BrokerError>>;
+
+    /// Carries `command` out on every node (this one included); resolves with how many
+    /// nodes received it.
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`].
+    fn control<'a>(
+        &'a self,
+        command: &'a ControlCommand,
+    ) -> BoxFuture<'a, Result<usize, BrokerError>>;
+
+    /// The nodes of the cluster (this one included) and their figures.
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`].
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, BrokerError>>;
 
     /// Whether the engine can serve now (`/readyz`).
     fn is_ready(&self) -> bool;

@@ -35,8 +35,8 @@ use tokio_util::sync::CancellationToken;
 use self::scripts::{Scripts, TopicKeys};
 use self::shard::Shard;
 use crate::engine::{
-    epoch_suffix, BoxFuture, Broker, BrokerConfig, BrokerError, ClientInfo, Published, Snapshot,
-    Stored,
+    epoch_suffix, BoxFuture, Broker, BrokerConfig, BrokerError, ClientInfo, ControlCommand,
+    NodeInfo, Published, Snapshot, Stored,
 };
 use crate::metrics::{add, inc, Metrics};
 use crate::registry::Registry;
@@ -107,13 +107,23 @@ struct Routing {
 }
 
 impl Routing {
-    fn shard(&self, topic: &Topic) -> &Arc<Shard> {
-        let slot = cluster::slot(topic.as_str().as_bytes());
+    /// The shard of a name's slot.
+    fn index(&self, name: &str) -> usize {
+        let slot = cluster::slot(name.as_bytes());
         let index = match &self.slots {
             Some(slots) => usize::from(slots[usize::from(slot)]),
             None => usize::from(slot) % self.shards.len(),
         };
-        &self.shards[index.min(self.shards.len() - 1)]
+        index.min(self.shards.len() - 1)
+    }
+
+    fn shard(&self, topic: &Topic) -> &Arc<Shard> {
+        &self.shards[self.index(topic.as_str())]
+    }
+
+    /// The shard of the control channel and the node keys.
+    fn control(&self) -> &Arc<Shard> {
+        &self.shards[self.index(scripts::CONTROL_SLOT_NAME)]
     }
 }
 
@@ -247,6 +257,47 @@ impl RedisBroker {
         }
     }
 
+    fn control_connection(&self) -> Result<MultiplexedConnection, RedisFailure> {
+        self.shards
+            .get()
+            .ok_or_else(|| RedisFailure::NotConnected("(not started)".into()))?
+            .control()
+            .connection()
+    }
+
+    /// Every [`HEARTBEAT`]: this node's figures, for the server API's node list.
+    async fn heartbeat_loop(self: Arc<Self>) {
+        let mut ticks = tokio::time::interval(HEARTBEAT);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            if let Err(error) = self.heartbeat().await {
+                tracing::debug!(%error, "redis: no heartbeat");
+            }
+        }
+    }
+
+    async fn heartbeat(&self) -> Result<(), RedisFailure> {
+        let mut connection = self.control_connection()?;
+        let info = self.inner.registry.node_info();
+        let json = serde_json::to_string(&info).map_err(|e| RedisFailure::Answer(e.to_string()))?;
+        let _: i64 = self
+            .inner
+            .scripts
+            .node_beat
+            .key(scripts::NODES_KEY)
+            .key(scripts::NODES_SEEN_KEY)
+            .arg(millis(HEARTBEAT * 3))
+            .arg(&info.node)
+            .arg(json)
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(())
+    }
+
     async fn start_now(self: Arc<Self>) -> Result<(), BrokerError> {
         if self.shards.get().is_none() {
             let started = if self.redis.cluster {
@@ -267,16 +318,19 @@ impl RedisBroker {
                 shards.into_routing(None)
             };
             let (routing, tasks) = started;
-            for (shard, commands) in tasks {
+            let control = routing.index(scripts::CONTROL_SLOT_NAME);
+            for (index, (shard, commands)) in tasks.into_iter().enumerate() {
                 tokio::spawn(shard::run(
                     shard,
                     self.inner.clone(),
                     commands,
+                    index == control,
                     self.stop.clone(),
                 ));
             }
             let _ = self.shards.set(routing);
             tokio::spawn(self.clone().refresh_loop());
+            tokio::spawn(self.clone().heartbeat_loop());
         }
         // Ready once every shard is connected.
         loop {
@@ -381,6 +435,9 @@ fn parse_snapshot(topic: &Topic, values: &[Value]) -> Option<Snapshot> {
         messages,
     })
 }
+
+/// How often a node writes its figures; a node not heard of for three times this is gone.
+const HEARTBEAT: Duration = Duration::from_secs(5);
 
 impl Broker for RedisBroker {
     fn start(self: Arc<Self>) -> BoxFuture<'static, Result<(), BrokerError>> {
@@ -493,6 +550,48 @@ impl Broker for RedisBroker {
                 .collect();
             clients.sort();
             Ok(clients)
+        })
+    }
+
+    fn control<'a>(
+        &'a self,
+        command: &'a ControlCommand,
+    ) -> BoxFuture<'a, Result<usize, BrokerError>> {
+        Box::pin(async move {
+            let mut connection = self.control_connection()?;
+            let json =
+                serde_json::to_string(command).map_err(|e| RedisFailure::Answer(e.to_string()))?;
+            let nodes: usize = redis::cmd("SPUBLISH")
+                .arg(scripts::CONTROL_CHANNEL)
+                .arg(json)
+                .query_async(&mut connection)
+                .await
+                .map_err(RedisFailure::from)?;
+            Ok(nodes)
+        })
+    }
+
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, BrokerError>> {
+        Box::pin(async move {
+            // This node's own figures are fresh; the others' are from their last heartbeat.
+            self.heartbeat().await?;
+            let mut connection = self.control_connection()?;
+            let values: Vec<String> = self
+                .inner
+                .scripts
+                .list_nodes
+                .key(scripts::NODES_KEY)
+                .key(scripts::NODES_SEEN_KEY)
+                .arg(millis(HEARTBEAT * 3))
+                .invoke_async(&mut connection)
+                .await
+                .map_err(RedisFailure::from)?;
+            let mut nodes: Vec<NodeInfo> = values
+                .iter()
+                .filter_map(|json| serde_json::from_str(json).ok())
+                .collect();
+            nodes.sort_by(|a, b| a.node.cmp(&b.node));
+            Ok(nodes)
         })
     }
 

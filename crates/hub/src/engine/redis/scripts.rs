@@ -170,6 +170,42 @@ expire_presence(ARGV[1], now_ms())
 return redis.call('HVALS', KEYS[1])
 ";
 
+/// The channel of server API commands for every node (`#` cannot be part of a topic name).
+pub(crate) const CONTROL_CHANNEL: &str = "fdx:{#control}";
+/// The hash of the nodes' figures, by node id.
+pub(crate) const NODES_KEY: &str = "fdx:{#control}:nodes";
+/// The sorted set of the nodes' last heartbeats (milliseconds of Redis's clock).
+pub(crate) const NODES_SEEN_KEY: &str = "fdx:{#control}:nodes-seen";
+/// The name whose slot the control channel and the node keys have.
+pub(crate) const CONTROL_SLOT_NAME: &str = "#control";
+
+/// Forgets nodes not seen for `ARGV[1]` ms (KEYS: nodes, nodes-seen).
+const FORGET_NODES: &str = r"
+local function forget_nodes(stale)
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_ms() - stale)
+  for _, node in ipairs(gone) do
+    redis.call('HDEL', KEYS[1], node)
+    redis.call('ZREM', KEYS[2], node)
+  end
+end
+";
+
+/// KEYS: nodes, nodes-seen. ARGV: stale after (ms), node id, JSON. A node's heartbeat.
+const NODE_BEAT: &str = r"
+forget_nodes(tonumber(ARGV[1]))
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+redis.call('ZADD', KEYS[2], now_ms(), ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return 1
+";
+
+/// KEYS: nodes, nodes-seen. ARGV: stale after (ms). The live nodes' JSON.
+const LIST_NODES: &str = r"
+forget_nodes(tonumber(ARGV[1]))
+return redis.call('HVALS', KEYS[1])
+";
+
 /// The engine's scripts, loaded once (EVALSHA, EVAL when Redis does not know them yet).
 #[derive(Debug)]
 pub(crate) struct Scripts {
@@ -178,6 +214,8 @@ pub(crate) struct Scripts {
     pub refresh_presence: Script,
     pub leave_presence: Script,
     pub list_presence: Script,
+    pub node_beat: Script,
+    pub list_nodes: Script,
 }
 
 impl Scripts {
@@ -189,6 +227,8 @@ impl Scripts {
             refresh_presence: with(&[PRELUDE, EXPIRE_PRESENCE, REFRESH_PRESENCE]),
             leave_presence: with(&[LEAVE_PRESENCE]),
             list_presence: with(&[PRELUDE, EXPIRE_PRESENCE, LIST_PRESENCE]),
+            node_beat: with(&[PRELUDE, FORGET_NODES, NODE_BEAT]),
+            list_nodes: with(&[PRELUDE, FORGET_NODES, LIST_NODES]),
         }
     }
 }

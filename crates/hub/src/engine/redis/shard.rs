@@ -19,9 +19,9 @@ use redis::{AsyncConnectionConfig, Client, PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::scripts::{channel, topic_of_channel};
+use super::scripts::{channel, topic_of_channel, CONTROL_CHANNEL};
 use super::{Inner, RedisFailure};
-use crate::engine::ClientInfo;
+use crate::engine::{ClientInfo, ControlCommand};
 use crate::metrics::add;
 use crate::registry::{Applied, Delivery};
 use crate::topic::Topic;
@@ -116,6 +116,7 @@ pub(crate) async fn run(
     shard: Arc<Shard>,
     inner: Arc<Inner>,
     mut commands: mpsc::UnboundedReceiver<Command>,
+    control: bool,
     stop: CancellationToken,
 ) {
     let mut watched: HashSet<Topic> = HashSet::new();
@@ -132,8 +133,9 @@ pub(crate) async fn run(
         };
         let session = async {
             let mut connection = connected?;
-            // Every topic watched before the break, in one pipeline.
-            subscribe_all(&mut connection, watched.iter()).await?;
+            // Every topic watched before the break, in one pipeline (and the server API's
+            // channel on its shard).
+            subscribe_all(&mut connection, watched.iter(), control).await?;
             shard.set_connection(Some(connection.clone()));
             tracing::info!(shard = %shard.name, topics = watched.len(), "redis: connected");
             // Whatever was published while this node was not subscribed.
@@ -219,8 +221,12 @@ async fn wait_refusing(
 async fn subscribe_all<'a>(
     connection: &mut MultiplexedConnection,
     topics: impl Iterator<Item = &'a Topic>,
+    control: bool,
 ) -> redis::RedisResult<()> {
     let mut pipe = redis::pipe();
+    if control {
+        pipe.cmd("SSUBSCRIBE").arg(CONTROL_CHANNEL);
+    }
     for topic in topics {
         pipe.cmd("SSUBSCRIBE").arg(channel(topic));
     }
@@ -276,6 +282,15 @@ async fn on_push(
     else {
         return Ok(());
     };
+    if name.as_slice() == CONTROL_CHANNEL.as_bytes() {
+        match serde_json::from_slice::<ControlCommand>(payload) {
+            Ok(command) => {
+                inner.registry.control(&command);
+            }
+            Err(error) => tracing::warn!(%error, "redis: malformed control command"),
+        }
+        return Ok(());
+    }
     let Some(topic) = topic_of_channel(name) else {
         tracing::warn!("redis: message on an unknown channel");
         return Ok(());
