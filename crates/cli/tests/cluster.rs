@@ -798,3 +798,78 @@ async fn harness_redis_restarts_and_cluster_forms() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server"]
+async fn the_server_api_acts_across_nodes() {
+    use common::cluster::http_request;
+    use fullduplex::Message;
+    bounded(async {
+        let redis = blocking(RedisServer::start);
+        let url = redis.url();
+        let a = blocking(|| Node::start(&["--redis", url.as_str()]));
+        let b = blocking(|| Node::start(&["--redis", url.as_str()]));
+        // A client of A, in the presence of `api`.
+        let (mut ws, _) = fullduplex::connect(a.ws_url()).await.expect("connect to A");
+        let request = json!({"type":"subscribe","topic":"api","presence":true,"id":1});
+        ws.send(Message::text(request.to_string()))
+            .await
+            .expect("subscribe");
+        let ids = poll(
+            "the client in the presence",
+            Duration::from_secs(5),
+            || async {
+                let ids = http_presence(&b.addr, "api").await;
+                (ids.len() == 1).then_some(ids)
+            },
+        )
+        .await;
+        // Both nodes, as seen from B.
+        let nodes = poll("both nodes listed", Duration::from_secs(12), || async {
+            let (status, body) = http_request(&b.addr, "GET", "/api/info", "").await;
+            let info: Value = serde_json::from_str(&body).unwrap_or_default();
+            let nodes = info["nodes"].as_array().cloned().unwrap_or_default();
+            (status == 200 && nodes.len() == 2).then_some(nodes)
+        })
+        .await;
+        let connections: u64 = nodes.iter().filter_map(|n| n["connections"].as_u64()).sum();
+        assert_eq!(connections, 1, "{nodes:?}");
+        // Published through B's API, in A's history, read through B's API.
+        for n in 1..=3 {
+            let body = json!({"topic":"api","data":{"n":n}}).to_string();
+            let (status, answer) = http_request(&b.addr, "POST", "/api/publish", &body).await;
+            assert_eq!(status, 200, "{answer}");
+        }
+        let body = json!({"topic":"api","since":1}).to_string();
+        let (status, history) = http_request(&a.addr, "POST", "/api/history", &body).await;
+        assert_eq!(status, 200, "{history}");
+        let history: Value = serde_json::from_str(&history).expect("JSON");
+        assert_eq!(history["offset"], 3);
+        assert_eq!(
+            history["messages"],
+            json!([{"offset":2,"data":{"n":2}},{"offset":3,"data":{"n":3}}])
+        );
+        // Disconnected from B: the client of A gets the code and reason asked for.
+        let body = json!({"client": ids[0], "code": 4100, "reason": "bye"}).to_string();
+        let (status, answer) = http_request(&b.addr, "POST", "/api/disconnect", &body).await;
+        assert_eq!(status, 200, "{answer}");
+        let answer: Value = serde_json::from_str(&answer).expect("JSON");
+        assert_eq!(answer["nodes"], 2, "both nodes received the command");
+        let close = loop {
+            match tokio::time::timeout(Duration::from_secs(10), ws.recv()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => break frame,
+                Ok(Some(Ok(_))) => continue,
+                other => panic!("no close frame: {other:?}"),
+            }
+        };
+        let close = close.expect("a close frame with a code");
+        assert_eq!((close.code.0, close.reason.as_str()), (4100, "bye"));
+        poll(
+            "the client gone from the presence",
+            Duration::from_secs(5),
+            || async { http_presence(&b.addr, "api").await.is_empty().then_some(()) },
+        )
+        .await;
+    })
+    .await;
+}
