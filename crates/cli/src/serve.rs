@@ -17,7 +17,8 @@ pub struct ServeArgs {
     /// served by the hub itself (same host) are always allowed; others get 403.
     #[arg(long = "allowed-origin", value_name = "ORIGIN")]
     pub allowed_origins: Vec<String>,
-    /// Require `Authorization: Bearer KEY` on POST /publish.
+    /// Require `Authorization: Bearer KEY` on POST /publish, /api/ and /presence/. Without
+    /// it, those work only on a loopback address unless `--anonymous-publish` is given.
     #[arg(long, env = "FDX_API_KEY", value_name = "KEY", hide_env_values = true)]
     pub api_key: Option<String>,
     /// Require a JWT on /ws (query `token=`, cookie `token` or `Authorization: Bearer`);
@@ -46,6 +47,12 @@ pub struct ServeArgs {
     /// How long a hook may take; past it (or on any failure) the request is denied.
     #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "TIME")]
     pub hook_timeout: Duration,
+    /// Allow HTTP publishing and the server API without `--api-key` on any address.
+    #[arg(long)]
+    pub anonymous_publish: bool,
+    /// Most HTTP connections at once that are not (yet) WebSockets; more are closed at once.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub max_http_connections: usize,
     /// Messages kept per topic for recovery.
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub history_size: usize,
@@ -146,6 +153,8 @@ impl ServeArgs {
             public_keys,
             jwks_url: self.token_jwks_url.clone(),
         };
+        config.anonymous_publish = self.anonymous_publish.then_some(true);
+        config.max_http_connections = self.max_http_connections;
         config.hooks = HookConfig {
             connect: self.connect_hook.clone(),
             subscribe: self.subscribe_hook.clone(),

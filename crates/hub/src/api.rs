@@ -43,6 +43,10 @@ fn error_status(status: StatusCode, error: &impl std::fmt::Display) -> ApiAnswer
     self::error(status, &error.to_string())
 }
 
+fn check_data(data: &RawValue) -> Result<(), ApiAnswer> {
+    crate::wire::check_data(data).map_err(|reason| error(StatusCode::BAD_REQUEST, &reason))
+}
+
 fn topic(name: &str) -> Result<Topic, ApiAnswer> {
     Topic::new(name).map_err(|e| error(StatusCode::BAD_REQUEST, &format!("invalid topic: {e}")))
 }
@@ -144,6 +148,7 @@ async fn post(hub: &Arc<Hub>, path: &str, bytes: &Bytes) -> Result<ApiAnswer, Ap
         "/api/publish" => {
             let request: PublishBody<'_> = body(bytes)?;
             let topic = topic(request.topic)?;
+            check_data(request.data)?;
             if hub.is_reserved(topic.as_str()) {
                 return Err(error(
                     StatusCode::FORBIDDEN,
@@ -159,6 +164,7 @@ async fn post(hub: &Arc<Hub>, path: &str, bytes: &Bytes) -> Result<ApiAnswer, Ap
         }
         "/api/broadcast" => {
             let request: BroadcastBody<'_> = body(bytes)?;
+            check_data(request.data)?;
             let mut results = Vec::with_capacity(request.topics.len());
             for name in &request.topics {
                 let result = match Topic::new(name) {

@@ -357,7 +357,14 @@ where
 /// With `--api-key`: the request's `Authorization: Bearer KEY`, or the 401 answer.
 fn check_api_key<B>(hub: &Hub, request: &Request<B>) -> Result<(), Box<HttpResponse>> {
     let Some(key) = &hub.config.api_key else {
-        return Ok(());
+        if hub.anonymous_publish.get().copied().unwrap_or(false) {
+            return Ok(());
+        }
+        return Err(Box::new(json_error(
+            StatusCode::FORBIDDEN,
+            "publishing without an API key is off on a public address: set --api-key, \
+             or --anonymous-publish to allow it",
+        )));
     };
     let given = bearer(
         request

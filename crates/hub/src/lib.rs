@@ -106,6 +106,11 @@ pub struct HubConfig {
     pub redis: Option<RedisConfig>,
     /// Backend hooks for connections and subscriptions.
     pub hooks: hooks::HookConfig,
+    /// Whether HTTP publishing and the server API work without `api_key`. `None`: only when
+    /// the hub listens on a loopback address.
+    pub anonymous_publish: Option<bool>,
+    /// Most HTTP connections at once that are not (yet) WebSockets; more are closed at once.
+    pub max_http_connections: usize,
 }
 
 impl Default for HubConfig {
@@ -126,6 +131,8 @@ impl Default for HubConfig {
             ping_interval: Some(Duration::from_secs(30)),
             redis: None,
             hooks: hooks::HookConfig::default(),
+            anonymous_publish: None,
+            max_http_connections: 1024,
         }
     }
 }
@@ -147,6 +154,9 @@ pub struct Hub {
     origins: OriginPolicy,
     tokens: Option<TokenVerifier>,
     hooks: hooks::Hooks,
+    /// Whether HTTP publishing needs no key: set by [`Hub::serve`] from
+    /// [`HubConfig::anonymous_publish`] and the address it listens on.
+    anonymous_publish: std::sync::OnceLock<bool>,
     next_id: AtomicU64,
     /// WebSocket connections holding a slot (upgrading or open).
     slots: AtomicUsize,
@@ -195,6 +205,7 @@ impl Hub {
             },
             metrics,
             hooks: hooks::Hooks::new(config.hooks.clone()),
+            anonymous_publish: std::sync::OnceLock::new(),
             next_id: AtomicU64::new(1),
             slots: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),

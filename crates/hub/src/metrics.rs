@@ -45,6 +45,8 @@ pub struct Metrics {
     pub engine_unwanted_bytes: AtomicU64,
     /// 1 while the engine can serve (`/readyz`), else 0.
     pub engine_ready: AtomicI64,
+    /// TCP connections closed at once: `max_http_connections` were open.
+    pub http_refused: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -172,6 +174,12 @@ impl Metrics {
             "Bytes received from the engine for topics without subscribers here.",
             &self.engine_unwanted_bytes,
         );
+        counter(
+            &mut out,
+            "fdx_hub_http_refused_total",
+            "TCP connections closed at once because max_http_connections were open.",
+            &self.http_refused,
+        );
         gauge(
             &mut out,
             "fdx_hub_engine_ready",
@@ -197,6 +205,6 @@ mod tests {
         assert!(text.contains("\nfdx_hub_bytes_out_total 42\n"), "{text}");
         assert!(text.contains("# TYPE fdx_hub_connections gauge\nfdx_hub_connections 2\n"));
         let samples = text.lines().filter(|l| !l.starts_with('#')).count();
-        assert_eq!(samples, 18);
+        assert_eq!(samples, 19);
     }
 }

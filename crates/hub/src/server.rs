@@ -14,6 +14,9 @@ use crate::{clock, http, Hub};
 /// How long starting the engine (connecting to Redis) may take.
 const ENGINE_START_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The largest request head (hyper answers 431 past it), the library's own limit.
+pub const MAX_HEAD_BYTES: usize = 16 << 10;
+
 /// How long a client may take to send a request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -32,6 +35,15 @@ impl Hub {
                 .spawn(clock::run(self.clone(), self.config.clock_interval));
         }
         self.tasks().spawn(sweep(self.clone()));
+        let loopback = listener
+            .local_addr()
+            .is_ok_and(|addr| addr.ip().is_loopback());
+        let _ = self
+            .anonymous_publish
+            .set(self.config.anonymous_publish.unwrap_or(loopback));
+        let http_connections = Arc::new(tokio::sync::Semaphore::new(
+            self.config.max_http_connections.max(1),
+        ));
         let shutdown = self.shutdown_token().clone();
         loop {
             let (tcp, peer) = tokio::select! {
@@ -46,13 +58,22 @@ impl Hub {
                     }
                 },
             };
+            // An HTTP connection holds a permit until it ends or is upgraded (a WebSocket
+            // then counts against `max_connections`); past the limit, new ones are closed.
+            let Ok(permit) = http_connections.clone().try_acquire_owned() else {
+                crate::metrics::inc(&self.metrics.http_refused);
+                drop(tcp);
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let hub = self.clone();
             self.tasks().spawn(async move {
+                let _permit = permit;
                 let service = service_fn(|request| http::route(hub.clone(), request));
                 let connection = http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .max_buf_size(MAX_HEAD_BYTES)
                     .serve_connection(TokioIo::new(tcp), service)
                     .with_upgrades();
                 tokio::pin!(connection);

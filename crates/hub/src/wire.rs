@@ -222,6 +222,7 @@ pub fn parse_request(text: &str) -> Result<(Option<&str>, ClientRequest<'_>), Re
             let data = envelope
                 .data
                 .ok_or_else(|| RequestError::BadRequest("missing field \"data\"".into()))?;
+            check_data(data).map_err(RequestError::BadRequest)?;
             ClientRequest::Publish { topic, data }
         }
         "refresh" => {
@@ -235,9 +236,54 @@ pub fn parse_request(text: &str) -> Result<(Option<&str>, ClientRequest<'_>), Re
     Ok((id, request))
 }
 
-/// Checks that `body` is one JSON value and returns it without surrounding whitespace.
+/// The deepest nesting of arrays and objects that published data may have: deeper data
+/// breaks common JSON parsers of the subscribers (many stop at 100 to 512 levels, some
+/// overflow their stack).
+pub const MAX_DATA_DEPTH: usize = 64;
+
+/// How deeply arrays and objects nest in `json` (valid JSON: strings are skipped).
+pub fn nesting_depth(json: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for byte in json.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// Checks that published `data` nests at most [`MAX_DATA_DEPTH`] levels.
+pub fn check_data(data: &RawValue) -> Result<(), String> {
+    if nesting_depth(data.get()) > MAX_DATA_DEPTH {
+        return Err(format!(
+            "data nests arrays and objects deeper than {MAX_DATA_DEPTH} levels"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that `body` is one JSON value (nested at most [`MAX_DATA_DEPTH`] levels) and
+/// returns it without surrounding whitespace.
 pub fn parse_json_value(body: &[u8]) -> Result<&RawValue, String> {
-    serde_json::from_slice::<&RawValue>(body).map_err(|error| error.to_string())
+    let value = serde_json::from_slice::<&RawValue>(body).map_err(|error| error.to_string())?;
+    check_data(value)?;
+    Ok(value)
 }
 
 fn frame(json: String) -> Bytes {
@@ -437,6 +483,20 @@ mod tests {
         assert!(matches!(escaped, Ok(ClientRequest::Unsubscribe { .. })));
         let refresh = parse_request(r#"{"type":"refresh","token":"t.o.k"}"#);
         assert!(matches!(refresh, Ok(ClientRequest::Refresh { token }) if token == "t.o.k"));
+    }
+
+    #[test]
+    fn deeply_nested_data_is_refused() {
+        assert_eq!(nesting_depth(r#"{"a":[1,{"b":"[[[{{"}]}"#), 3);
+        assert_eq!(nesting_depth(r#""\"[""#), 0);
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let publish = |data: &str| format!(r#"{{"type":"publish","topic":"t","data":{data}}}"#);
+        assert!(parse_request(&publish(&deep(MAX_DATA_DEPTH))).is_ok());
+        let too_deep = publish(&deep(MAX_DATA_DEPTH + 1));
+        let refused = parse_request(&too_deep).map(|_| ());
+        assert_eq!(refused.unwrap_err().code(), "bad_request");
+        assert!(parse_json_value(deep(30_000).as_bytes()).is_err());
+        assert!(parse_json_value(deep(MAX_DATA_DEPTH).as_bytes()).is_ok());
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! running Python `websockets` clients from the repository's .venv.
 #![allow(dead_code)]
 
+pub mod backend;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

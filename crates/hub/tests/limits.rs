@@ -1,0 +1,138 @@
+//! Limits of the hub's HTTP side: request heads, plain HTTP connections, anonymous
+//! publishing, the nesting depth of published data.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{config, TestHub};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// Sends `request` on a new connection and reads the answer until the server closes it.
+async fn exchange(hub: &TestHub, request: &[u8]) -> String {
+    let mut tcp = TcpStream::connect(hub.addr).await.expect("connect");
+    tcp.write_all(request).await.expect("write");
+    let mut answer = Vec::new();
+    let _ = tcp.read_to_end(&mut answer).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+fn post(hub: &TestHub, path: &str, body: &str, extra: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n{extra}\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        hub.addr,
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_over_16_kib_gets_431() {
+    tokio::time::timeout(LIMIT, async {
+        let hub = TestHub::start(config());
+        let small = format!(
+            "GET /healthz HTTP/1.1\r\nHost: {}\r\nX-Pad: {}\r\nConnection: close\r\n\r\n",
+            hub.addr,
+            "x".repeat(8 << 10)
+        );
+        assert!(exchange(&hub, small.as_bytes())
+            .await
+            .starts_with("HTTP/1.1 200"));
+        let large = format!(
+            "GET /ws HTTP/1.1\r\nHost: {}\r\nX-Pad: {}\r\nConnection: close\r\n\r\n",
+            hub.addr,
+            "x".repeat(80 << 10)
+        );
+        let answer = exchange(&hub, large.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 431"), "{answer:.80}");
+    })
+    .await
+    .expect("bounded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_connections_are_bounded() {
+    tokio::time::timeout(LIMIT, async {
+        let mut config = config();
+        config.max_http_connections = 2;
+        let hub = TestHub::start(config);
+        // Two connections that send nothing hold both places.
+        let idle: Vec<TcpStream> = vec![
+            TcpStream::connect(hub.addr).await.expect("connect"),
+            TcpStream::connect(hub.addr).await.expect("connect"),
+        ];
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let request = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", hub.addr);
+        let answer = exchange(&hub, request.as_bytes()).await;
+        assert_eq!(answer, "", "closed without an answer");
+        let refused = hub
+            .hub
+            .metrics()
+            .http_refused
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert!(refused >= 1);
+        // A place frees when a connection ends.
+        drop(idle);
+        let mut answered = false;
+        for _ in 0..100 {
+            if exchange(
+                &hub,
+                request
+                    .replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await
+            .starts_with("HTTP/1.1 200")
+            {
+                answered = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(answered);
+    })
+    .await
+    .expect("bounded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_publishing_can_be_refused_and_data_depth_is_bounded() {
+    tokio::time::timeout(LIMIT, async {
+        // What a hub on a public address does without --api-key.
+        let mut refusing = config();
+        refusing.anonymous_publish = Some(false);
+        let hub = TestHub::start(refusing);
+        let answer = exchange(&hub, &post(&hub, "/publish/t", "1", "")).await;
+        assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+        assert!(answer.contains("--api-key"), "{answer}");
+        let api = r#"{"topic":"t","data":1}"#;
+        let answer = exchange(&hub, &post(&hub, "/api/publish", api, "")).await;
+        assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+        drop(hub);
+        // With a key it works again.
+        let mut keyed = config();
+        keyed.anonymous_publish = Some(false);
+        keyed.api_key = Some("k".into());
+        let hub = TestHub::start(keyed);
+        let auth = "Authorization: Bearer k\r\n";
+        let answer = exchange(&hub, &post(&hub, "/publish/t", "1", auth)).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        // Data nested deeper than the limit is refused, over HTTP and the API.
+        let depth = fullduplex_hub::wire::MAX_DATA_DEPTH;
+        let deep = format!("{}{}", "[".repeat(depth + 1), "]".repeat(depth + 1));
+        let answer = exchange(&hub, &post(&hub, "/publish/t", &deep, auth)).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        let body = format!(r#"{{"topic":"t","data":{deep}}}"#);
+        let answer = exchange(&hub, &post(&hub, "/api/publish", &body, auth)).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        let ok = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let answer = exchange(&hub, &post(&hub, "/publish/t", &ok, auth)).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    })
+    .await
+    .expect("bounded");
+}
