@@ -7,7 +7,9 @@
 // Checks: both pages connect and see the server clock; each page's chat message appears on
 // both; an HTTP publish appears on both; while B is cut off, three messages are published
 // over HTTP, and after B reconnects (backoff, `since`) it shows each of them exactly once,
-// in order. Screenshots of both pages go to DIR. Exit status 0 when everything held.
+// in order. The page runs on the client SDK (clients/js, served at /sdk/index.js); its state is
+// the SDK's ("connecting", "connected", "disconnected"). Screenshots of both pages go to DIR.
+// Exit status 0 when everything held.
 import { spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { createServer } from "node:net";
@@ -113,7 +115,12 @@ async function waitForText(page, name, text) {
 
 async function waitForState(page, name, state) {
   try {
-    await page.waitForFunction((s) => window.fdxDemo && window.fdxDemo.state === s, state, { timeout: 20_000 });
+    // The SDK's state, and the page's badge showing it.
+    await page.waitForFunction(
+      (s) => window.fdxDemo && window.fdxDemo.state === s && document.getElementById("state").dataset.state === s,
+      state,
+      { timeout: 20_000 },
+    );
   } catch {
     const now = await page.evaluate(() => window.fdxDemo && window.fdxDemo.state);
     fail(`page ${name} never reached state ${state} (it is ${now})`);
@@ -146,8 +153,8 @@ try {
   }
   await pageA.goto(`${hub}/?room=${room}`);
   await pageB.goto(`${hub}/?room=${room}&ws=ws://127.0.0.1:${proxyPort}/ws`);
-  await waitForState(pageA, "A", "open");
-  await waitForState(pageB, "B", "open");
+  await waitForState(pageA, "A", "connected");
+  await waitForState(pageB, "B", "connected");
   step("both pages connected (B through fdx proxy)");
 
   for (const [name, page] of [["A", pageA], ["B", pageB]]) {
@@ -178,7 +185,7 @@ try {
   proxy.kill("SIGKILL");
   await new Promise((resolve) => proxy.once("exit", resolve));
   try {
-    await pageB.waitForFunction(() => window.fdxDemo.state !== "open", null, { timeout: 10_000 });
+    await pageB.waitForFunction(() => window.fdxDemo.state !== "connected", null, { timeout: 10_000 });
   } catch {
     fail("page B did not notice that its connection dropped");
   }
@@ -188,7 +195,7 @@ try {
   step("B is disconnected; three messages published meanwhile (A has them)");
 
   proxy = await startProxyWithRetry(proxyPort);
-  await waitForState(pageB, "B", "open");
+  await waitForState(pageB, "B", "connected");
   for (const text of missed) await waitForText(pageB, "B", text);
   const shownB = await texts(pageB);
   const expected = ["hello from A", "hi from B", "published over HTTP", ...missed];
