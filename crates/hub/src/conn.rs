@@ -59,6 +59,19 @@ pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
 /// The close code the server API uses unless told another.
 pub const CLOSE_DISCONNECTED: u16 = 4002;
 
+/// What the upgrade admitted a connection with.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    /// What the connection may do (from its token, or the connect hook).
+    pub grants: Grants,
+    /// The token's `sub`.
+    pub token_user: Option<Arc<str>>,
+    /// Whether the connect hook was asked (its answer may have set the user and grants).
+    pub hooked: bool,
+    /// The upgrade request's headers, for the subscribe hook.
+    pub headers: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
 /// A token bucket: `rate` tokens per second, at most `rate` saved up.
 #[derive(Debug)]
 struct RateLimit {
@@ -110,6 +123,11 @@ struct Session {
     refresh_asked: bool,
     /// The upgrade request's headers, kept for the subscribe hook when there is one.
     headers: Option<Box<serde_json::Map<String, serde_json::Value>>>,
+    /// The `sub` of the connection's token, which a refreshed token must name too.
+    token_user: Option<Arc<str>>,
+    /// The connect hook decided the user or the grants: a refresh then only moves the
+    /// expiry.
+    hooked: bool,
     /// Counts against the connection limit while the session lives.
     _slot: Slot,
 }
@@ -122,10 +140,15 @@ struct Session {
 pub(crate) fn run(
     hub: Arc<Hub>,
     mut ws: HyperWebSocket,
-    grants: Grants,
+    admission: Admission,
     slot: Slot,
-    headers: Option<serde_json::Map<String, serde_json::Value>>,
 ) -> impl Future<Output = ()> + Send {
+    let Admission {
+        grants,
+        token_user,
+        hooked,
+        headers,
+    } = admission;
     hub.metrics.connections.fetch_add(1, Ordering::Relaxed);
     inc(&hub.metrics.connections_total);
     let mut session = Session {
@@ -138,6 +161,8 @@ pub(crate) fn run(
         expiry: None,
         refresh_asked: false,
         headers: headers.map(Box::new),
+        token_user,
+        hooked,
         hub,
         _slot: slot,
     };
@@ -170,9 +195,8 @@ impl Session {
     async fn drive(&mut self, ws: &mut HyperWebSocket) -> End {
         let mut frames = Vec::new();
         loop {
-            if self.outbox.drain(&mut frames) == Drained::Overflowed {
-                return End::SlowConsumer;
-            }
+            // Before draining: a disconnect leaves what is queued to `finish`, which writes it
+            // before the close frame.
             for control in self.outbox.take_control() {
                 match control {
                     Control::Disconnect { code, reason } => return End::Disconnected(code, reason),
@@ -180,6 +204,9 @@ impl Session {
                         Box::pin(self.unsubscribe(topic, true)).await;
                     }
                 }
+            }
+            if self.outbox.drain(&mut frames) == Drained::Overflowed {
+                return End::SlowConsumer;
             }
             if !frames.is_empty() {
                 tokio::select! {
@@ -242,19 +269,16 @@ impl Session {
             }
             End::Expired => CloseFrame::new(CloseCode(CLOSE_TOKEN_EXPIRED), "token expired"),
             End::Disconnected(code, reason) => CloseFrame::new(CloseCode(code), reason),
-            End::Shutdown => {
-                // Flush what is queued first, within the shutdown timeout.
-                let mut frames = Vec::new();
-                if self.outbox.drain(&mut frames) == Drained::Frames && !frames.is_empty() {
-                    let flushed =
-                        tokio::time::timeout(close_within, write_batch(ws, &mut frames)).await;
-                    if !matches!(flushed, Ok(Ok(()))) {
-                        return;
-                    }
-                }
-                CloseFrame::new(CloseCode(1001), "server shutting down")
-            }
+            End::Shutdown => CloseFrame::new(CloseCode(1001), "server shutting down"),
         };
+        // Flush what is queued first, within the shutdown timeout.
+        let mut frames = Vec::new();
+        if self.outbox.drain(&mut frames) == Drained::Frames && !frames.is_empty() {
+            let flushed = tokio::time::timeout(close_within, write_batch(ws, &mut frames)).await;
+            if !matches!(flushed, Ok(Ok(()))) {
+                return;
+            }
+        }
         // The close handshake is bounded by the socket's close timeout; this bounds the rest
         // (a peer that does not read).
         let _ = tokio::time::timeout(close_within, ws.close(Some(frame))).await;
@@ -438,8 +462,13 @@ impl Session {
             return self.error("bad_token", "this server does not use tokens", None);
         };
         match verifier.verify(token).await {
-            Ok(grants) if grants.user() == self.grants.user() => {
-                self.grants = grants;
+            Ok(grants) if grants.user() == self.token_user.as_ref() => {
+                self.grants = if self.hooked {
+                    // The hook's user and grants stay; only the token's expiry moves.
+                    self.grants.clone().with_expiry(grants.expires())
+                } else {
+                    grants
+                };
                 self.schedule_expiry();
                 let id = self.reply_id.as_deref();
                 self.send(wire::refreshed_frame(self.grants.expires(), id));
@@ -525,9 +554,18 @@ fn instant_of(unix: u64) -> tokio::time::Instant {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let left = Duration::from_secs(unix).saturating_sub(now);
-    tokio::time::Instant::now() + left
+    // A far-off expiry (a token valid for centuries) is capped rather than overflowing.
+    let left = Duration::from_secs(unix)
+        .saturating_sub(now)
+        .min(FAR_FUTURE);
+    let now = tokio::time::Instant::now();
+    now.checked_add(left).unwrap_or(now + FAR_FUTURE_FALLBACK)
 }
+
+/// The farthest a token timer is set: about 30 years.
+const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+/// Where even that does not fit the clock's range: about a year.
+const FAR_FUTURE_FALLBACK: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Writes `frames` (emptying it): small frames are copied into buffers of about
 /// `BATCH_BYTES`, large ones are queued as they are, and everything leaves with one flush

@@ -110,6 +110,11 @@ impl Hooks {
         Hooks { config }
     }
 
+    /// Whether the connect hook is configured.
+    pub fn has_connect_hook(&self) -> bool {
+        self.config.connect.is_some()
+    }
+
     /// Whether the subscribe hook is configured (the connection then keeps its headers).
     pub fn has_subscribe_hook(&self) -> bool {
         self.config.subscribe.is_some()

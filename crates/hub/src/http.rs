@@ -200,6 +200,7 @@ async fn websocket<B>(hub: Arc<Hub>, mut request: Request<B>) -> HttpResponse {
             }
         }
     };
+    let token_user = grants.user().cloned();
     let headers = hooks::headers_json(request.headers());
     let connect = hooks::ConnectRequest {
         event: "connect",
@@ -221,18 +222,24 @@ async fn websocket<B>(hub: Arc<Hub>, mut request: Request<B>) -> HttpResponse {
         let slot = hub.reserve_slot().ok_or_else(|| {
             Reject::new(StatusCode::SERVICE_UNAVAILABLE).body("too many connections\n")
         })?;
-        admitted = Some((grants, slot));
+        let admission = conn::Admission {
+            grants,
+            token_user,
+            hooked: hub.hooks.has_connect_hook(),
+            headers,
+        };
+        admitted = Some((admission, slot));
         Ok(Accept::new().compression(false))
     });
     match (result, admitted) {
-        (Ok((response, upgrade)), Some((grants, slot))) => {
+        (Ok((response, upgrade)), Some((admission, slot))) => {
             let task_hub = hub.clone();
             hub.tasks().spawn(async move {
                 match upgrade.await {
                     // A task of its own: this one, with the upgrade's state, ends here.
                     Ok(ws) => {
                         let tasks = task_hub.tasks().clone();
-                        tasks.spawn(conn::run(task_hub, ws, grants, slot, headers));
+                        tasks.spawn(conn::run(task_hub, ws, admission, slot));
                     }
                     Err(error) => {
                         inc(&task_hub.metrics.handshake_failures);

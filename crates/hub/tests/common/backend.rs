@@ -60,6 +60,7 @@ impl Recorded {
 /// - `/jwks`: the JWKS it was started with;
 /// - `/allow`: `{"allow":true,"user":"from-hook"}`;
 /// - `/allow-plain`: `{"allow":true}`;
+/// - `/restrict`: `{"allow":true,"subscribe":["public.*"],"publish":[]}`;
 /// - `/deny`: `{"allow":false,"reason":"no"}`;
 /// - `/topics`: denies topics starting with `secret` (reason `no secrets for you`), allows
 ///   the others;
@@ -188,6 +189,10 @@ async fn serve(mut stream: TcpStream, recorded: Arc<Mutex<Vec<Recorded>>>, jwks:
         "/jwks" => ("200 OK", jwks.as_str().to_owned()),
         "/allow" => ("200 OK", r#"{"allow":true,"user":"from-hook"}"#.to_owned()),
         "/allow-plain" => ("200 OK", r#"{"allow":true}"#.to_owned()),
+        "/restrict" => (
+            "200 OK",
+            r#"{"allow":true,"subscribe":["public.*"],"publish":[]}"#.to_owned(),
+        ),
         "/deny" => ("200 OK", r#"{"allow":false,"reason":"no"}"#.to_owned()),
         "/topics" => match topic {
             Some(topic) if topic.starts_with("secret") => (
