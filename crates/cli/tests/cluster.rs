@@ -475,6 +475,76 @@ async fn a_node_started_later_recovers_from_the_shared_history() {
     .await;
 }
 
+/// A client of node A subscribed to many topics, and every acknowledged publish per topic.
+struct Shared {
+    on_a: HubClient,
+    acked: BTreeMap<String, Vec<Acked>>,
+}
+
+fn targets(acked: &BTreeMap<String, Vec<Acked>>) -> Vec<(String, String, u64)> {
+    acked
+        .iter()
+        .flat_map(|(topic, acked)| last_target(topic, acked))
+        .collect()
+}
+
+/// Subscribes a client of `a` and one of `b` to every topic, publishes three rounds through
+/// both nodes (HTTP), and checks that both clients got every acknowledged message once, in
+/// order.
+async fn share_topics(a: &Node, b: &Node, topics: &[String]) -> Shared {
+    let mut on_a = HubClient::connect("client on A", &a.addr).await;
+    let mut on_b = HubClient::connect("client on B", &b.addr).await;
+    for topic in topics {
+        on_a.subscribe(topic, None, false).await;
+        on_b.subscribe(topic, None, false).await;
+    }
+    let mut acked: BTreeMap<String, Vec<Acked>> = BTreeMap::new();
+    for round in 0..3 {
+        for (i, topic) in topics.iter().enumerate() {
+            let node = if (i + round) % 2 == 0 { a } else { b };
+            let ack = publish_ok(&node.addr, topic, json!({ "round": round })).await;
+            acked.entry(topic.clone()).or_default().push(ack);
+        }
+    }
+    on_a.read_until(&targets(&acked), CATCH_UP, false).await;
+    on_b.read_until(&targets(&acked), CATCH_UP, false).await;
+    for (topic, acked) in &acked {
+        on_a.tracker
+            .assert_delivered("client on A", topic, acked, Loss::None);
+        on_b.tracker
+            .assert_delivered("client on B", topic, acked, Loss::None);
+    }
+    Shared { on_a, acked }
+}
+
+/// The client of A disconnects, one more round is published through `publisher`, and the
+/// client recovers every topic on `b`: `recovered:true` and every message once, in order.
+async fn recover_all_on(shared: &mut Shared, publisher: &Node, b: &Node, topics: &[String]) {
+    shared.on_a.disconnect();
+    for topic in topics {
+        let ack = publish_ok(&publisher.addr, topic, json!({ "round": 3 })).await;
+        shared.acked.entry(topic.clone()).or_default().push(ack);
+    }
+    let replies = shared
+        .on_a
+        .reconnect(&b.addr, Duration::from_secs(10))
+        .await;
+    assert_eq!(replies.len(), topics.len());
+    for reply in &replies {
+        assert_eq!(reply["recovered"], true, "{reply}");
+    }
+    shared
+        .on_a
+        .read_until(&targets(&shared.acked), CATCH_UP, false)
+        .await;
+    for (topic, acked) in &shared.acked {
+        shared
+            .on_a
+            .tracker
+            .assert_delivered("client of A on B", topic, acked, Loss::None);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs redis-server"]
 async fn topics_spread_over_two_shards() {
@@ -487,34 +557,7 @@ async fn topics_spread_over_two_shards() {
         let b = blocking(|| Node::start(&args));
         let topics: Vec<String> = (0..20).map(|i| format!("shard-{i}")).collect();
 
-        let mut on_a = HubClient::connect("client on A", &a.addr).await;
-        let mut on_b = HubClient::connect("client on B", &b.addr).await;
-        for topic in &topics {
-            on_a.subscribe(topic, None, false).await;
-            on_b.subscribe(topic, None, false).await;
-        }
-        let mut acked: BTreeMap<&str, Vec<Acked>> = BTreeMap::new();
-        for round in 0..3 {
-            for (i, topic) in topics.iter().enumerate() {
-                let node = if (i + round) % 2 == 0 { &a } else { &b };
-                let ack = publish_ok(&node.addr, topic, json!({ "round": round })).await;
-                acked.entry(topic).or_default().push(ack);
-            }
-        }
-        let targets = |acked: &BTreeMap<&str, Vec<Acked>>| {
-            acked
-                .iter()
-                .flat_map(|(topic, acked)| last_target(topic, acked))
-                .collect::<Vec<_>>()
-        };
-        on_a.read_until(&targets(&acked), CATCH_UP, false).await;
-        on_b.read_until(&targets(&acked), CATCH_UP, false).await;
-        for (topic, acked) in &acked {
-            on_a.tracker
-                .assert_delivered("client on A", topic, acked, Loss::None);
-            on_b.tracker
-                .assert_delivered("client on B", topic, acked, Loss::None);
-        }
+        let mut shared = share_topics(&a, &b, &topics).await;
 
         // Each topic lives on exactly one of the two, and both hold some.
         let mut per_shard = [0, 0];
@@ -534,21 +577,7 @@ async fn topics_spread_over_two_shards() {
         );
 
         // A client of A recovers every topic on B.
-        on_a.disconnect();
-        for topic in &topics {
-            let ack = publish_ok(&b.addr, topic, json!({ "round": 3 })).await;
-            acked.entry(topic).or_default().push(ack);
-        }
-        let replies = on_a.reconnect(&b.addr, Duration::from_secs(10)).await;
-        assert_eq!(replies.len(), topics.len());
-        for reply in &replies {
-            assert_eq!(reply["recovered"], true, "{reply}");
-        }
-        on_a.read_until(&targets(&acked), CATCH_UP, false).await;
-        for (topic, acked) in &acked {
-            on_a.tracker
-                .assert_delivered("client of A on B", topic, acked, Loss::None);
-        }
+        recover_all_on(&mut shared, &b, &b, &topics).await;
         eprintln!("topics per shard: {per_shard:?}");
     })
     .await;
@@ -565,34 +594,7 @@ async fn nodes_share_topics_through_a_redis_cluster() {
         let b = blocking(|| Node::start(&args));
         let topics: Vec<String> = (0..9).map(|i| format!("cluster-{i}")).collect();
 
-        let mut on_a = HubClient::connect("client on A", &a.addr).await;
-        let mut on_b = HubClient::connect("client on B", &b.addr).await;
-        for topic in &topics {
-            on_a.subscribe(topic, None, false).await;
-            on_b.subscribe(topic, None, false).await;
-        }
-        let mut acked: BTreeMap<&str, Vec<Acked>> = BTreeMap::new();
-        for round in 0..3 {
-            for (i, topic) in topics.iter().enumerate() {
-                let node = if (i + round) % 2 == 0 { &a } else { &b };
-                let ack = publish_ok(&node.addr, topic, json!({ "round": round })).await;
-                acked.entry(topic).or_default().push(ack);
-            }
-        }
-        let targets = |acked: &BTreeMap<&str, Vec<Acked>>| {
-            acked
-                .iter()
-                .flat_map(|(topic, acked)| last_target(topic, acked))
-                .collect::<Vec<_>>()
-        };
-        on_a.read_until(&targets(&acked), CATCH_UP, false).await;
-        on_b.read_until(&targets(&acked), CATCH_UP, false).await;
-        for (topic, acked) in &acked {
-            on_a.tracker
-                .assert_delivered("client on A", topic, acked, Loss::None);
-            on_b.tracker
-                .assert_delivered("client on B", topic, acked, Loss::None);
-        }
+        let mut shared = share_topics(&a, &b, &topics).await;
 
         // The topics' keys landed on every master (slots of cluster-0..8: 15938 11875 7680
         // 3617 16070 12007 7812 3749 16202; `--cluster create` gives each master a third).
@@ -610,20 +612,7 @@ async fn nodes_share_topics_through_a_redis_cluster() {
         );
 
         // A client of A recovers every topic on B.
-        on_a.disconnect();
-        for topic in &topics {
-            let ack = publish_ok(&a.addr, topic, json!({ "round": 3 })).await;
-            acked.entry(topic).or_default().push(ack);
-        }
-        let replies = on_a.reconnect(&b.addr, Duration::from_secs(10)).await;
-        for reply in &replies {
-            assert_eq!(reply["recovered"], true, "{reply}");
-        }
-        on_a.read_until(&targets(&acked), CATCH_UP, false).await;
-        for (topic, acked) in &acked {
-            on_a.tracker
-                .assert_delivered("client of A on B", topic, acked, Loss::None);
-        }
+        recover_all_on(&mut shared, &a, &b, &topics).await;
         eprintln!("keys per master: {keys_per_master:?}");
     })
     .await;

@@ -21,12 +21,16 @@
 //!
 //! With `--serve ADDR` the program is the hub itself (the child of a benchmark run).
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use fullduplex::Message;
 use hdrhistogram::Histogram;
+use support::{cpu, now_ns, sent_at};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -143,35 +147,6 @@ fn rss(pid: u32) -> u64 {
                 .ok()
         })
         .map_or(0, |kb| kb * 1024)
-}
-
-/// User + system CPU time of `pid`.
-fn cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
-        .sum();
-    // USER_HZ is 100 on Linux.
-    Duration::from_millis(ticks * 10)
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
-/// The number after `"t":` in a message.
-fn sent_at(text: &str) -> Option<u64> {
-    let start = text.find("\"t\":")? + 4;
-    let digits = text[start..].split(|c: char| !c.is_ascii_digit()).next()?;
-    digits.parse().ok()
 }
 
 struct Shared {

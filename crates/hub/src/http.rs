@@ -150,6 +150,17 @@ pub fn websocket_config(hub: &Hub) -> Config {
     config
 }
 
+/// The Origin policy applied to a request's `Origin` and `Host`.
+fn check_origin<B>(hub: &Hub, request: &Request<B>) -> Result<(), crate::auth::OriginRefused> {
+    let header = |name| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    hub.origins.check(header(ORIGIN), header(HOST))
+}
+
 /// The `name=value` pairs of a request's `Cookie` headers.
 fn cookies(headers: &http::HeaderMap) -> impl Iterator<Item = (&str, &str)> {
     headers
@@ -169,16 +180,16 @@ async fn websocket<B>(hub: Arc<Hub>, mut request: Request<B>) -> HttpResponse {
         inc(&hub.metrics.handshake_failures);
         return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
     }
+    if let Err(refused) = check_origin(&hub, &request) {
+        inc(&hub.metrics.handshake_failures);
+        return text(StatusCode::FORBIDDEN, format!("{refused}\n"));
+    }
     let header = |name| {
         request
             .headers()
             .get(name)
             .and_then(|v: &HeaderValue| v.to_str().ok())
     };
-    if let Err(refused) = hub.origins.check(header(ORIGIN), header(HOST)) {
-        inc(&hub.metrics.handshake_failures);
-        return text(StatusCode::FORBIDDEN, format!("{refused}\n"));
-    }
     let grants = match &hub.tokens {
         None => Grants::all(),
         Some(verifier) => {
@@ -266,13 +277,7 @@ where
     if let Err(refused) = check_api_key(&hub, &request) {
         return *refused;
     }
-    let header = |name| {
-        request
-            .headers()
-            .get(name)
-            .and_then(|v: &HeaderValue| v.to_str().ok())
-    };
-    if let Err(refused) = hub.origins.check(header(ORIGIN), header(HOST)) {
+    if let Err(refused) = check_origin(&hub, &request) {
         return json_error(StatusCode::FORBIDDEN, &refused.to_string());
     }
     let name = request.uri().path().trim_start_matches("/publish/");
