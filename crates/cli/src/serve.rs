@@ -59,6 +59,10 @@ pub struct ServeArgs {
     /// How long messages are kept for recovery (`300`, `90s`, `5m`, `1h`).
     #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "TIME")]
     pub history_ttl: Duration,
+    /// Most bytes of messages kept in all topics' histories together (in-process engine);
+    /// past it the oldest messages of any topic are forgotten.
+    #[arg(long, default_value_t = 256 << 20, value_name = "BYTES")]
+    pub history_memory: usize,
     /// With Redis: how long a topic's offset and epoch outlive its last publish.
     #[arg(long, default_value = "24h", value_parser = parse_duration, value_name = "TIME")]
     pub history_meta_ttl: Duration,
@@ -135,6 +139,7 @@ impl ServeArgs {
             history_meta_ttl: self.history_meta_ttl,
             max_topics: self.max_topics,
             presence_ttl: self.presence_ttl,
+            history_memory: self.history_memory,
         };
         config.allowed_origins = self.allowed_origins.clone();
         config.api_key = self.api_key.clone().filter(|k| !k.is_empty());

@@ -14,6 +14,22 @@ struct Entry {
     at: Instant,
 }
 
+/// What leaving the history gave back: how many messages and how many bytes of frames.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Freed {
+    /// Messages forgotten.
+    pub messages: usize,
+    /// Bytes of their frames.
+    pub bytes: usize,
+}
+
+impl Freed {
+    fn add(&mut self, entry: &Entry) {
+        self.messages += 1;
+        self.bytes += entry.frame.len();
+    }
+}
+
 /// The last `capacity` messages of a topic that are younger than `ttl`, in offset order.
 #[derive(Debug)]
 pub struct History {
@@ -32,36 +48,56 @@ impl History {
         }
     }
 
-    /// Appends a message (offsets must increase) and forgets what falls out of the bounds.
-    pub fn push(&mut self, offset: u64, frame: Bytes, now: Instant) {
+    /// Appends a message (offsets must increase) and forgets what falls out of the bounds;
+    /// returns what was forgotten. With a capacity of 0 nothing is kept: the message itself
+    /// is reported as not kept (`false`).
+    pub fn push(&mut self, offset: u64, frame: Bytes, now: Instant) -> (bool, Freed) {
+        let mut freed = Freed::default();
         if self.capacity == 0 {
-            return;
+            return (false, freed);
         }
         debug_assert!(self.entries.back().is_none_or(|e| e.offset < offset));
         if self.entries.len() == self.capacity {
-            self.entries.pop_front();
+            if let Some(entry) = self.entries.pop_front() {
+                freed.add(&entry);
+            }
         }
         self.entries.push_back(Entry {
             offset,
             frame,
             at: now,
         });
-        self.expire(now);
+        let expired = self.expire(now);
+        freed.messages += expired.messages;
+        freed.bytes += expired.bytes;
+        (true, freed)
     }
 
-    /// Forgets messages older than the TTL.
-    pub fn expire(&mut self, now: Instant) {
+    /// Forgets messages older than the TTL; returns what was forgotten.
+    pub fn expire(&mut self, now: Instant) -> Freed {
+        let mut freed = Freed::default();
         while let Some(front) = self.entries.front() {
             if now.saturating_duration_since(front.at) < self.ttl {
                 break;
             }
+            freed.add(front);
             self.entries.pop_front();
         }
+        freed
     }
 
-    /// Forgets everything.
-    pub fn clear(&mut self) {
-        self.entries.clear();
+    /// Forgets the oldest message if its offset is `offset`; returns its frame's size.
+    pub fn evict_oldest(&mut self, offset: u64) -> Option<usize> {
+        if self.entries.front()?.offset != offset {
+            return None;
+        }
+        self.entries.pop_front().map(|entry| entry.frame.len())
+    }
+
+    /// Whether the message `offset` is held.
+    pub fn holds(&self, offset: u64) -> bool {
+        let index = self.entries.partition_point(|e| e.offset < offset);
+        self.entries.get(index).is_some_and(|e| e.offset == offset)
     }
 
     /// The oldest offset still held, if any.

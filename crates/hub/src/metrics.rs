@@ -47,6 +47,10 @@ pub struct Metrics {
     pub engine_ready: AtomicI64,
     /// TCP connections closed at once: `max_http_connections` were open.
     pub http_refused: AtomicU64,
+    /// Bytes of messages held in the in-process engine's histories.
+    pub history_bytes: AtomicI64,
+    /// Messages forgotten early because the histories held `history_memory` bytes.
+    pub history_evictions: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -182,6 +186,18 @@ impl Metrics {
         );
         gauge(
             &mut out,
+            "fdx_hub_history_bytes",
+            "Bytes of messages held in the in-process engine's histories.",
+            &self.history_bytes,
+        );
+        counter(
+            &mut out,
+            "fdx_hub_history_evictions_total",
+            "Messages forgotten early to keep the histories within --history-memory.",
+            &self.history_evictions,
+        );
+        gauge(
+            &mut out,
             "fdx_hub_engine_ready",
             "1 while the engine can serve.",
             &self.engine_ready,
@@ -205,6 +221,6 @@ mod tests {
         assert!(text.contains("\nfdx_hub_bytes_out_total 42\n"), "{text}");
         assert!(text.contains("# TYPE fdx_hub_connections gauge\nfdx_hub_connections 2\n"));
         let samples = text.lines().filter(|l| !l.starts_with('#')).count();
-        assert_eq!(samples, 19);
+        assert_eq!(samples, 21);
     }
 }

@@ -4,7 +4,8 @@
 //! and handed to the registry under it, so every subscriber sees the topic's messages in
 //! offset order and a subscription's snapshot fits the live messages exactly.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -12,7 +13,7 @@ use crate::engine::{
     new_epoch, BoxFuture, Broker, BrokerConfig, BrokerError, ClientInfo, ControlCommand, Epoch,
     NodeInfo, Published, Snapshot, Stored,
 };
-use crate::history::History;
+use crate::history::{Freed, History};
 use crate::metrics::{add, inc, Metrics};
 use crate::registry::Registry;
 use crate::topic::Topic;
@@ -31,6 +32,26 @@ struct TopicState {
     removed: bool,
 }
 
+/// The bytes of history held by all topics together, and the order messages entered it in,
+/// to evict the oldest when [`BrokerConfig::history_memory`] is exceeded.
+#[derive(Debug, Default)]
+struct Budget {
+    /// Bytes of frames held in histories.
+    bytes: AtomicUsize,
+    /// Messages held in histories.
+    messages: AtomicUsize,
+    /// `(topic, offset, bytes)` of held messages, oldest first. Messages a history dropped
+    /// itself (count, age) stay here until they are skipped or compacted away.
+    order: Mutex<VecDeque<(Topic, u64, usize)>>,
+}
+
+impl Budget {
+    fn freed(&self, freed: Freed) {
+        self.bytes.fetch_sub(freed.bytes, Ordering::Relaxed);
+        self.messages.fetch_sub(freed.messages, Ordering::Relaxed);
+    }
+}
+
 /// Topics, their numbering, history and presence, in this process.
 #[derive(Debug)]
 pub struct MemoryBroker {
@@ -38,6 +59,7 @@ pub struct MemoryBroker {
     config: BrokerConfig,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
+    budget: Budget,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -59,7 +81,56 @@ impl MemoryBroker {
             config,
             registry,
             metrics,
+            budget: Budget::default(),
         }
+    }
+
+    /// Bytes of message frames held in all topics' histories.
+    pub fn history_bytes(&self) -> usize {
+        self.budget.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Evicts the oldest messages of all topics while the histories hold more than
+    /// [`BrokerConfig::history_memory`]; compacts the order of entry when it holds many
+    /// messages that histories already dropped themselves.
+    fn enforce_budget(&self) {
+        let limit = self.config.history_memory;
+        while self.budget.bytes.load(Ordering::Relaxed) > limit {
+            let Some((topic, offset, _)) = lock(&self.budget.order).pop_front() else {
+                break;
+            };
+            let state = lock(&self.topics).get(&topic).cloned();
+            if let Some(state) = state {
+                if let Some(bytes) = lock(&state).history.evict_oldest(offset) {
+                    self.budget.freed(Freed { messages: 1, bytes });
+                    inc(&self.metrics.history_evictions);
+                }
+            }
+        }
+        let bytes = self.budget.bytes.load(Ordering::Relaxed);
+        self.metrics
+            .history_bytes
+            .store(i64::try_from(bytes).unwrap_or(i64::MAX), Ordering::Relaxed);
+        let held = self.budget.messages.load(Ordering::Relaxed);
+        if lock(&self.budget.order).len() > 2 * held + 1024 {
+            self.compact_order();
+        }
+    }
+
+    /// Drops from the order of entry the messages no history holds any more. The order is
+    /// taken out and put back, so no topic is locked under the order's lock.
+    fn compact_order(&self) {
+        let old = std::mem::take(&mut *lock(&self.budget.order));
+        let kept: VecDeque<(Topic, u64, usize)> = old
+            .into_iter()
+            .filter(|(topic, offset, _)| {
+                let state = lock(&self.topics).get(topic).cloned();
+                state.is_some_and(|state| lock(&state).history.holds(*offset))
+            })
+            .collect();
+        let mut order = lock(&self.budget.order);
+        let newer = std::mem::replace(&mut *order, kept);
+        order.extend(newer);
     }
 
     /// Runs `f` on the topic's state, creating the topic.
@@ -116,12 +187,20 @@ impl MemoryBroker {
             let frame = wire::message_frame(topic, offset, data);
             // The registry's own lock is taken inside this one, never the other way round.
             self.registry.deliver(topic, &state.epoch, offset, &frame);
-            state.history.push(offset, frame, now);
+            let bytes = frame.len();
+            let (kept, freed) = state.history.push(offset, frame, now);
+            self.budget.freed(freed);
+            if kept {
+                self.budget.bytes.fetch_add(bytes, Ordering::Relaxed);
+                self.budget.messages.fetch_add(1, Ordering::Relaxed);
+                lock(&self.budget.order).push_back((topic.clone(), offset, bytes));
+            }
             Published {
                 offset,
                 epoch: state.epoch.clone(),
             }
         })
+        .inspect(|_| self.enforce_budget())
     }
 
     fn read_now(
@@ -131,7 +210,7 @@ impl MemoryBroker {
         epoch: Option<&str>,
     ) -> Result<Snapshot, BrokerError> {
         self.with_topic(topic, |state| {
-            state.history.expire(Instant::now());
+            self.budget.freed(state.history.expire(Instant::now()));
             let after = if epoch.is_some_and(|e| *e != *state.epoch) {
                 0
             } else {
@@ -263,7 +342,7 @@ impl Broker for MemoryBroker {
         let mut topics = lock(&self.topics);
         topics.retain(|topic, state| {
             let mut state = lock(state);
-            state.history.expire(now);
+            self.budget.freed(state.history.expire(now));
             let idle = state.history.is_empty()
                 && state.presence.is_empty()
                 && now.saturating_duration_since(state.last_active) >= ttl
@@ -431,6 +510,49 @@ mod tests {
     fn received_nothing(outbox: &Outbox) {
         let mut frames = Vec::new();
         outbox.drain(&mut frames);
+    }
+
+    #[test]
+    fn the_history_budget_forgets_the_oldest_messages_of_any_topic() {
+        let metrics = Arc::new(Metrics::default());
+        let registry = Arc::new(Registry::new(10, metrics.clone()));
+        let frame_len = wire::message_frame(&topic("a"), 1, "\"0123456789\"").len();
+        let config = BrokerConfig {
+            history_size: 100,
+            history_memory: 5 * frame_len,
+            ..BrokerConfig::default()
+        };
+        let engine = MemoryBroker::new(config, registry, metrics.clone());
+        for n in 1..=4 {
+            engine.publish_now(&topic("a"), "\"0123456789\"").unwrap();
+            engine.publish_now(&topic("b"), "\"0123456789\"").unwrap();
+            assert!(engine.history_bytes() <= 5 * frame_len, "after round {n}");
+        }
+        // 8 messages published, 5 fit: a1 b1 a2 were the oldest.
+        assert_eq!(engine.history_bytes(), 5 * frame_len);
+        let held = |name: &str| -> Vec<u64> {
+            let snapshot = engine.read_now(&topic(name), 0, None).unwrap();
+            snapshot.messages.iter().map(|m| m.offset).collect()
+        };
+        assert_eq!(held("a"), [3, 4]);
+        assert_eq!(held("b"), [2, 3, 4]);
+        assert_eq!(metrics.history_evictions.load(Ordering::Relaxed), 3);
+        assert_eq!(
+            metrics.history_bytes.load(Ordering::Relaxed),
+            5 * frame_len as i64
+        );
+    }
+
+    #[test]
+    fn messages_a_history_dropped_itself_leave_the_budget_and_its_order() {
+        let (engine, _registry) = engine(2, 10, Duration::from_secs(60));
+        for n in 0..5_000 {
+            engine.publish_now(&topic("t"), &n.to_string()).unwrap();
+        }
+        let frame = wire::message_frame(&topic("t"), 4_999, "4998");
+        assert!(engine.history_bytes() <= 2 * frame.len());
+        assert_eq!(engine.budget.messages.load(Ordering::Relaxed), 2);
+        assert!(lock(&engine.budget.order).len() <= 2 * 2 + 1024 + 1);
     }
 
     #[test]

@@ -49,6 +49,10 @@ pub struct BrokerConfig {
     /// How long a presence entry lives unless its node refreshes it (every third of this):
     /// the bound within which the clients of a node that died leave presence.
     pub presence_ttl: Duration,
+    /// Most bytes of messages the in-process engine keeps in all topics' histories
+    /// together; past it the oldest messages (of any topic) are forgotten. With Redis the
+    /// history is in Redis, bounded by its own `maxmemory`.
+    pub history_memory: usize,
 }
 
 impl Default for BrokerConfig {
@@ -59,6 +63,7 @@ impl Default for BrokerConfig {
             history_meta_ttl: Duration::from_secs(24 * 3600),
             max_topics: 100_000,
             presence_ttl: Duration::from_secs(30),
+            history_memory: 256 << 20,
         }
     }
 }
