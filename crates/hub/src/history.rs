@@ -62,6 +62,7 @@ impl History {
                 freed.add(&entry);
             }
         }
+        let len = frame.len();
         self.entries.push_back(Entry {
             offset,
             frame,
@@ -70,7 +71,13 @@ impl History {
         let expired = self.expire(now);
         freed.messages += expired.messages;
         freed.bytes += expired.bytes;
-        (true, freed)
+        if self.entries.back().is_some_and(|e| e.offset == offset) {
+            return (true, freed);
+        }
+        // Expired at once (a TTL of zero): the new message was never kept.
+        freed.messages -= 1;
+        freed.bytes -= len;
+        (false, freed)
     }
 
     /// Forgets messages older than the TTL; returns what was forgotten.
@@ -159,6 +166,30 @@ mod tests {
         assert_eq!(history.first_offset(), Some(2));
         history.push(3, frame(3), start + Duration::from_secs(9));
         assert_eq!(history.first_offset(), Some(3));
+    }
+
+    #[test]
+    fn what_is_forgotten_is_reported() {
+        let now = Instant::now();
+        let mut history = History::new(2, Duration::from_secs(60));
+        assert_eq!(history.push(1, frame(1), now), (true, Freed::default()));
+        history.push(2, frame(2), now);
+        let (kept, freed) = history.push(3, frame(3), now);
+        assert!(kept);
+        assert_eq!(
+            freed,
+            Freed {
+                messages: 1,
+                bytes: 1
+            }
+        );
+        assert!(history.holds(2) && history.holds(3) && !history.holds(1));
+        assert_eq!(history.evict_oldest(3), None, "not the oldest");
+        assert_eq!(history.evict_oldest(2), Some(1));
+        // A TTL of zero keeps nothing, and the new message is not counted as forgotten.
+        let mut instant = History::new(2, Duration::ZERO);
+        assert_eq!(instant.push(1, frame(1), now), (false, Freed::default()));
+        assert!(instant.is_empty());
     }
 
     #[test]
