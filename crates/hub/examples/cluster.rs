@@ -96,11 +96,7 @@ fn node(addr: &str, redis: &str) -> Result<(), Error> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let mut config = fullduplex_hub::HubConfig::default();
-        config.clock = false;
-        config.max_connections = 100_000;
-        config.publish_rate = 0;
-        config.ping_interval = None;
+        let mut config = support::bench_config();
         config.max_queued_bytes = 64 << 20;
         config.redis = (redis != "memory").then(|| fullduplex_hub::RedisConfig {
             urls: vec![redis.to_owned()],

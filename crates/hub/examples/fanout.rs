@@ -90,11 +90,7 @@ fn serve(addr: &str) -> Result<(), Error> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let mut config = fullduplex_hub::HubConfig::default();
-        config.clock = false;
-        config.max_connections = 100_000;
-        config.publish_rate = 0;
-        config.ping_interval = None;
+        let config = support::bench_config();
         let hub = fullduplex_hub::Hub::new(config);
         let listener = tokio::net::TcpListener::bind(addr).await?;
         println!("listening on {}", listener.local_addr()?);

@@ -14,7 +14,8 @@
 //!   with a `gap` event, never skipped silently.
 //! * Each connection has a bounded outgoing queue; a client that cannot keep up is closed
 //!   with 1013 and never slows anyone else down ([`outbox`]).
-//! * Origin checks, HS256 tokens listing topics, an API key for HTTP publishing, limits on
+//! * Origin checks, tokens (HS256, RS256, ES256, JWKS) listing topics and refreshed before
+//!   they expire, backend hooks, an API key for HTTP publishing and the server API, limits on
 //!   connections, subscriptions, message size and publish rate ([`auth`]).
 //! * hyper 1.x on one port for the page, `/healthz`, `/metrics`, `/publish` and `/ws`
 //!   ([`http`]), graceful shutdown ([`server`]).

@@ -212,13 +212,6 @@ impl Registry {
         lock(&self.sessions).remove(&id);
     }
 
-    /// Updates the user of connection `id` (after a token refresh).
-    pub fn set_session_user(&self, id: ConnId, user: Option<Arc<str>>) {
-        if let Some(session) = lock(&self.sessions).get_mut(&id) {
-            session.user = user;
-        }
-    }
-
     /// Carries `command` out on this node's connections; returns how many it concerned.
     pub fn control(&self, command: &ControlCommand) -> usize {
         let sessions = lock(&self.sessions);
@@ -589,11 +582,6 @@ impl Registry {
     pub fn topic_count(&self) -> usize {
         lock(&self.topics).len()
     }
-
-    /// The topics with subscribers (or subscriptions being set up) on this node.
-    pub fn topics(&self) -> Vec<Topic> {
-        lock(&self.topics).keys().cloned().collect()
-    }
 }
 
 /// Why [`Registry::join`] did not add the subscriber.
@@ -689,32 +677,25 @@ mod tests {
         joined
     }
 
+    /// [`join`] without recovery.
+    fn subscribe(
+        registry: &Registry,
+        t: &Topic,
+        id: ConnId,
+        outbox: &Arc<Outbox>,
+        snapshot: &Snapshot,
+    ) -> Result<Subscribed, JoinError> {
+        join(registry, t, id, outbox, None, None, snapshot)
+    }
+
     #[test]
     fn live_messages_fan_out_once_in_order() {
         let registry = registry();
         let t = topic("t");
         let a = Arc::new(Outbox::new(1 << 20));
         let b = Arc::new(Outbox::new(1 << 20));
-        join(
-            &registry,
-            &t,
-            1,
-            &a,
-            None,
-            None,
-            &snapshot(&t, "e1", 0, 0..=0),
-        )
-        .unwrap();
-        join(
-            &registry,
-            &t,
-            2,
-            &b,
-            None,
-            None,
-            &snapshot(&t, "e1", 0, 0..=0),
-        )
-        .unwrap();
+        subscribe(&registry, &t, 1, &a, &snapshot(&t, "e1", 0, 0..=0)).unwrap();
+        subscribe(&registry, &t, 2, &b, &snapshot(&t, "e1", 0, 0..=0)).unwrap();
         received(&a);
         received(&b);
         let frame = message(&t, 1).frame;
@@ -745,16 +726,7 @@ mod tests {
         let registry = registry();
         let t = topic("t");
         let a = Arc::new(Outbox::new(1 << 20));
-        join(
-            &registry,
-            &t,
-            1,
-            &a,
-            None,
-            None,
-            &snapshot(&t, "e1", 0, 1..=2),
-        )
-        .unwrap();
+        subscribe(&registry, &t, 1, &a, &snapshot(&t, "e1", 0, 1..=2)).unwrap();
         received(&a);
         // 3 and 4 were missed, 5 arrives: the engine reads after 2.
         assert!(matches!(
@@ -795,16 +767,7 @@ mod tests {
         let registry = registry();
         let t = topic("t");
         let a = Arc::new(Outbox::new(1 << 20));
-        join(
-            &registry,
-            &t,
-            1,
-            &a,
-            None,
-            None,
-            &snapshot(&t, "e1", 0, 1..=2),
-        )
-        .unwrap();
+        subscribe(&registry, &t, 1, &a, &snapshot(&t, "e1", 0, 1..=2)).unwrap();
         received(&a);
         // The history lost 3..=5; 6..=7 are held.
         assert_eq!(
@@ -851,16 +814,7 @@ mod tests {
         let registry = registry();
         let t = topic("chat");
         let first = Arc::new(Outbox::new(1 << 20));
-        join(
-            &registry,
-            &t,
-            1,
-            &first,
-            None,
-            None,
-            &snapshot(&t, "e1", 0, 1..=5),
-        )
-        .unwrap();
+        subscribe(&registry, &t, 1, &first, &snapshot(&t, "e1", 0, 1..=5)).unwrap();
         // A second client recovers from 2: replay 3..=5, recovered.
         let second = Arc::new(Outbox::new(1 << 20));
         assert_eq!(
@@ -953,13 +907,11 @@ mod tests {
         let outbox = Arc::new(Outbox::new(1 << 20));
         let mut unwatched = Vec::new();
         for name in ["a", "b", "c"] {
-            join(
+            subscribe(
                 &registry,
                 &topic(name),
                 1,
                 &outbox,
-                None,
-                None,
                 &snapshot(&topic(name), "e", 0, 0..=0),
             )
             .unwrap();
@@ -981,26 +933,8 @@ mod tests {
         let t = topic("t");
         let slow = Arc::new(Outbox::new(200));
         let fast = Arc::new(Outbox::new(1 << 20));
-        join(
-            &registry,
-            &t,
-            1,
-            &slow,
-            None,
-            None,
-            &snapshot(&t, "e", 0, 0..=0),
-        )
-        .unwrap();
-        join(
-            &registry,
-            &t,
-            2,
-            &fast,
-            None,
-            None,
-            &snapshot(&t, "e", 0, 0..=0),
-        )
-        .unwrap();
+        subscribe(&registry, &t, 1, &slow, &snapshot(&t, "e", 0, 0..=0)).unwrap();
+        subscribe(&registry, &t, 2, &fast, &snapshot(&t, "e", 0, 0..=0)).unwrap();
         received(&fast);
         for offset in 1..=10 {
             let frame = wire::message_frame(&t, offset, &format!("\"{offset:040}\""));

@@ -30,3 +30,13 @@ pub fn sent_at(text: &str) -> Option<u64> {
     let digits = text[start..].split(|c: char| !c.is_ascii_digit()).next()?;
     digits.parse().ok()
 }
+
+/// A hub configuration for the benchmarks: no clock, no limits in the way.
+pub fn bench_config() -> fullduplex_hub::HubConfig {
+    let mut config = fullduplex_hub::HubConfig::default();
+    config.clock = false;
+    config.max_connections = 100_000;
+    config.publish_rate = 0;
+    config.ping_interval = None;
+    config
+}

@@ -90,9 +90,18 @@ impl MemoryBroker {
         self.budget.bytes.load(Ordering::Relaxed)
     }
 
+    /// Takes a message a history kept into the budget; true when the order of entry holds
+    /// so many messages that histories already dropped that it is time to compact it.
+    fn enter(&self, topic: &Topic, offset: u64, bytes: usize) -> bool {
+        self.budget.bytes.fetch_add(bytes, Ordering::Relaxed);
+        let held = self.budget.messages.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut order = lock(&self.budget.order);
+        order.push_back((topic.clone(), offset, bytes));
+        order.len() > 2 * held + 1024
+    }
+
     /// Evicts the oldest messages of all topics while the histories hold more than
-    /// [`BrokerConfig::history_memory`]; compacts the order of entry when it holds many
-    /// messages that histories already dropped themselves.
+    /// [`BrokerConfig::history_memory`].
     fn enforce_budget(&self) {
         let limit = self.config.history_memory;
         while self.budget.bytes.load(Ordering::Relaxed) > limit {
@@ -111,10 +120,6 @@ impl MemoryBroker {
         self.metrics
             .history_bytes
             .store(i64::try_from(bytes).unwrap_or(i64::MAX), Ordering::Relaxed);
-        let held = self.budget.messages.load(Ordering::Relaxed);
-        if lock(&self.budget.order).len() > 2 * held + 1024 {
-            self.compact_order();
-        }
     }
 
     /// Drops from the order of entry the messages no history holds any more. The order is
@@ -190,17 +195,21 @@ impl MemoryBroker {
             let bytes = frame.len();
             let (kept, freed) = state.history.push(offset, frame, now);
             self.budget.freed(freed);
-            if kept {
-                self.budget.bytes.fetch_add(bytes, Ordering::Relaxed);
-                self.budget.messages.fetch_add(1, Ordering::Relaxed);
-                lock(&self.budget.order).push_back((topic.clone(), offset, bytes));
-            }
-            Published {
+            let compact = kept && self.enter(topic, offset, bytes);
+            let published = Published {
                 offset,
                 epoch: state.epoch.clone(),
-            }
+            };
+            (published, compact)
         })
-        .inspect(|_| self.enforce_budget())
+        .map(|(published, compact)| {
+            // Outside the topic's lock: eviction and compaction lock other topics.
+            self.enforce_budget();
+            if compact {
+                self.compact_order();
+            }
+            published
+        })
     }
 
     fn read_now(
