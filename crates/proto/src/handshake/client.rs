@@ -217,7 +217,17 @@ pub fn validate_response(
         (Some(accept), None) if accept.as_bytes().trim_ascii() == expected.as_bytes() => {}
         _ => return Err(HandshakeError::WrongAccept),
     }
+    negotiated(headers, offered_protocols, offered_extensions)
+}
 
+/// The subprotocol and extensions a successful answer's headers select, checked against what
+/// was offered: at most one subprotocol and only one we offered, only extensions whose names
+/// we offered. Shared by [`validate_response`] and the HTTP/2 extended CONNECT check.
+pub(super) fn negotiated(
+    headers: &http::HeaderMap,
+    offered_protocols: &[String],
+    offered_extensions: &[ExtensionOffer],
+) -> Result<Accepted, HandshakeError> {
     let mut lines = headers.get_all(SEC_WEBSOCKET_PROTOCOL).into_iter();
     let protocol = match (lines.next(), lines.next()) {
         (None, _) => None,

@@ -6,6 +6,9 @@
 //! * [`client`]: fill in a request ([`prepare_request`]), encode it ([`encode_request`]), parse
 //!   the answer ([`parse_response`]) and check it ([`validate_response`]).
 //! * [`extensions`]: the `Sec-WebSocket-Extensions` grammar (RFC 6455 section 9.1).
+//! * [`h2`]: the same handshake as an HTTP/2 extended CONNECT (RFC 8441), both roles
+//!   ([`validate_extended_connect`], [`prepare_extended_connect`],
+//!   [`validate_extended_connect_response`]).
 //!
 //! Nothing here performs I/O: parsers take the bytes received so far and say how long the head
 //! was, so that the bytes after it (which already belong to the WebSocket stream) are kept by
@@ -33,6 +36,7 @@ use sha1::{Digest, Sha1};
 
 pub mod client;
 pub mod extensions;
+pub mod h2;
 pub mod server;
 
 mod head;
@@ -42,6 +46,9 @@ pub use client::{
     request_target, validate_response, Accepted,
 };
 pub use extensions::{format_extensions, parse_extensions, ExtensionOffer, ExtensionParam};
+pub use h2::{
+    prepare_extended_connect, validate_extended_connect, validate_extended_connect_response,
+};
 pub use server::{
     accept_response, encode_response, encode_response_head, parse_request, rejection,
     validate_request, UpgradeRequest,
@@ -162,6 +169,22 @@ pub enum HandshakeError {
     /// The request method is not `GET` (RFC 6455 section 4.1).
     #[error("method must be GET")]
     MethodNotGet,
+    /// An HTTP/2 WebSocket request's method is not `CONNECT` (RFC 8441 section 4).
+    #[error("method must be CONNECT")]
+    MethodNotConnect,
+    /// An HTTP/2 CONNECT request has no `:protocol` pseudo-header: it asks for a plain
+    /// tunnel, not a WebSocket (RFC 8441 section 4).
+    #[error("CONNECT without :protocol: not a WebSocket request")]
+    MissingProtocolPseudoHeader,
+    /// An HTTP/2 extended CONNECT asks for another protocol than `websocket`.
+    #[error("unsupported :protocol {0:?}, only websocket is supported")]
+    UnsupportedProtocolPseudoHeader(String),
+    /// An HTTP/2 extended CONNECT has no `:authority` (which replaces `Host`).
+    #[error("missing :authority")]
+    MissingAuthority,
+    /// An HTTP/2 extended CONNECT has no `:path` (RFC 8441 section 4).
+    #[error("missing :path")]
+    MissingPath,
     /// The request is older than HTTP/1.1 (RFC 6455 section 4.1).
     #[error("HTTP/1.1 or later required")]
     HttpVersionTooOld,
@@ -250,6 +273,11 @@ impl HandshakeError {
             }
             Self::MalformedHttp(_)
             | Self::MethodNotGet
+            | Self::MethodNotConnect
+            | Self::MissingProtocolPseudoHeader
+            | Self::UnsupportedProtocolPseudoHeader(_)
+            | Self::MissingAuthority
+            | Self::MissingPath
             | Self::HttpVersionTooOld
             | Self::MissingHost
             | Self::MissingKey

@@ -68,10 +68,12 @@ pub fn parse_request(
 /// and the subprotocols and extensions the client offered.
 #[derive(Debug, Clone)]
 pub struct UpgradeRequest {
-    request: Request<()>,
-    key: String,
-    protocols: Vec<String>,
-    extensions: Vec<ExtensionOffer>,
+    pub(super) request: Request<()>,
+    pub(super) key: String,
+    pub(super) protocols: Vec<String>,
+    pub(super) extensions: Vec<ExtensionOffer>,
+    /// An HTTP/2 extended CONNECT (RFC 8441) rather than an HTTP/1.1 upgrade.
+    pub(super) extended_connect: bool,
 }
 
 impl UpgradeRequest {
@@ -85,7 +87,24 @@ impl UpgradeRequest {
         self.request
     }
 
-    /// The `Sec-WebSocket-Key`, trimmed.
+    /// Whether this is an HTTP/2 extended CONNECT (RFC 8441, validated by
+    /// [`validate_extended_connect`](super::validate_extended_connect)) rather than an
+    /// HTTP/1.1 upgrade. [`accept_response`] answers it with `200` instead of `101`.
+    pub fn is_extended_connect(&self) -> bool {
+        self.extended_connect
+    }
+
+    /// The authority the client addressed: the `Host` header, or on HTTP/2 the `:authority`
+    /// pseudo-header (which [`validate_extended_connect`](super::validate_extended_connect)
+    /// also copies into a `Host` header, so that Origin checks written against `Host` work
+    /// unchanged).
+    pub fn authority(&self) -> Option<&str> {
+        self.header(HOST.as_str())
+            .or_else(|| self.request.uri().authority().map(|a| a.as_str()))
+    }
+
+    /// The `Sec-WebSocket-Key`, trimmed. Empty for an HTTP/2 extended CONNECT, which has no
+    /// key (RFC 8441 section 5).
     pub fn key(&self) -> &str {
         &self.key
     }
@@ -185,11 +204,7 @@ pub fn validate_request(request: Request<()>) -> Result<UpgradeRequest, Handshak
     if !header_has_token(headers, CONNECTION, "upgrade") {
         return Err(HandshakeError::NoConnectionUpgrade);
     }
-    let mut versions = headers.get_all(SEC_WEBSOCKET_VERSION).into_iter();
-    match (versions.next(), versions.next()) {
-        (Some(version), None) if version.as_bytes().trim_ascii() == VERSION.as_bytes() => {}
-        _ => return Err(HandshakeError::UnsupportedVersion),
-    }
+    check_version(headers)?;
     let mut keys = headers.get_all(SEC_WEBSOCKET_KEY).into_iter();
     let key = match (keys.next(), keys.next()) {
         (None, _) => return Err(HandshakeError::MissingKey),
@@ -207,11 +222,21 @@ pub fn validate_request(request: Request<()>) -> Result<UpgradeRequest, Handshak
         key,
         protocols,
         extensions,
+        extended_connect: false,
     })
 }
 
+/// `Sec-WebSocket-Version` must be present once and be exactly [`VERSION`].
+pub(super) fn check_version(headers: &http::HeaderMap) -> Result<(), HandshakeError> {
+    let mut versions = headers.get_all(SEC_WEBSOCKET_VERSION).into_iter();
+    match (versions.next(), versions.next()) {
+        (Some(version), None) if version.as_bytes().trim_ascii() == VERSION.as_bytes() => Ok(()),
+        _ => Err(HandshakeError::UnsupportedVersion),
+    }
+}
+
 /// The offered subprotocols; each must be a token.
-fn protocols(request: &Request<()>) -> Result<Vec<String>, HandshakeError> {
+pub(super) fn protocols(request: &Request<()>) -> Result<Vec<String>, HandshakeError> {
     let headers = request.headers();
     if headers
         .get_all(SEC_WEBSOCKET_PROTOCOL)
@@ -232,6 +257,10 @@ fn protocols(request: &Request<()>) -> Result<Vec<String>, HandshakeError> {
 /// The `101 Switching Protocols` answer to `upgrade` (RFC 6455 section 4.2.2), naming the chosen
 /// subprotocol and the accepted extensions (a formatted `Sec-WebSocket-Extensions` value, see
 /// [`format_extensions`](super::format_extensions)) when given.
+///
+/// For an HTTP/2 extended CONNECT ([`UpgradeRequest::is_extended_connect`]) the answer is
+/// `200 OK` with the same subprotocol and extension headers and no `Upgrade`, `Connection` or
+/// `Sec-WebSocket-Accept` (RFC 8441 section 5).
 ///
 /// Fails with [`HandshakeError::ProtocolNotOffered`] if `protocol` is not one the client offered
 /// and with [`HandshakeError::InvalidHeaderValue`] if a value cannot be a header value.
@@ -261,13 +290,14 @@ pub fn accept_response(
     extensions: Option<&str>,
 ) -> Result<Response<()>, HandshakeError> {
     let mut response = Response::new(());
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
-    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
-    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-    let accept = HeaderValue::try_from(upgrade.accept_key())
-        .map_err(|_| HandshakeError::InvalidHeaderValue)?;
-    headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
+    if !upgrade.extended_connect {
+        headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        let accept = HeaderValue::try_from(upgrade.accept_key())
+            .map_err(|_| HandshakeError::InvalidHeaderValue)?;
+        headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
+    }
     if let Some(protocol) = protocol {
         if !upgrade.protocols.iter().any(|p| p == protocol) {
             return Err(HandshakeError::ProtocolNotOffered(protocol.to_owned()));
@@ -281,6 +311,11 @@ pub fn accept_response(
             HeaderValue::from_str(extensions).map_err(|_| HandshakeError::InvalidHeaderValue)?;
         headers.insert(SEC_WEBSOCKET_EXTENSIONS, value);
     }
+    *response.status_mut() = if upgrade.extended_connect {
+        StatusCode::OK
+    } else {
+        StatusCode::SWITCHING_PROTOCOLS
+    };
     Ok(response)
 }
 
