@@ -168,6 +168,15 @@ export declare const DEFAULT_RECONNECT: Readonly<ReconnectOptions>;
  * so always within `[base * (1 - jitter), base]` and never above `maxDelay`.
  */
 export declare function backoffDelay(attempt: number, options?: Partial<ReconnectOptions>, random?: () => number): number;
+/** The answer to {@link Client.info}. */
+export interface ConnectionInfo {
+    /** The connection's id, as in presence. */
+    client: string;
+    /** The user (the token's `sub`), or null. */
+    user: string | null;
+    /** What carries the WebSocket: `"http1"` or `"h2"`. */
+    transport: string;
+}
 /** A topic subscription made with {@link Client.subscribe}. */
 export interface Subscription {
     readonly topic: string;
@@ -208,7 +217,7 @@ export declare class Client {
     private readonly pending;
     /** Publishes not sent yet (in order). */
     private readonly queue;
-    /** Presence requests not sent yet (after a drop they are asked again). */
+    /** Presence and info requests not sent yet (after a drop they are asked again). */
     private readonly unsentPresence;
     private readonly listeners;
     constructor(url: string, options?: ClientOptions);
@@ -230,6 +239,11 @@ export declare class Client {
     publish(topic: string, data: unknown): Promise<PublishResult>;
     /** Who is in `topic`'s presence (clients that subscribed with `presence: true`). */
     presence(topic: string): Promise<PresenceClient[]>;
+    /**
+     * What the server knows of this connection: its client id, its user, and the transport that
+     * carries it (`"http1"`, or `"h2"` for a WebSocket on an HTTP/2 stream). Asked when connected.
+     */
+    info(): Promise<ConnectionInfo>;
     /** Closes the connection with 1000 and stops reconnecting; rejects what still waits. */
     close(): void;
     private isOpen;

@@ -75,7 +75,7 @@ export class Client {
         this.pending = new Map();
         /** Publishes not sent yet (in order). */
         this.queue = [];
-        /** Presence requests not sent yet (after a drop they are asked again). */
+        /** Presence and info requests not sent yet (after a drop they are asked again). */
         this.unsentPresence = [];
         this.listeners = {
             state: [],
@@ -185,6 +185,19 @@ export class Client {
             const id = this.nextId++;
             const message = { type: "presence", topic, id };
             this.sendRequest(id, "presence", topic, message, resolve, reject);
+        });
+    }
+    /**
+     * What the server knows of this connection: its client id, its user, and the transport that
+     * carries it (`"http1"`, or `"h2"` for a WebSocket on an HTTP/2 stream). Asked when connected.
+     */
+    info() {
+        return new Promise((resolve, reject) => {
+            if (this.closedByUser)
+                return reject(new FdxError("closed", "the client is closed"));
+            const id = this.nextId++;
+            const message = { type: "info", id };
+            this.sendRequest(id, "info", undefined, message, resolve, reject);
         });
     }
     /** Closes the connection with 1000 and stops reconnecting; rejects what still waits. */
@@ -424,7 +437,7 @@ export class Client {
                 }, this.queueOptions.timeoutMs);
                 this.queue.push(entry);
             }
-            else if (kind === "presence") {
+            else if (kind === "presence" || kind === "info") {
                 this.unsentPresence.push(id); // asked when connected
             }
             else {
@@ -497,6 +510,17 @@ export class Client {
                 const request = this.takePending(message, "presence");
                 if (request)
                     request.resolve(Array.isArray(message.clients) ? message.clients : []);
+                break;
+            }
+            case "info": {
+                const request = this.takePending(message, "info");
+                if (request) {
+                    request.resolve({
+                        client: String(message.client),
+                        user: (message.user ?? null),
+                        transport: String(message.transport),
+                    });
+                }
                 break;
             }
             case "refresh":

@@ -223,8 +223,18 @@ export function backoffDelay(
 
 const OPEN = 1;
 
+/** The answer to {@link Client.info}. */
+export interface ConnectionInfo {
+  /** The connection's id, as in presence. */
+  client: string;
+  /** The user (the token's `sub`), or null. */
+  user: string | null;
+  /** What carries the WebSocket: `"http1"` or `"h2"`. */
+  transport: string;
+}
+
 interface Pending {
-  kind: "publish" | "presence" | "refresh";
+  kind: "publish" | "presence" | "refresh" | "info";
   topic: string | undefined;
   message: Record<string, unknown>;
   resolve: (value: any) => void;
@@ -300,7 +310,7 @@ export class Client {
   private readonly pending = new Map<number, Pending>();
   /** Publishes not sent yet (in order). */
   private readonly queue: QueuedPublish[] = [];
-  /** Presence requests not sent yet (after a drop they are asked again). */
+  /** Presence and info requests not sent yet (after a drop they are asked again). */
   private readonly unsentPresence: number[] = [];
   private readonly listeners: { [K in keyof ClientEvents]: Array<Listener<K>> } = {
     state: [],
@@ -413,6 +423,19 @@ export class Client {
       const id = this.nextId++;
       const message = { type: "presence", topic, id };
       this.sendRequest(id, "presence", topic, message, resolve, reject);
+    });
+  }
+
+  /**
+   * What the server knows of this connection: its client id, its user, and the transport that
+   * carries it (`"http1"`, or `"h2"` for a WebSocket on an HTTP/2 stream). Asked when connected.
+   */
+  info(): Promise<ConnectionInfo> {
+    return new Promise<ConnectionInfo>((resolve, reject) => {
+      if (this.closedByUser) return reject(new FdxError("closed", "the client is closed"));
+      const id = this.nextId++;
+      const message = { type: "info", id };
+      this.sendRequest(id, "info", undefined, message, resolve, reject);
     });
   }
 
@@ -646,7 +669,7 @@ export class Client {
           reject(new FdxError("timeout", `not connected within ${this.queueOptions.timeoutMs} ms`, topic));
         }, this.queueOptions.timeoutMs);
         this.queue.push(entry);
-      } else if (kind === "presence") {
+      } else if (kind === "presence" || kind === "info") {
         this.unsentPresence.push(id); // asked when connected
       } else {
         this.pending.delete(id);
@@ -712,6 +735,17 @@ export class Client {
       case "presence": {
         const request = this.takePending(message, "presence");
         if (request) request.resolve(Array.isArray(message.clients) ? message.clients : []);
+        break;
+      }
+      case "info": {
+        const request = this.takePending(message, "info");
+        if (request) {
+          request.resolve({
+            client: String(message.client),
+            user: (message.user ?? null) as string | null,
+            transport: String(message.transport),
+          });
+        }
         break;
       }
       case "refresh":

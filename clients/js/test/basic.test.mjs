@@ -120,3 +120,15 @@ test("close() closes with 1000 and stops reconnecting; what waits is rejected", 
   assert.equal(client.state, "disconnected");
   assert.ok(closes.every((c) => c.reconnectIn === null));
 });
+
+test("info() names the client and the transport (asked while connecting, answered once connected)", async () => {
+  const client = connect();
+  const asked = client.info(); // before the socket opens: sent once connected
+  const info = await within(asked, 7_000, "info answer");
+  assert.equal(info.transport, "http1");
+  assert.equal(typeof info.client, "string");
+  assert.ok(info.client.length > 0);
+  assert.equal(info.user, null);
+  const again = await within(client.info(), 7_000, "second info answer");
+  assert.deepEqual(again, info);
+});
