@@ -15,7 +15,7 @@ use crate::socket::WebSocket;
 use crate::stream::MaybeTlsStream;
 
 /// The most of a non-101 response body kept for the error.
-const MAX_ERROR_BODY: usize = 64 << 10;
+pub(crate) const MAX_ERROR_BODY: usize = 64 << 10;
 
 /// Builds a client upgrade request: URL, Origin, subprotocols, any extra header.
 ///
@@ -36,6 +36,8 @@ pub struct ClientRequest {
     url: String,
     headers: Vec<(String, String)>,
     protocols: Vec<String>,
+    #[cfg(feature = "http2")]
+    http2: Option<crate::http2::Http2Policy>,
 }
 
 impl ClientRequest {
@@ -45,6 +47,8 @@ impl ClientRequest {
             url: url.into(),
             headers: Vec::new(),
             protocols: Vec::new(),
+            #[cfg(feature = "http2")]
+            http2: None,
         }
     }
 
@@ -62,6 +66,21 @@ impl ClientRequest {
     /// Adds a header (repeatable).
     pub fn header(mut self, name: &str, value: &str) -> ClientRequest {
         self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Whether [`connect_with`] opens this WebSocket over HTTP/2 (RFC 8441), overriding
+    /// [`Config::http2`] for this request (carried as an extension of the built request).
+    ///
+    /// ```
+    /// use fullduplex::{ClientRequest, Http2Policy};
+    /// let request = ClientRequest::new("ws://127.0.0.1:9001/").http2(Http2Policy::Always);
+    /// let built = request.build().unwrap();
+    /// assert_eq!(built.extensions().get::<Http2Policy>(), Some(&Http2Policy::Always));
+    /// ```
+    #[cfg(feature = "http2")]
+    pub fn http2(mut self, policy: crate::http2::Http2Policy) -> ClientRequest {
+        self.http2 = Some(policy);
         self
     }
 
@@ -86,6 +105,10 @@ impl ClientRequest {
             let value = HeaderValue::try_from(self.protocols.join(", "))
                 .map_err(|_| Error::Url("invalid subprotocol".into()))?;
             headers.insert(http::header::SEC_WEBSOCKET_PROTOCOL, value);
+        }
+        #[cfg(feature = "http2")]
+        if let Some(policy) = self.http2 {
+            request.extensions_mut().insert(policy);
         }
         Ok(request)
     }
@@ -168,6 +191,10 @@ pub async fn connect_with(
     let request = request.into_client_request()?;
     let timeout = config.handshake_timeout;
     let attempt = async {
+        #[cfg(feature = "http2")]
+        if let Some(result) = connect_h2(&request, &config).await {
+            return result;
+        }
         let stream = open_stream(request.uri(), &config).await?;
         client_handshake(stream, request, config.clone()).await
     };
@@ -200,8 +227,90 @@ pub async fn connect_stream(
     }
 }
 
+/// The HTTP/2 part of [`connect_with`]: `None` when the policy says HTTP/1.1 from the start,
+/// otherwise the HTTP/2 WebSocket, an error, or (under [`Http2Policy::Auto`]) the HTTP/1.1
+/// WebSocket of the fallback.
+///
+/// [`Http2Policy::Auto`]: crate::http2::Http2Policy::Auto
+#[cfg(feature = "http2")]
+async fn connect_h2(
+    request: &Request<()>,
+    config: &Config,
+) -> Option<Result<(WebSocket<MaybeTlsStream<TcpStream>>, Response<()>), Error>> {
+    use crate::http2::{Http2Connection, Http2Error, Http2Policy, H2, HTTP11};
+
+    let policy = request
+        .extensions()
+        .get::<Http2Policy>()
+        .copied()
+        .unwrap_or(config.http2);
+    let secure = request
+        .uri()
+        .scheme_str()
+        .is_some_and(|s| s.eq_ignore_ascii_case("wss"));
+    let open = |connection: Http2Connection| async move {
+        let opened = connection.open_stream(request.clone(), config).await?;
+        let stream = MaybeTlsStream::Http2(Box::new(opened.stream));
+        let ws = crate::http2::build(stream, config.clone(), opened.protocol, opened.deflate);
+        Ok::<_, Error>((ws, opened.response))
+    };
+    match policy {
+        Http2Policy::Never => None,
+        Http2Policy::Auto if !secure => None,
+        Http2Policy::Always => Some(
+            async {
+                let uri = request.uri();
+                let stream = open_stream_alpn(uri, config, secure.then_some(&[H2][..])).await?;
+                if secure && !stream.is_h2_negotiated() {
+                    return Err(Error::Http2(Http2Error::NotNegotiated));
+                }
+                open(Http2Connection::handshake(stream, config.clone()).await?).await
+            }
+            .await,
+        ),
+        _ => Some(
+            async {
+                let uri = request.uri();
+                let stream = open_stream_alpn(uri, config, Some(&[H2, HTTP11])).await?;
+                if !stream.is_h2_negotiated() {
+                    return client_handshake(stream, request.clone(), config.clone()).await;
+                }
+                match Http2Connection::handshake(stream, config.clone()).await {
+                    Ok(connection) if connection.is_websocket_enabled() => {
+                        match open(connection).await {
+                            Err(Error::Http2(error)) => {
+                                tracing::debug!(%error, "WebSocket over HTTP/2 failed, trying HTTP/1.1");
+                            }
+                            other => return other,
+                        }
+                    }
+                    Ok(_) => tracing::debug!("HTTP/2 without RFC 8441, trying HTTP/1.1"),
+                    Err(error) => {
+                        tracing::debug!(%error, "HTTP/2 failed, trying HTTP/1.1");
+                    }
+                }
+                // The server picked h2 but cannot carry the WebSocket there: a new connection
+                // that offers only HTTP/1.1.
+                let stream = open_stream_alpn(uri, config, Some(&[HTTP11])).await?;
+                client_handshake(stream, request.clone(), config.clone()).await
+            }
+            .await,
+        ),
+    }
+}
+
 /// TCP (or the proxy tunnel) and TLS for `uri`, not bounded in time.
 async fn open_stream(uri: &http::Uri, config: &Config) -> Result<MaybeTlsStream<TcpStream>, Error> {
+    open_stream_alpn(uri, config, None).await
+}
+
+/// [`open_stream`] offering these ALPN protocols for `wss://` (`None`: as [`Config::tls`]
+/// says, by default none).
+pub(crate) async fn open_stream_alpn(
+    uri: &http::Uri,
+    config: &Config,
+    alpn: Option<&[&[u8]]>,
+) -> Result<MaybeTlsStream<TcpStream>, Error> {
     let secure = match uri.scheme_str() {
         Some("ws") => false,
         Some("wss") => true,
@@ -222,7 +331,7 @@ async fn open_stream(uri: &http::Uri, config: &Config) -> Result<MaybeTlsStream<
         }
     };
     if secure {
-        tls_connect(tcp, bare_host, config).await
+        tls_connect(tcp, bare_host, config, alpn).await
     } else {
         Ok(MaybeTlsStream::Plain(tcp))
     }
@@ -233,11 +342,17 @@ async fn tls_connect(
     tcp: TcpStream,
     host: &str,
     config: &Config,
+    alpn: Option<&[&[u8]]>,
 ) -> Result<MaybeTlsStream<TcpStream>, Error> {
-    let tls_config = match &config.tls {
+    let mut tls_config = match &config.tls {
         Some(tls) => tls.clone(),
         None => crate::tls::default_client_config()?,
     };
+    if let Some(alpn) = alpn {
+        let mut with_alpn = (*tls_config).clone();
+        with_alpn.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        tls_config = std::sync::Arc::new(with_alpn);
+    }
     let name = rustls_pki_types::ServerName::try_from(host.to_owned())
         .map_err(|_| Error::Url(format!("invalid TLS server name {host:?}")))?;
     let connector = tokio_rustls::TlsConnector::from(tls_config);
@@ -250,6 +365,7 @@ async fn tls_connect(
     _tcp: TcpStream,
     _host: &str,
     _config: &Config,
+    _alpn: Option<&[&[u8]]>,
 ) -> Result<MaybeTlsStream<TcpStream>, Error> {
     Err(Error::Url("wss:// needs the `rustls` feature".into()))
 }
@@ -265,16 +381,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut request = request;
-    // Offer permessage-deflate unless the caller wrote its own extension offers.
-    if let Some(deflate_config) = &config.protocol.deflate {
-        let headers = request.headers_mut();
-        if !headers.contains_key(http::header::SEC_WEBSOCKET_EXTENSIONS) {
-            let offer = handshake::format_extensions(&[deflate::client_offer(deflate_config)]);
-            let value =
-                HeaderValue::try_from(offer).map_err(|_| HandshakeError::InvalidHeaderValue)?;
-            headers.insert(http::header::SEC_WEBSOCKET_EXTENSIONS, value);
-        }
-    }
+    offer_deflate(&mut request, &config)?;
     let (request, key) = handshake::prepare_request(request)?;
     let offered_protocols = handshake::offered_protocols(&request);
     let offered_extensions = handshake::offered_extensions(&request)?;
@@ -310,8 +417,22 @@ where
     Ok((ws, response))
 }
 
+/// Offers permessage-deflate (if configured) unless the caller wrote its own extension offers.
+pub(crate) fn offer_deflate(request: &mut Request<()>, config: &Config) -> Result<(), Error> {
+    if let Some(deflate_config) = &config.protocol.deflate {
+        let headers = request.headers_mut();
+        if !headers.contains_key(http::header::SEC_WEBSOCKET_EXTENSIONS) {
+            let offer = handshake::format_extensions(&[deflate::client_offer(deflate_config)]);
+            let value =
+                HeaderValue::try_from(offer).map_err(|_| HandshakeError::InvalidHeaderValue)?;
+            headers.insert(http::header::SEC_WEBSOCKET_EXTENSIONS, value);
+        }
+    }
+    Ok(())
+}
+
 /// The permessage-deflate parameters the server's answer sets, checked against our offer.
-fn negotiated_deflate(
+pub(crate) fn negotiated_deflate(
     accepted: &Accepted,
     config: &Config,
 ) -> Result<Option<DeflateParams>, Error> {

@@ -56,6 +56,11 @@ pub struct Config {
     /// TLS client configuration for `wss://` URLs. Default: webpki roots, ring provider.
     #[cfg(feature = "rustls")]
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// When clients use WebSockets over HTTP/2 (RFC 8441). Default
+    /// [`Http2Policy::Auto`](crate::http2::Http2Policy::Auto): for `wss://` when the server
+    /// agrees, HTTP/1.1 otherwise.
+    #[cfg(feature = "http2")]
+    pub http2: crate::http2::Http2Policy,
 }
 
 impl Default for Config {
@@ -71,6 +76,8 @@ impl Default for Config {
             proxy: ProxySetting::Direct,
             #[cfg(feature = "rustls")]
             tls: None,
+            #[cfg(feature = "http2")]
+            http2: crate::http2::Http2Policy::Auto,
         }
     }
 }
@@ -160,6 +167,13 @@ impl Config {
     /// Sets [`Config::proxy`] (for example back to [`ProxySetting::Direct`]).
     pub fn proxy_setting(mut self, setting: ProxySetting) -> Config {
         self.proxy = setting;
+        self
+    }
+
+    /// Sets [`Config::http2`]: whether clients open WebSockets over HTTP/2.
+    #[cfg(feature = "http2")]
+    pub fn http2(mut self, policy: crate::http2::Http2Policy) -> Config {
+        self.http2 = policy;
         self
     }
 

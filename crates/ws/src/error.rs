@@ -65,6 +65,10 @@ pub enum Error {
     /// The connection is closed; nothing more can be sent or received.
     #[error("connection closed")]
     Closed,
+    /// A WebSocket over HTTP/2 (RFC 8441) could not be opened or served.
+    #[cfg(feature = "http2")]
+    #[error("HTTP/2: {0}")]
+    Http2(#[from] crate::http2::Http2Error),
 }
 
 impl Error {

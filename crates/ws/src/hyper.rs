@@ -34,8 +34,23 @@
 //! ```
 //!
 //! Serve it with `hyper::server::conn::http1::Builder::new().serve_connection(io, service)
-//! .with_upgrades()`: without `with_upgrades` hyper never hands the connection over. Only
-//! HTTP/1.1 upgrades are supported (not HTTP/2 extended CONNECT, RFC 8441).
+//! .with_upgrades()`: without `with_upgrades` hyper never hands the connection over.
+//!
+//! # HTTP/2
+//!
+//! The same service accepts WebSockets over HTTP/2 (RFC 8441): serve the connection with
+//! hyper's `http2::Builder` after calling its `enable_connect_protocol()` (which announces
+//! `SETTINGS_ENABLE_CONNECT_PROTOCOL = 1`; with feature `http2`,
+//! `fullduplex::http2::server_builder` gives a builder configured for WebSockets, flow-control
+//! windows included), or with hyper-util's `auto::Builder` for both versions on one port.
+//! [`is_upgrade_request`] then also recognises an extended CONNECT (`:method CONNECT`,
+//! `:protocol websocket`), and [`upgrade`] checks it with
+//! [`fullduplex_proto::handshake::validate_extended_connect`] and answers `200` (no
+//! `Sec-WebSocket-Accept`) instead of `101`. Subprotocols, permessage-deflate and the
+//! callback's decision work exactly as over HTTP/1.1; the callback sees the `:authority` as
+//! the `Host` header. The future yields the same [`HyperWebSocket`] type, running on the
+//! HTTP/2 stream: its orderly end is the stream's END_STREAM, and the stream's flow control
+//! applies to it alone, not to other WebSockets on the connection (RFC 8441 section 6).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -47,7 +62,7 @@ use fullduplex_proto::deflate::DeflateParams;
 use fullduplex_proto::handshake::{self, HandshakeError, UpgradeRequest};
 use fullduplex_proto::Role;
 use http::header::{CONNECTION, UPGRADE};
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 
 use crate::config::Config;
@@ -58,9 +73,9 @@ use crate::socket::WebSocket;
 /// A WebSocket over a connection that hyper upgraded.
 pub type HyperWebSocket = WebSocket<TokioIo<Upgraded>>;
 
-/// Whether `request` asks for a WebSocket: `Upgrade` has the token `websocket` and
-/// `Connection` the token `upgrade` (any case). Use it to route; [`upgrade`] does the full
-/// validation.
+/// Whether `request` asks for a WebSocket: over HTTP/1.1, `Upgrade` has the token `websocket`
+/// and `Connection` the token `upgrade` (any case); over HTTP/2, it is an extended CONNECT with
+/// `:protocol websocket` (RFC 8441). Use it to route; [`upgrade`] does the full validation.
 ///
 /// ```
 /// let request = http::Request::get("/ws")
@@ -72,9 +87,27 @@ pub type HyperWebSocket = WebSocket<TokioIo<Upgraded>>;
 /// assert!(!fullduplex::hyper::is_upgrade_request(&http::Request::get("/").body(()).unwrap()));
 /// ```
 pub fn is_upgrade_request<B>(request: &Request<B>) -> bool {
+    if is_h2_connect(request) {
+        return protocol_of(request)
+            .is_some_and(|p| p.eq_ignore_ascii_case(handshake::h2::PROTOCOL));
+    }
     let headers = request.headers();
     handshake::header_has_token(headers, UPGRADE, "websocket")
         && handshake::header_has_token(headers, CONNECTION, "upgrade")
+}
+
+/// Whether `request` is a CONNECT on HTTP/2 or later: an extended CONNECT (RFC 8441) if it
+/// carries `:protocol`, a tunnel request otherwise.
+fn is_h2_connect<B>(request: &Request<B>) -> bool {
+    request.method() == Method::CONNECT && request.version() >= Version::HTTP_2
+}
+
+/// The `:protocol` pseudo-header hyper's HTTP/2 server put in the request's extensions.
+fn protocol_of<B>(request: &Request<B>) -> Option<&str> {
+    request
+        .extensions()
+        .get::<::hyper::ext::Protocol>()
+        .map(::hyper::ext::Protocol::as_str)
 }
 
 /// Accepts a WebSocket upgrade with the default configuration, no subprotocol and no origin
@@ -94,11 +127,17 @@ where
 /// cookies, offered subprotocols) and accept it ([`Accept`]: subprotocol, headers,
 /// compression) or refuse it ([`Reject`]: any status and body).
 ///
+/// A CONNECT on HTTP/2 is checked as an extended CONNECT (RFC 8441, see the
+/// [module documentation](self)) and accepted with `200`; anything else as an HTTP/1.1
+/// upgrade, accepted with `101`.
+///
 /// Fails with [`UpgradeError::Handshake`] when the request is not a valid version 13 upgrade
-/// (the same checks and statuses as [`crate::accept_with`]: 426, 400, ...),
+/// (the same checks and statuses as [`crate::accept_with`]: 426, 400, ...; on HTTP/2 also 400
+/// for a CONNECT without `:protocol`, a `:protocol` other than `websocket`, or no `:path`),
 /// [`UpgradeError::Rejected`] when `callback` refuses, and [`UpgradeError::NotUpgradable`]
-/// when hyper gave the request no upgrade handle (HTTP/2, or a request not from a hyper
-/// server). [`UpgradeError::into_response`] is the answer to send in each case.
+/// when hyper gave the request no upgrade handle (a request not from a hyper server, or an
+/// HTTP/1.1 connection served without `with_upgrades`). [`UpgradeError::into_response`] is the
+/// answer to send in each case.
 ///
 /// ```no_run
 /// use fullduplex::{Accept, Config, Reject};
@@ -123,7 +162,11 @@ where
     R: From<Bytes>,
     F: FnOnce(&UpgradeRequest) -> Result<Accept, Reject>,
 {
-    let upgrade = handshake::validate_request(head_of(request))?;
+    let upgrade = if is_h2_connect(request) {
+        handshake::validate_extended_connect(head_of(request), protocol_of(request))?
+    } else {
+        handshake::validate_request(head_of(request))?
+    };
     let accept = callback(&upgrade).map_err(UpgradeError::Rejected)?;
     if request.extensions().get::<OnUpgrade>().is_none() {
         return Err(UpgradeError::NotUpgradable);
@@ -161,8 +204,8 @@ struct Pending {
 }
 
 /// The future returned by [`upgrade`] and [`upgrade_with`]: resolves to the [`WebSocket`]
-/// once hyper has written the `101` response and handed over the connection. Await it in a
-/// spawned task, after returning the response to hyper.
+/// once hyper has written the `101` (HTTP/1.1) or `200` (HTTP/2) response and handed over the
+/// connection or stream. Await it in a spawned task, after returning the response to hyper.
 #[derive(Debug)]
 #[must_use = "the WebSocket only exists once this future is awaited"]
 pub struct HyperUpgrade {
@@ -207,9 +250,9 @@ pub enum UpgradeError {
     /// The application's callback refused the request.
     #[error("upgrade rejected with {}", .0.response.status())]
     Rejected(Reject),
-    /// The request carries no hyper upgrade handle: it did not come from a hyper HTTP/1.1
-    /// server connection (HTTP/2 upgrades are not supported).
-    #[error("the request cannot be upgraded (not an HTTP/1.1 hyper request)")]
+    /// The request carries no hyper upgrade handle: it did not come from a hyper server
+    /// connection (HTTP/1.1 served `with_upgrades`, or HTTP/2).
+    #[error("the request cannot be upgraded (not from a hyper server connection)")]
     NotUpgradable,
 }
 
@@ -230,8 +273,9 @@ impl UpgradeError {
             UpgradeError::Handshake(error) => handshake::rejection(&error),
             UpgradeError::Rejected(reject) => *reject.response,
             UpgradeError::NotUpgradable => {
-                let mut response =
-                    Response::new(Bytes::from_static(b"WebSocket upgrades need HTTP/1.1\n"));
+                let mut response = Response::new(Bytes::from_static(
+                    b"this connection cannot be upgraded to a WebSocket\n",
+                ));
                 *response.status_mut() = StatusCode::HTTP_VERSION_NOT_SUPPORTED;
                 response
             }
@@ -282,6 +326,44 @@ mod tests {
         );
         let response: Response<Bytes> = error.map(|e| e.into_response()).unwrap_or_default();
         assert_eq!(response.body().as_ref(), b"no");
+    }
+
+    fn extended_connect(protocol: Option<&'static str>) -> Request<()> {
+        let mut request = Request::connect("https://example.com/ws")
+            .version(Version::HTTP_2)
+            .header("sec-websocket-version", "13")
+            .body(())
+            .unwrap_or_default();
+        if let Some(protocol) = protocol {
+            request
+                .extensions_mut()
+                .insert(::hyper::ext::Protocol::from_static(protocol));
+        }
+        request
+    }
+
+    #[test]
+    fn extended_connect_is_recognised_and_validated() {
+        assert!(is_upgrade_request(&extended_connect(Some("websocket"))));
+        assert!(!is_upgrade_request(&extended_connect(None)));
+        assert!(!is_upgrade_request(&extended_connect(Some("connect-udp"))));
+        // Valid, but not from a hyper server: no upgrade handle.
+        let error = upgrade::<_, Bytes>(&mut extended_connect(Some("websocket"))).err();
+        assert!(matches!(error, Some(UpgradeError::NotUpgradable)));
+        let error = upgrade::<_, Bytes>(&mut extended_connect(None)).err();
+        assert!(matches!(
+            error,
+            Some(UpgradeError::Handshake(
+                HandshakeError::MissingProtocolPseudoHeader
+            ))
+        ));
+        let mut request = extended_connect(Some("websocket"));
+        request.headers_mut().remove("sec-websocket-version");
+        let error = upgrade::<_, Bytes>(&mut request).err();
+        assert_eq!(
+            error.map(|e| e.status()),
+            Some(StatusCode::UPGRADE_REQUIRED)
+        );
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //!   through an HTTP `CONNECT` or SOCKS5 [`Proxy`] (explicit, or from `https_proxy` & co.).
 //! * [`WebSocket`]: `recv`/`send`/`feed`/`flush`/`close`, `Stream` and `Sink`, [`split`]
 //!   halves, keepalive, idle, close and handshake timeouts.
+//! * HTTP/2 (RFC 8441, features `hyper` and `http2`): WebSockets as streams of an HTTP/2
+//!   connection, accepted in a hyper service or by `http2::serve_connection`, opened by
+//!   `connect` over `wss://` when the server offers it, or many on one `http2::Http2Connection`.
 //! * [`WebSocketSet`]: many connections driven by one task, for servers that hold tens of
 //!   thousands (under 1 KiB per idle connection).
 //!
@@ -40,6 +43,8 @@ mod client;
 mod config;
 mod error;
 mod head;
+#[cfg(feature = "http2")]
+pub mod http2;
 #[cfg(feature = "hyper")]
 pub mod hyper;
 mod proxy;
@@ -57,6 +62,8 @@ pub use client::{
 };
 pub use config::{Config, Keepalive};
 pub use error::{Error, TimeoutKind};
+#[cfg(feature = "http2")]
+pub use http2::Http2Policy;
 pub use proxy::{
     no_proxy_matches, Proxy, ProxyEnv, ProxyError, ProxyKind, ProxySetting, Socks5Reply,
     DEFAULT_PROXY_PORT, MAX_CONNECT_RESPONSE,

@@ -1,0 +1,1 @@
+//! WebSockets over HTTP/2 (RFC 8441).
