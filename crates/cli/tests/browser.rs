@@ -1,7 +1,8 @@
 //! The push server's demo page in a real browser: `fdx serve`, headless Chromium driven by
 //! `playwright-core` (interop/browser_demo.mjs). Two pages chat, an HTTP publish reaches both,
 //! and a page whose connection drops reconnects and shows what it missed. Screenshots are kept
-//! in `target/tmp/browser/`.
+//! in `target/tmp/browser/`. The same page over HTTPS runs its WebSocket on an HTTP/2 stream
+//! (RFC 8441) and recovers after the server disconnects it (interop/browser_h2.mjs).
 
 mod common;
 
@@ -64,4 +65,49 @@ fn demo_page_in_headless_chromium() {
         );
     }
     println!("screenshots: {}", out.display());
+}
+
+#[test]
+#[ignore = "needs chromium and playwright-core (scripts/test installs them)"]
+fn demo_page_over_https_with_its_websocket_on_http2() {
+    let chromium = Path::new("/usr/bin/chromium");
+    require(chromium, "Debian's chromium package");
+    require(
+        &repo().join("interop/node_modules/playwright-core"),
+        "npm ci in interop/",
+    );
+    let dir = common::temp_dir("browser-h2");
+    let (cert, key) = common::self_signed_cert(&dir);
+    let server = Background::start(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ]);
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
+
+    let mut command = Command::new("node");
+    command
+        .arg(repo().join("interop/browser_h2.mjs"))
+        .args(["--hub", &server.url])
+        .arg("--out")
+        .arg(&out)
+        .current_dir(repo().join("interop"))
+        .stdin(Stdio::null());
+    let run = common::run_command(&mut command, Some(b""), Duration::from_secs(120));
+    assert_eq!(
+        run.code(),
+        0,
+        "browser test failed:\n{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(run.stdout.contains("browser_h2: ok"), "{}", run.stdout);
+    let shot = out.join("demo-h2.png");
+    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    assert!(size > 10_000, "screenshot {} is missing", shot.display());
 }

@@ -51,6 +51,81 @@ pub struct Metrics {
     pub history_bytes: AtomicI64,
     /// Messages forgotten early because the histories held `history_memory` bytes.
     pub history_evictions: AtomicU64,
+    /// Events written to Server-Sent Events streams (`GET /sse`).
+    pub sse_events: AtomicU64,
+    /// Open client connections per [`Transport`], indexed by [`Transport::index`].
+    pub transports: [AtomicI64; Transport::ALL.len()],
+}
+
+/// What carries a client connection: a WebSocket over HTTP/1.1 (Upgrade) or over HTTP/2
+/// (RFC 8441 extended CONNECT), or a Server-Sent Events stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// A WebSocket upgraded from HTTP/1.1.
+    Http1,
+    /// A WebSocket on an HTTP/2 stream.
+    Http2,
+    /// A `GET /sse` event stream (over HTTP/1.1 or HTTP/2).
+    Sse,
+}
+
+impl Transport {
+    /// Every transport, in [`Transport::index`] order.
+    pub const ALL: [Transport; 3] = [Transport::Http1, Transport::Http2, Transport::Sse];
+
+    /// The WebSocket transport of a request of this HTTP version.
+    pub fn of_websocket(version: http::Version) -> Transport {
+        if version == http::Version::HTTP_2 {
+            Transport::Http2
+        } else {
+            Transport::Http1
+        }
+    }
+
+    /// The name in `/metrics` and in the `info` reply: `http1`, `h2` or `sse`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Http1 => "http1",
+            Transport::Http2 => "h2",
+            Transport::Sse => "sse",
+        }
+    }
+
+    /// The position in [`Metrics::transports`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl Metrics {
+    /// Counts a connection of `transport` as open until the guard is dropped.
+    pub fn open_transport(self: &std::sync::Arc<Self>, transport: Transport) -> TransportGuard {
+        self.transports[transport.index()].fetch_add(1, Ordering::Relaxed);
+        TransportGuard {
+            metrics: self.clone(),
+            transport,
+        }
+    }
+}
+
+/// One open connection in [`Metrics::transports`]; dropping it counts the connection closed.
+#[derive(Debug)]
+pub struct TransportGuard {
+    metrics: std::sync::Arc<Metrics>,
+    transport: Transport,
+}
+
+impl TransportGuard {
+    /// The connection's transport.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+}
+
+impl Drop for TransportGuard {
+    fn drop(&mut self) {
+        self.metrics.transports[self.transport.index()].fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Adds one to a counter.
@@ -196,6 +271,27 @@ impl Metrics {
             "Messages forgotten early to keep the histories within --history-memory.",
             &self.history_evictions,
         );
+        counter(
+            &mut out,
+            "fdx_hub_sse_events_total",
+            "Events written to Server-Sent Events streams.",
+            &self.sse_events,
+        );
+        let _ = write!(
+            out,
+            "# HELP fdx_hub_transport_connections Open client connections by transport.\n\
+             # TYPE fdx_hub_transport_connections gauge\n"
+        );
+        for transport in Transport::ALL {
+            let value = self.transports[transport.index()]
+                .load(Ordering::Relaxed)
+                .max(0);
+            let _ = writeln!(
+                out,
+                "fdx_hub_transport_connections{{transport=\"{}\"}} {value}",
+                transport.as_str()
+            );
+        }
         gauge(
             &mut out,
             "fdx_hub_engine_ready",
@@ -221,6 +317,13 @@ mod tests {
         assert!(text.contains("\nfdx_hub_bytes_out_total 42\n"), "{text}");
         assert!(text.contains("# TYPE fdx_hub_connections gauge\nfdx_hub_connections 2\n"));
         let samples = text.lines().filter(|l| !l.starts_with('#')).count();
-        assert_eq!(samples, 21);
+        assert_eq!(samples, 22 + Transport::ALL.len());
+        let _h2 = std::sync::Arc::new(metrics).open_transport(Transport::Http2);
+        let text = _h2.metrics.render();
+        assert!(
+            text.contains("\nfdx_hub_transport_connections{transport=\"h2\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("\nfdx_hub_transport_connections{transport=\"sse\"} 0\n"));
     }
 }

@@ -1,13 +1,18 @@
-//! Serving: the accept loop, hyper HTTP/1.1 connections with upgrades, the background tasks
-//! (clock, history sweeper) and the graceful shutdown.
+//! Serving: the accept loop, TLS, hyper HTTP/1.1 and HTTP/2 connections with upgrades and
+//! RFC 8441 extended CONNECT, the background tasks (clock, history sweeper) and the graceful
+//! shutdown.
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hyper::server::conn::http1;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::{clock, http, Hub};
 
@@ -17,7 +22,7 @@ const ENGINE_START_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest request head (hyper answers 431 past it), the library's own limit.
 pub const MAX_HEAD_BYTES: usize = 16 << 10;
 
-/// How long a client may take to send a request head.
+/// How long a client may take to send a request head (or finish the TLS handshake).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Hub {
@@ -44,6 +49,11 @@ impl Hub {
         let http_connections = Arc::new(tokio::sync::Semaphore::new(
             self.config.max_http_connections.max(1),
         ));
+        let tls = self.config.tls.clone().map(|config| {
+            let mut config = (*config).clone();
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            tokio_rustls::TlsAcceptor::from(Arc::new(config))
+        });
         let shutdown = self.shutdown_token().clone();
         loop {
             let (tcp, peer) = tokio::select! {
@@ -67,25 +77,24 @@ impl Hub {
             };
             let _ = tcp.set_nodelay(true);
             let hub = self.clone();
+            let tls = tls.clone();
             self.tasks().spawn(async move {
-                let _permit = permit;
-                let service = service_fn(|request| http::route(hub.clone(), request));
-                let connection = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
-                    .max_buf_size(MAX_HEAD_BYTES)
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .with_upgrades();
-                tokio::pin!(connection);
-                let result = tokio::select! {
-                    result = connection.as_mut() => result,
-                    _ = hub.shutdown_token().cancelled() => {
-                        connection.as_mut().graceful_shutdown();
-                        connection.await
+                let permit = HttpPermit::new(permit);
+                match tls {
+                    None => serve_connection(hub, TokioIo::new(tcp), permit, peer).await,
+                    Some(acceptor) => {
+                        let handshake =
+                            tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(tcp));
+                        match handshake.await {
+                            Ok(Ok(stream)) => {
+                                serve_connection(hub, TokioIo::new(stream), permit, peer).await
+                            }
+                            Ok(Err(error)) => {
+                                tracing::debug!(%error, %peer, "TLS handshake failed");
+                            }
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        }
                     }
-                };
-                if let Err(error) = result {
-                    tracing::debug!(%error, %peer, "HTTP connection ended with an error");
                 }
             });
         }
@@ -98,6 +107,69 @@ impl Hub {
             tracing::warn!("shutdown timeout: some connections did not close in time");
         }
         Ok(())
+    }
+}
+
+/// Serves one HTTP/1.1 or HTTP/2 connection (cleartext h2 by its prior-knowledge preface,
+/// over TLS as ALPN chose) until it ends or the hub shuts down.
+async fn serve_connection<I>(hub: Arc<Hub>, io: TokioIo<I>, permit: HttpPermit, peer: SocketAddr)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(|mut request: Request<Incoming>| {
+        request.extensions_mut().insert(permit.clone());
+        http::route(hub.clone(), request)
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .enable_connect_protocol()
+        .max_header_list_size(MAX_HEAD_BYTES as u32)
+        // The library's flow control: WebSockets that do not read cannot take the window the
+        // connection's other streams need.
+        .max_concurrent_streams(fullduplex::http2::MAX_STREAMS)
+        .initial_stream_window_size(fullduplex::http2::STREAM_WINDOW)
+        .initial_connection_window_size(fullduplex::http2::CONNECTION_WINDOW);
+    let connection = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = hub.shutdown_token().cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, %peer, "HTTP connection ended with an error");
+    }
+}
+
+/// An HTTP connection's place under [`HubConfig::max_http_connections`]: held while the
+/// connection serves plain HTTP, given back once it carries a WebSocket (which then counts
+/// against `max_connections`), since an HTTP/2 connection lives on with its WebSocket streams.
+///
+/// [`HubConfig::max_http_connections`]: crate::HubConfig::max_http_connections
+#[derive(Debug, Clone)]
+pub(crate) struct HttpPermit(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl HttpPermit {
+    fn new(permit: OwnedSemaphorePermit) -> HttpPermit {
+        HttpPermit(Arc::new(Mutex::new(Some(permit))))
+    }
+
+    /// Gives the place back (once; later calls do nothing).
+    pub(crate) fn release(&self) {
+        let permit = match self.0.lock() {
+            Ok(mut slot) => slot.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        drop(permit);
     }
 }
 
