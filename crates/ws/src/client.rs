@@ -260,7 +260,9 @@ async fn connect_h2(
         Http2Policy::Always => Some(
             async {
                 let uri = request.uri();
-                let stream = open_stream_alpn(uri, config, secure.then_some(&[H2][..])).await?;
+                let stream = open_stream_alpn(uri, config, secure.then_some(&[H2][..]))
+                    .await
+                    .map_err(crate::http2::alpn_refused)?;
                 if secure && !stream.is_h2_negotiated() {
                     return Err(Error::Http2(Http2Error::NotNegotiated));
                 }

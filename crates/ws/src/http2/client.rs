@@ -78,7 +78,8 @@ impl Http2Connection {
             let secure = is_secure(&uri)?;
             let stream =
                 crate::client::open_stream_alpn(&uri, &config, secure.then_some(&[super::H2][..]))
-                    .await?;
+                    .await
+                    .map_err(super::alpn_refused)?;
             if secure && !stream.is_h2_negotiated() {
                 return Err(Error::Http2(Http2Error::NotNegotiated));
             }

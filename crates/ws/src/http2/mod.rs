@@ -59,6 +59,27 @@ pub const MAX_STREAMS: u32 = 100;
 /// that streams whose applications do not read cannot use up the window the others need.
 pub const CONNECTION_WINDOW: u32 = MAX_STREAMS * STREAM_WINDOW;
 
+/// A TLS server that refuses every protocol we offered (only `h2`) answers with the
+/// `no_application_protocol` alert: that is [`Http2Error::NotNegotiated`].
+pub(crate) fn alpn_refused(error: crate::Error) -> crate::Error {
+    #[cfg(feature = "rustls")]
+    if let crate::Error::Io(io) = &error {
+        let refused = io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .is_some_and(|tls| {
+                matches!(
+                    tls,
+                    rustls::Error::AlertReceived(rustls::AlertDescription::NoApplicationProtocol)
+                )
+            });
+        if refused {
+            return crate::Error::Http2(Http2Error::NotNegotiated);
+        }
+    }
+    error
+}
+
 /// When [`crate::connect_with`] uses HTTP/2 (RFC 8441) for a WebSocket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
