@@ -26,18 +26,35 @@ pub enum ReceiveMode {
 ///
 /// ```
 /// use fullduplex_proto::Config;
-/// let config = Config::default().max_message_size(1 << 20).auto_pong(false);
-/// assert_eq!(config.max_message_size, 1 << 20);
-/// assert_eq!(config.max_frame_size, 16 << 20);
+/// let config = Config::default().max_message_size(16 << 20).auto_pong(false);
+/// assert_eq!(config.max_message_size, 16 << 20);
+/// assert_eq!(Config::default().max_message_size, 1 << 20);
+/// assert_eq!(Config::default().max_frame_size, 16 << 20);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Config {
     /// Largest frame payload accepted, in bytes. Default 16 MiB. A larger announced length fails
-    /// the connection with 1009 before any of it is buffered.
+    /// the connection with 1009 before any of it is buffered. A data frame is also bounded by
+    /// [`max_message_size`](Config::max_message_size), so with the defaults the effective
+    /// frame limit is 1 MiB; this one matters once the message limit is raised above it (a
+    /// relay in [`ReceiveMode::Fragments`] that takes large messages frame by frame, say).
     pub max_frame_size: usize,
-    /// Largest message accepted (the sum of its fragments), in bytes. Default 64 MiB. Exceeding
-    /// it fails with 1009 as soon as a frame header announces it.
+    /// Largest message accepted, in bytes. Default 1 MiB, the default of Python `websockets`
+    /// (`max_size`); raise it for applications that exchange larger messages.
+    ///
+    /// It bounds the message as delivered: the sum of its fragments and, for a compressed
+    /// message (permessage-deflate), its **inflated** size. An announced frame that would
+    /// cross it fails the connection with 1009 before any of it is buffered; a compressed
+    /// message fails with 1009 as soon as inflating crosses it, so a peer can make us inflate
+    /// at most this many bytes per message, whatever the compression ratio (a 64 KB frame of
+    /// zeros inflates to 64 MiB). Inflating also goes in slices of
+    /// [`INFLATE_SLICE`](crate::connection::INFLATE_SLICE) per call, between which the shell
+    /// lets other work run.
+    ///
+    /// Why 1 MiB and not more: with the former 64 MiB default one such frame cost 35-65 ms of
+    /// CPU before the 1009 (RELIABILITY.md); at 1 MiB it costs about 1/64 of that. Servers
+    /// with small messages should go lower (the push server uses 64 KiB).
     pub max_message_size: usize,
     /// Largest HTTP head (request or response line plus headers) the shells accept during the
     /// opening handshake, in bytes. Default 16 KiB; a server answers a larger one with 431.
@@ -57,7 +74,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             max_frame_size: 16 << 20,
-            max_message_size: 64 << 20,
+            max_message_size: 1 << 20,
             max_handshake_size: 16 << 10,
             auto_pong: true,
             receive_mode: ReceiveMode::Messages,

@@ -7,7 +7,7 @@ use rand::{RngCore, SeedableRng};
 use crate::borrowed::{EventRef, FragmentRef, MessageRef, Outbox};
 use crate::close::CloseFrame;
 use crate::config::{Config, ReceiveMode};
-use crate::deflate::{Compressor, Decompressor, DeflateParams};
+use crate::deflate::{Compressor, Decompressor, DeflateParams, Progress};
 use crate::error::{ProtocolError, SendError};
 use crate::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use crate::mask::apply_mask;
@@ -33,6 +33,15 @@ pub const PONG_BACKLOG: usize = 16 << 10;
 /// twice the CPU of one that reads into a 256 KiB buffer and copies (1,123 against 572 µs per
 /// message, BENCHMARKS.md).
 pub const LARGE_FRAME: usize = 256 << 10;
+
+/// The most output one call of [`Connection::next_event`] (or
+/// [`next_event_with`](Connection::next_event_with)) inflates of a compressed message. When a
+/// frame inflates to more, the call returns `Ok(None)` with
+/// [`has_pending_work`](Connection::has_pending_work) true, and the next call goes on where
+/// it stopped: a shell lets other connections run in between (the tokio layer yields to the
+/// scheduler), so that one peer's message, however much it inflates to, holds a thread for
+/// at most one slice at a time. 256 KiB inflates in about 0.1-0.3 ms.
+pub const INFLATE_SLICE: usize = 256 << 10;
 
 /// How much room joining a large frame reserves at once, at most, before its bytes arrive.
 const JOIN_RESERVE: usize = 1 << 20;
@@ -122,6 +131,17 @@ struct IncomingMessage {
     utf8: Utf8Validator,
     /// A piece of it was delivered (Fragments and Streaming modes).
     started: bool,
+    /// Inflating paused at [`INFLATE_SLICE`]: the rest of the frame's compressed payload (or
+    /// piece's, in Streaming mode) waits here for the next call.
+    inflating: Option<PendingInflate>,
+}
+
+/// Compressed input whose inflating paused, and where it came from.
+#[derive(Debug)]
+struct PendingInflate {
+    input: Bytes,
+    fin: bool,
+    frame_end: bool,
 }
 
 /// permessage-deflate's state: one box, allocated only when the extension was negotiated.
@@ -311,6 +331,19 @@ impl Connection {
         self.eof = true;
     }
 
+    /// True when the last [`next_event`](Connection::next_event) (or
+    /// [`next_event_with`](Connection::next_event_with)) returned `Ok(None)` not for want of
+    /// bytes but because it stopped inflating a compressed message after [`INFLATE_SLICE`]
+    /// bytes: call it again before waiting for the transport (a shell that serves many
+    /// connections lets the others run first). Waiting for bytes instead could wait forever:
+    /// the rest of the message may already be here.
+    #[inline]
+    pub fn has_pending_work(&self) -> bool {
+        self.message
+            .as_ref()
+            .is_some_and(|message| message.inflating.is_some())
+    }
+
     // ----- outputs -----
 
     /// The next event, `Ok(None)` when more bytes are needed (or the connection is closed).
@@ -322,7 +355,7 @@ impl Connection {
         // No bytes and no end of stream: nothing can come out (every event is parsed from the
         // receive buffer, or is the end of stream). The usual answer when a shell polls on
         // waking up, before it reads.
-        if self.recv.is_empty() && !self.eof {
+        if self.recv.is_empty() && !self.eof && !self.has_pending_work() {
             return Ok(None);
         }
         self.parse_event()
@@ -335,7 +368,7 @@ impl Connection {
         }
         match self.parse_next() {
             Ok(Some(event)) => Ok(Some(event)),
-            Ok(None) if self.eof => {
+            Ok(None) if self.eof && !self.has_pending_work() => {
                 self.failed = true;
                 Err(ProtocolError::UnexpectedEof)
             }
@@ -376,7 +409,7 @@ impl Connection {
         &mut self,
         f: impl FnOnce(EventRef<'_>, &mut Outbox<'_>) -> R,
     ) -> Result<Option<R>, ProtocolError> {
-        if self.recv.is_empty() && !self.eof {
+        if self.recv.is_empty() && !self.eof && !self.has_pending_work() {
             return Ok(None);
         }
         if self.frame.is_none() && !self.failed && !self.close_received {
@@ -648,6 +681,15 @@ impl Connection {
     // ----- receiving -----
 
     fn parse_next(&mut self) -> Result<Option<Event>, ProtocolError> {
+        if self.has_pending_work() {
+            // One slice per call: the call that paused did one already.
+            if let Some(event) = self.resume_inflate()? {
+                return Ok(Some(event));
+            }
+            if self.has_pending_work() {
+                return Ok(None);
+            }
+        }
         loop {
             let mut frame = match self.frame {
                 Some(frame) => frame,
@@ -703,6 +745,9 @@ impl Connection {
                     if let Some(event) = self.on_data(frame.fin, false, piece)? {
                         return Ok(Some(event));
                     }
+                    if self.has_pending_work() {
+                        return Ok(None);
+                    }
                     continue;
                 }
                 self.frame = Some(frame);
@@ -712,6 +757,9 @@ impl Connection {
             let payload = self.recv.split_to(frame.payload_len).freeze();
             if let Some(event) = self.on_frame(frame.opcode, frame.fin, payload)? {
                 return Ok(Some(event));
+            }
+            if self.has_pending_work() {
+                return Ok(None);
             }
         }
     }
@@ -877,6 +925,7 @@ impl Connection {
                 joined: BytesMut::new(),
                 utf8: Utf8Validator::new(),
                 started: false,
+                inflating: None,
             }));
         }
         Ok(payload_len)
@@ -938,28 +987,71 @@ impl Connection {
         if frame_end {
             message.frames += 1;
         }
-        let data = if message.compressed {
-            let Some(decompressor) = self.deflate.as_mut().map(|d| &mut d.decompressor) else {
-                return Err(ProtocolError::ReservedBits);
-            };
-            let before = message.joined.len();
-            // The inflated size counts against the message limit, checked while inflating.
-            let limit = self
-                .config
-                .max_message_size
-                .saturating_sub(message.delivered);
-            decompressor
-                .decompress(&payload, message_end, &mut message.joined, limit)
-                .map_err(ProtocolError::Deflate)?;
-            if message.kind == DataKind::Text {
-                message
-                    .utf8
-                    .feed(&message.joined[before..])
-                    .map_err(|_| ProtocolError::InvalidUtf8)?;
-            }
-            None
-        } else {
-            Some(payload)
+        if message.compressed {
+            message.inflating = Some(PendingInflate {
+                input: payload,
+                fin,
+                frame_end,
+            });
+            return self.resume_inflate();
+        }
+        self.deliver(Some(payload), message_end, frame_end)
+    }
+
+    /// Inflates one slice ([`INFLATE_SLICE`]) of the compressed input waiting in the message,
+    /// then delivers as [`deliver`](Self::deliver) does once all of it is inflated.
+    fn resume_inflate(&mut self) -> Result<Option<Event>, ProtocolError> {
+        let Some(message) = self.message.as_mut() else {
+            return Ok(None);
+        };
+        let Some(pending) = message.inflating.take() else {
+            return Ok(None);
+        };
+        let Some(decompressor) = self.deflate.as_mut().map(|d| &mut d.decompressor) else {
+            return Err(ProtocolError::ReservedBits);
+        };
+        let message_end = pending.fin && pending.frame_end;
+        let before = message.joined.len();
+        // The inflated size counts against the message limit, checked while inflating: it
+        // stops as soon as the limit is crossed.
+        let limit = self
+            .config
+            .max_message_size
+            .saturating_sub(message.delivered);
+        let progress = decompressor
+            .decompress_some(
+                &pending.input,
+                message_end,
+                &mut message.joined,
+                limit,
+                INFLATE_SLICE,
+            )
+            .map_err(ProtocolError::Deflate)?;
+        if message.kind == DataKind::Text {
+            message
+                .utf8
+                .feed(&message.joined[before..])
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        if let Progress::Paused { consumed } = progress {
+            let mut rest = pending;
+            rest.input.advance(consumed);
+            message.inflating = Some(rest);
+            return Ok(None);
+        }
+        self.deliver(None, message_end, pending.frame_end)
+    }
+
+    /// Delivers what arrived of a data message: `data` is the payload of an uncompressed
+    /// frame (or piece), `None` for a compressed one (its inflated bytes are in `joined`).
+    fn deliver(
+        &mut self,
+        data: Option<Bytes>,
+        message_end: bool,
+        frame_end: bool,
+    ) -> Result<Option<Event>, ProtocolError> {
+        let Some(message) = self.message.as_mut() else {
+            return Ok(None);
         };
         if message_end && message.kind == DataKind::Text {
             message
@@ -1230,6 +1322,7 @@ mod message_pool {
     pub(super) fn give(message: Option<Box<IncomingMessage>>) {
         let Some(mut boxed) = message else { return };
         boxed.joined = bytes::BytesMut::new();
+        boxed.inflating = None;
         // During thread teardown the pool may be gone: the box is then simply freed.
         let _ = POOL.try_with(|pool| {
             let mut pool = pool.borrow_mut();

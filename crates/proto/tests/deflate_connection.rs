@@ -2,6 +2,7 @@
 //! compression, limits on the inflated size, UTF-8 of inflated text.
 
 use bytes::{Bytes, BytesMut};
+use fullduplex_proto::connection::INFLATE_SLICE;
 use fullduplex_proto::deflate::{Compressor, DeflateConfig, DeflateParams};
 use fullduplex_proto::{
     CloseCode, Config, Connection, DataKind, Event, Message, ProtocolError, ReceiveMode, Role,
@@ -20,10 +21,14 @@ fn transfer(from: &mut Connection, to: &mut Connection) -> Result<Vec<Event>, Pr
     let bytes = from.take_output();
     to.recv_buf().extend_from_slice(&bytes);
     let mut events = Vec::new();
-    while let Some(event) = to.next_event()? {
-        events.push(event);
+    loop {
+        match to.next_event()? {
+            Some(event) => events.push(event),
+            // Inflating paused after a slice: go on, as a shell does after yielding.
+            None if to.has_pending_work() => {}
+            None => return Ok(events),
+        }
     }
-    Ok(events)
 }
 
 /// Splits a byte stream into (first byte, payload) per unmasked frame (server output).
@@ -270,22 +275,83 @@ fn rsv1_only_on_the_first_frame_of_a_data_message() {
     assert_eq!(plain.next_event(), Err(ProtocolError::ReservedBits));
 }
 
+/// Feeds `bytes` and calls `next_event` until it fails, counting the calls that paused after an
+/// inflate slice. Panics on anything else.
+fn paused_slices_until_error(server: &mut Connection, bytes: &[u8]) -> (usize, ProtocolError) {
+    server.recv_buf().extend_from_slice(bytes);
+    let mut slices = 0;
+    loop {
+        match server.next_event() {
+            Ok(None) if server.has_pending_work() => slices += 1,
+            Err(error) => return (slices, error),
+            other => panic!("expected inflate slices then an error, got {other:?}"),
+        }
+    }
+}
+
+/// RELIABILITY.md: a 16 MiB bomb of about 16 KB against the default limit. Inflating stops
+/// once the limit (1 MiB) is crossed, after `limit / INFLATE_SLICE` calls that each inflated
+/// at most `INFLATE_SLICE` bytes (256 KiB) and paused, and one call that finds no room left:
+/// at most 1 MiB (plus one probe byte) of work, in slices, where the old 64 MiB default let
+/// one call inflate 16 MiB.
 #[test]
-fn a_deflate_bomb_fails_with_1009_within_the_limit() {
+fn a_deflate_bomb_fails_with_1009_within_the_limit_in_bounded_slices() {
     let params = DeflateParams::default();
     let bomb = compress(&params, Role::Client, &vec![0u8; 16 << 20]); // 16 MiB of zeros
     assert!(bomb.len() < 100_000, "bomb is {} bytes", bomb.len());
-    let limit = 1 << 20;
-    let (_, mut server) = pair(params, Config::default().max_message_size(limit));
-    server.recv_buf().extend_from_slice(&masked(0xc2, &bomb));
-    match server.next_event() {
-        Err(error @ ProtocolError::Deflate(_)) => {
-            assert_eq!(error.close_code(), CloseCode::MESSAGE_TOO_BIG)
-        }
-        other => panic!("expected a deflate limit error, got {other:?}"),
-    }
+    let config = Config::default();
+    assert_eq!(
+        config.max_message_size,
+        1 << 20,
+        "the default message limit"
+    );
+    let (_, mut server) = pair(params, config);
+    let (slices, error) = paused_slices_until_error(&mut server, &masked(0xc2, &bomb));
+    assert_eq!(error.close_code(), CloseCode::MESSAGE_TOO_BIG);
+    assert!(matches!(error, ProtocolError::Deflate(_)), "{error:?}");
+    assert_eq!(slices, (1 << 20) / INFLATE_SLICE);
+    assert!(!server.has_pending_work());
     let frames = server_frames(&server.take_output());
     assert_eq!(u16::from_be_bytes([frames[0].1[0], frames[0].1[1]]), 1009);
+
+    // A smaller limit stops sooner: one call, no slice.
+    let (_, mut server) = pair(params, Config::default().max_message_size(100_000));
+    let (slices, error) = paused_slices_until_error(&mut server, &masked(0xc2, &bomb));
+    assert_eq!(
+        (slices, error.close_code()),
+        (0, CloseCode::MESSAGE_TOO_BIG)
+    );
+}
+
+/// A compressed message within the limit that inflates to more than one slice comes out
+/// whole after as many paused calls as it has slices past the first, in every receive mode,
+/// and a paused connection does not report the end of stream before its data.
+#[test]
+fn a_large_compressed_message_inflates_in_slices() {
+    let params = DeflateParams::default();
+    let text = "fullduplex ".repeat(90_000); // 990,000 bytes, inflates past 3 slices
+    let wire = masked(0xc1, &compress(&params, Role::Client, text.as_bytes()));
+    for mode in [
+        ReceiveMode::Messages,
+        ReceiveMode::Fragments,
+        ReceiveMode::Streaming,
+    ] {
+        let (_, mut server) = pair(params, Config::default().receive_mode(mode));
+        server.recv_buf().extend_from_slice(&wire);
+        server.recv_eof();
+        let (mut slices, mut got) = (0, Vec::new());
+        let end = loop {
+            match server.next_event() {
+                Ok(None) if server.has_pending_work() => slices += 1,
+                Ok(Some(Event::Message(Message::Text(t)))) => got.extend_from_slice(t.as_bytes()),
+                Ok(Some(Event::Fragment(piece))) => got.extend_from_slice(&piece.payload),
+                other => break other,
+            }
+        };
+        assert_eq!(end, Err(ProtocolError::UnexpectedEof), "{mode:?}");
+        assert_eq!(slices, text.len() / INFLATE_SLICE, "{mode:?}");
+        assert_eq!(got, text.as_bytes(), "{mode:?}");
+    }
 }
 
 #[test]

@@ -1646,6 +1646,21 @@ mod limits {
         assert_eq!(code, 1009);
     }
 
+    /// The default message limit is 1 MiB (RELIABILITY.md): a message of exactly 1 MiB
+    /// passes, one byte more fails with 1009 at its header, before any payload arrives.
+    #[test]
+    fn the_default_message_limit_is_1_mib() {
+        assert_eq!(Config::default().max_message_size, 1 << 20);
+        let payload = vec![7u8; 1 << 20];
+        let mut server = conn(Role::Server);
+        let outcome = feed(&mut server, &client_frame(op::BINARY, &payload));
+        assert_eq!(outcome.events, vec![binary(&payload)]);
+        let head = header(true, 0, op::BINARY, Some(KEY), (1 << 20) + 1);
+        let (error, code) = failure(Role::Server, &head);
+        assert_eq!(error, ProtocolError::MessageTooLarge { limit: 1 << 20 });
+        assert_eq!(code, 1009);
+    }
+
     #[test]
     fn frame_at_the_limit_passes_and_one_byte_more_fails_at_the_header() {
         let config = Config::default().max_frame_size(300);
@@ -1773,13 +1788,15 @@ mod large_frames {
     fn a_large_frame_arriving_in_reads_is_joined_and_leaves_the_buffer() {
         for len in [LARGE_FRAME + 1, 1 << 20, (3 << 20) + 7] {
             let payload = pattern(len);
-            let mut server = conn(Role::Server);
+            // Above the default message limit (1 MiB).
+            let config = Config::default().max_message_size(4 << 20);
+            let mut server = Connection::new(Role::Server, config.clone());
             let bytes = client_frame(op::BINARY, &payload);
             let outcome = feed_in_reads(&mut server, &bytes, 64 << 10);
             assert_eq!(outcome.events, vec![binary(&payload)], "{len} bytes");
             assert_eq!(outcome.error, None);
             // The client role (unmasked frames) too.
-            let mut client = conn(Role::Client);
+            let mut client = Connection::new(Role::Client, config);
             let bytes = server_frame(op::BINARY, &payload);
             assert_eq!(
                 feed_in_reads(&mut client, &bytes, 100_000).events,

@@ -53,6 +53,20 @@ const EMPTY_BLOCK: u8 = 0x00;
 /// The most output the decompressor produces per inflate call.
 pub const DECOMPRESS_STEP: usize = 32 * 1024;
 
+/// How far one call of [`Decompressor::decompress_some`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// All of the input is inflated (and, after a final frame, the message is complete).
+    Done,
+    /// The call's output budget ran out first: call again with `input[consumed..]` (which may
+    /// be empty: the inflater can hold output that still has to come out) and the same
+    /// `is_final_frame`.
+    Paused {
+        /// Input bytes inflated by this call.
+        consumed: usize,
+    },
+}
+
 /// The smallest buffer growth when decompressing, so that tiny messages do not allocate a
 /// whole step.
 const MIN_GROWTH: usize = 256;
@@ -278,6 +292,8 @@ pub struct Decompressor {
     message_in: u64,
     /// A DEFLATE stream ended (BFINAL) and nothing of the message has been read since.
     stream_ended: bool,
+    /// The last call paused on its output budget: the next one resumes that input.
+    paused: bool,
 }
 
 impl Decompressor {
@@ -290,6 +306,7 @@ impl Decompressor {
             no_context_takeover: params.decompressor_no_context_takeover(role),
             message_in: 0,
             stream_ended: false,
+            paused: false,
         }
     }
 
@@ -318,8 +335,14 @@ impl Decompressor {
     /// read as a new stream (RFC 7692 section 7.2.3.4), which cannot refer to earlier data.
     /// A message without any payload at all is read as an empty message.
     ///
-    /// After an error the connection must be failed; the state is dropped, so the
-    /// decompressor starts afresh if it is used anyway.
+    /// This inflates all of `input` in one call; [`decompress_some`](Self::decompress_some)
+    /// does it in slices of bounded work.
+    ///
+    /// # Errors
+    ///
+    /// [`DeflateError::TooLarge`] past `max_output`, [`DeflateError::Corrupt`] for data that
+    /// is not DEFLATE. After an error the connection must be failed; the state is dropped, so
+    /// the decompressor starts afresh if it is used anyway.
     pub fn decompress(
         &mut self,
         input: &[u8],
@@ -327,13 +350,67 @@ impl Decompressor {
         out: &mut BytesMut,
         max_output: usize,
     ) -> Result<(), DeflateError> {
-        let result = self.decompress_inner(input, is_final_frame, out, max_output);
+        match self.decompress_some(input, is_final_frame, out, max_output, usize::MAX)? {
+            Progress::Done => Ok(()),
+            // An unbounded budget never pauses; should it, finish rather than lose data.
+            Progress::Paused { consumed } => {
+                self.decompress(&input[consumed..], is_final_frame, out, max_output)
+            }
+        }
+    }
+
+    /// [`decompress`](Self::decompress), producing at most `budget` bytes of output per call
+    /// (at least one byte is produced or the call is done): a sans-I/O way to bound the CPU
+    /// one call spends, whatever the input inflates to. [`Progress::Paused`] says the budget
+    /// ran out: call again with the rest of the input (`input[consumed..]`, possibly empty)
+    /// and the same `is_final_frame`, after letting other work run.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use fullduplex_proto::deflate::{Compressor, DeflateConfig, DeflateParams, Decompressor, Progress};
+    /// use fullduplex_proto::Role;
+    ///
+    /// let params = DeflateParams::default();
+    /// let mut compressed = BytesMut::new();
+    /// Compressor::new(&params, Role::Client, &DeflateConfig::default())
+    ///     .compress(&vec![0u8; 100_000], &mut compressed)?;
+    /// let mut decompressor = Decompressor::new(&params, Role::Server);
+    /// let (mut out, mut input, mut calls) = (BytesMut::new(), &compressed[..], 0);
+    /// while let Progress::Paused { consumed } =
+    ///     decompressor.decompress_some(input, true, &mut out, 1 << 20, 16 << 10)?
+    /// {
+    ///     input = &input[consumed..];
+    ///     calls += 1;
+    /// }
+    /// assert_eq!(out.len(), 100_000);
+    /// assert_eq!(calls, 100_000 / (16 << 10)); // 16 KiB of output per call
+    /// # Ok::<(), fullduplex_proto::deflate::DeflateError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`decompress`](Self::decompress).
+    pub fn decompress_some(
+        &mut self,
+        input: &[u8],
+        is_final_frame: bool,
+        out: &mut BytesMut,
+        max_output: usize,
+        budget: usize,
+    ) -> Result<Progress, DeflateError> {
+        let result = self.decompress_inner(input, is_final_frame, out, max_output, budget);
         if result.is_err() {
             self.state = None;
             self.message_in = 0;
             self.stream_ended = false;
+            self.paused = false;
         }
         result
+    }
+
+    /// True when the last [`decompress_some`](Self::decompress_some) paused on its budget.
+    pub fn is_paused(&self) -> bool {
+        self.paused
     }
 
     fn decompress_inner(
@@ -342,17 +419,27 @@ impl Decompressor {
         is_final_frame: bool,
         out: &mut BytesMut,
         max_output: usize,
-    ) -> Result<(), DeflateError> {
-        self.message_in += input.len() as u64;
-        if !input.is_empty() {
-            self.inflate(input, false, out, max_output)?;
+        budget: usize,
+    ) -> Result<Progress, DeflateError> {
+        if !self.paused {
+            // A resumed call passes the rest of input already counted.
+            self.message_in += input.len() as u64;
+        }
+        if !input.is_empty() || self.paused {
+            self.paused = false;
+            let stop_at = out.len().saturating_add(budget.max(1));
+            if let Some(consumed) = self.inflate(input, false, out, max_output, stop_at)? {
+                self.paused = true;
+                return Ok(Progress::Paused { consumed });
+            }
         }
         if is_final_frame {
             // A message with no payload at all carries no DEFLATE data, and a message whose
             // data ended with a BFINAL block has a complete stream: feeding the tail alone
-            // would leave the inflater inside a stored block header.
+            // would leave the inflater inside a stored block header. The tail is an empty
+            // stored block: it inflates to nothing, so it needs no budget.
             if self.message_in > 0 && !self.stream_ended {
-                self.inflate(&TAIL, true, out, max_output)?;
+                self.inflate(&TAIL, true, out, max_output, usize::MAX)?;
             }
             self.message_in = 0;
             self.stream_ended = false;
@@ -360,18 +447,20 @@ impl Decompressor {
                 self.state = None;
             }
         }
-        Ok(())
+        Ok(Progress::Done)
     }
 
     /// Inflates all of `input` into `out`, bounded by `max_output`. `is_tail` says `input` is
     /// the appended [`TAIL`]: a DEFLATE stream that ends inside it needs none of the rest.
+    /// Pauses once `out` reaches `stop_at` bytes with work left: `Ok(Some(consumed))`.
     fn inflate(
         &mut self,
         input: &[u8],
         is_tail: bool,
         out: &mut BytesMut,
         max_output: usize,
-    ) -> Result<(), DeflateError> {
+        stop_at: usize,
+    ) -> Result<Option<usize>, DeflateError> {
         let window_bits = self.window_bits;
         let state = self
             .state
@@ -381,6 +470,9 @@ impl Decompressor {
             let len = out.len();
             if len > max_output {
                 return Err(DeflateError::TooLarge { limit: max_output });
+            }
+            if len >= stop_at {
+                return Ok(Some(consumed));
             }
             let before_in = state.total_in();
             let before_out = state.total_out();
@@ -392,7 +484,7 @@ impl Decompressor {
                     state.decompress(&input[consumed..], &mut probe, FlushDecompress::None);
                 (1, result)
             } else {
-                let chunk = grow(out, input.len() - consumed, max_output);
+                let chunk = grow(out, input.len() - consumed, max_output).min(stop_at - len);
                 out.resize(len + chunk, 0);
                 let result =
                     state.decompress(&input[consumed..], &mut out[len..], FlushDecompress::None);
@@ -414,20 +506,20 @@ impl Decompressor {
                 state.reset(false);
                 self.stream_ended = true;
                 if is_tail || consumed == input.len() {
-                    return Ok(());
+                    return Ok(None);
                 }
                 continue;
             }
             if read == 0 && written == 0 {
                 if consumed == input.len() {
-                    return Ok(());
+                    return Ok(None);
                 }
                 // No progress with input left and room to write: a sound inflater does not
                 // do this; refuse rather than spin.
                 return Err(DeflateError::Corrupt("inflate made no progress".into()));
             }
             if consumed == input.len() && written < chunk {
-                return Ok(());
+                return Ok(None);
             }
         }
     }

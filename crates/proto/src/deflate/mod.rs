@@ -39,7 +39,7 @@
 pub mod codec;
 pub mod params;
 
-pub use codec::{Compressor, Decompressor, DeflateError, DECOMPRESS_STEP, TAIL};
+pub use codec::{Compressor, Decompressor, DeflateError, Progress, DECOMPRESS_STEP, TAIL};
 pub use params::{
     client_accept, client_offer, server_negotiate, DeflateConfig, DeflateNegotiationError,
     DeflateParams, EXTENSION_NAME, MAX_WINDOW_BITS, MIN_COMPRESSOR_WINDOW_BITS, MIN_WINDOW_BITS,

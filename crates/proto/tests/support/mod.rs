@@ -325,12 +325,14 @@ impl Outcome {
     }
 }
 
-/// Calls `next_event` until it needs more bytes or fails.
+/// Calls `next_event` until it needs more bytes or fails (through inflate slices).
 pub fn drain(conn: &mut Connection) -> Outcome {
     let mut outcome = Outcome::default();
     loop {
         match conn.next_event() {
             Ok(Some(event)) => outcome.record(Ok(event)),
+            // Inflating paused after a slice: go on, as a shell does after yielding.
+            Ok(None) if conn.has_pending_work() => {}
             Ok(None) => return outcome,
             Err(error) => {
                 outcome.record(Err(error));
@@ -356,6 +358,8 @@ pub fn drain_borrowed(conn: &mut Connection, echo: bool) -> Outcome {
         });
         match next {
             Ok(Some(event)) => outcome.record(Ok(event)),
+            // Inflating paused after a slice: go on, as a shell does after yielding.
+            Ok(None) if conn.has_pending_work() => {}
             Ok(None) => return outcome,
             Err(error) => {
                 outcome.record(Err(error));
