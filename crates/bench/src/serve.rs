@@ -80,3 +80,15 @@ fn exit_on_stdin_eof() {
         std::process::exit(0);
     });
 }
+
+/// The handshake of the fullduplex echo servers: the library's defaults (1 MiB messages,
+/// permessage-deflate accepted) except keepalive, which is off. The load generator reads
+/// only echoes and does not answer pings, so a server's keepalive would close its
+/// connections 40 s into a long cell; and the other servers measured send no pings either.
+pub fn accept(
+    tcp: tokio::net::TcpStream,
+) -> impl Future<Output = Result<fullduplex::WebSocket<tokio::net::TcpStream>, fullduplex::Error>> {
+    fullduplex::accept_with(tcp, fullduplex::Config::default().no_keepalive(), |_| {
+        Ok(fullduplex::Accept::new())
+    })
+}

@@ -88,7 +88,12 @@ async fn run_case(url: &str, group_13: Option<u32>) -> Result<(), fullduplex::Er
     if let Some(offers) = offers {
         request = request.header("Sec-WebSocket-Extensions", offers);
     }
-    let config = Config::default().deflate(deflate);
+    // Explicit limits and no keepalive, as in echo_server.rs: messages of up to 16 MiB, and
+    // no pings the runner did not ask for.
+    let config = Config::default()
+        .deflate(deflate)
+        .max_message_size(64 << 20)
+        .no_keepalive();
     let (mut ws, _) = fullduplex::connect_with(request, config).await?;
     while let Some(message) = ws.recv().await {
         let message = message?;

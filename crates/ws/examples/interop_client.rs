@@ -58,7 +58,8 @@ impl Mode {
     fn config(self) -> Config {
         let config = Config::default()
             .max_message_size(32 << 20)
-            .max_frame_size(32 << 20);
+            .max_frame_size(32 << 20)
+            .no_keepalive();
         match self {
             Mode::Off => config.compression(false),
             Mode::Takeover => config.deflate(DeflateConfig::default()),

@@ -13,16 +13,38 @@ pub struct Keepalive {
     pub timeout: Duration,
 }
 
+impl Keepalive {
+    /// The default: a ping every 20 s, and the connection fails (close 1011) when its pong
+    /// has not come 20 s later, as in Python `websockets` (`ping_interval=20`,
+    /// `ping_timeout=20`). A peer that went silent (a dead NAT mapping, a vanished phone, a
+    /// client that stopped reading) is then closed within 40 s.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use fullduplex::{Config, Keepalive};
+    /// assert_eq!(Config::default().keepalive, Some(Keepalive::DEFAULT));
+    /// assert_eq!(Keepalive::DEFAULT.interval, Duration::from_secs(20));
+    /// assert_eq!(Keepalive::DEFAULT.timeout, Duration::from_secs(20));
+    /// ```
+    pub const DEFAULT: Keepalive = Keepalive {
+        interval: Duration::from_secs(20),
+        timeout: Duration::from_secs(20),
+    };
+}
+
 /// Configuration for [`crate::WebSocket`], [`crate::accept_with`] and [`crate::connect_with`].
 ///
 /// ```
 /// use std::time::Duration;
 /// use fullduplex::Config;
 /// let config = Config::default()
-///     .keepalive(Duration::from_secs(20), Duration::from_secs(10))
+///     .keepalive(Duration::from_secs(30), Duration::from_secs(10))
 ///     .idle_timeout(Some(Duration::from_secs(300)))
-///     .max_message_size(1 << 20);
+///     .max_message_size(16 << 20);
 /// assert!(config.keepalive.is_some());
+/// // The defaults: 1 MiB messages, keepalive on.
+/// assert_eq!(Config::default().protocol.max_message_size, 1 << 20);
+/// assert_eq!(Config::default().keepalive, Some(fullduplex::Keepalive::DEFAULT));
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -30,8 +52,14 @@ pub struct Config {
     /// The core's limits and switches (frame, message and handshake sizes, auto-pong, receive
     /// mode).
     pub protocol: fullduplex_proto::Config,
-    /// Keepalive pings. Default: off (Autobahn's runner, for one, treats unsolicited pings as
-    /// protocol events). Pings are sent while the connection is being read.
+    /// Keepalive pings. Default: on, [`Keepalive::DEFAULT`] (a ping every 20 s, fail after
+    /// 20 s without its pong), for clients and servers alike, so that a peer that goes
+    /// silent is closed even when the application never sends. Pings are sent, and their
+    /// deadlines checked, while the connection is being read (`recv`, a split reader, a
+    /// [`crate::WebSocketSet`]). `None` ([`Config::no_keepalive`]) turns it off: test peers
+    /// such as Autobahn's runner treat unsolicited pings as protocol events. Its timer
+    /// needs tokio's time driver (`enable_time`, as every timeout here does): a `WebSocket`
+    /// polled by hand outside a runtime needs `no_keepalive()`.
     pub keepalive: Option<Keepalive>,
     /// Fail the connection when nothing has been received for this long. Default: off.
     pub idle_timeout: Option<Duration>,
@@ -67,7 +95,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             protocol: fullduplex_proto::Config::default(),
-            keepalive: None,
+            keepalive: Some(Keepalive::DEFAULT),
             idle_timeout: None,
             close_timeout: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(10),
@@ -83,9 +111,19 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Turns keepalive on.
+    /// Sets keepalive: a ping every `interval`, failing after `timeout` without its pong.
     pub fn keepalive(mut self, interval: Duration, timeout: Duration) -> Config {
         self.keepalive = Some(Keepalive { interval, timeout });
+        self
+    }
+
+    /// Turns keepalive off (it is on by default: [`Keepalive::DEFAULT`]).
+    ///
+    /// ```
+    /// assert_eq!(fullduplex::Config::default().no_keepalive().keepalive, None);
+    /// ```
+    pub fn no_keepalive(mut self) -> Config {
+        self.keepalive = None;
         self
     }
 

@@ -468,6 +468,14 @@ where
                     Poll::Pending => {}
                 }
             }
+            if self.conn.has_pending_work() {
+                // The core paused inflating a compressed message after one slice: let the
+                // other tasks run, then go on (the rest may be here already, so reading
+                // first could wait forever). One slice per turn bounds how long one peer's
+                // message holds this worker, whatever it inflates to.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             match ready!(self.poll_read(cx)) {
                 Ok(()) => {}
                 Err(error) => return Poll::Ready(Some(Err(self.abort(cx, error)))),

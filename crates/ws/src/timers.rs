@@ -20,10 +20,9 @@ pub(crate) struct Fired {
     pub(crate) send_ping: bool,
 }
 
-/// The timers of one connection. With keepalive and idle timeout off (the default) it is a
-/// close timeout and an empty slot: the deadlines and the sleep are allocated only once a
-/// timer is in use (at the start for keepalive or idle, at the close handshake otherwise), so
-/// that an idle connection carries none of it.
+/// The timers of one connection. With keepalive and idle timeout off it is a close timeout
+/// and an empty slot: the deadlines and the sleep are allocated only once a timer is in use
+/// (at the start for keepalive, on by default, or idle; at the close handshake otherwise).
 #[derive(Debug)]
 pub(crate) struct Timers {
     state: Option<Box<TimerState>>,

@@ -107,7 +107,7 @@ fn replies_to_a_batch_of_reads_leave_in_one_write() {
     let mut ws = WebSocket::from_raw(
         transport,
         Role::Server,
-        Config::default(),
+        Config::default().no_keepalive(),
         Default::default(),
     );
     for _ in 0..8 {
@@ -134,7 +134,9 @@ fn a_peer_that_does_not_read_stops_the_handler_at_the_write_limit() {
         stall_writes: true,
         ..Scripted::default()
     };
-    let config = Config::default().write_buffer_limit(64 << 10);
+    let config = Config::default()
+        .write_buffer_limit(64 << 10)
+        .no_keepalive();
     let mut ws = WebSocket::from_raw(transport, Role::Server, config, Default::default());
     let mut delivered = 0;
     while let Poll::Ready(Some(Ok(_))) = poll_echo(&mut ws) {
@@ -288,7 +290,13 @@ fn scripted_server(reads: Vec<Vec<u8>>, stall_writes: bool, config: Config) -> W
         stall_writes,
         ..Scripted::default()
     };
-    WebSocket::from_raw(transport, Role::Server, config, Default::default())
+    // Polled by hand, outside any runtime: no timers (keepalive is on by default).
+    WebSocket::from_raw(
+        transport,
+        Role::Server,
+        config.no_keepalive(),
+        Default::default(),
+    )
 }
 
 #[test]

@@ -9,6 +9,11 @@ use fullduplex::{Accept, Config, Message, Role};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// Room for the 3 MB message of [`echo_round_trips`] (the default limit is 1 MiB).
+fn big() -> Config {
+    Config::default().max_message_size(4 << 20)
+}
+
 async fn echo_round_trips(
     client: &mut fullduplex::WebSocket<fullduplex::MaybeTlsStream<TcpStream>>,
     server: fullduplex::WebSocket<TcpStream>,
@@ -46,7 +51,7 @@ async fn echo_round_trips(
 
 #[tokio::test]
 async fn negotiated_by_default_and_messages_round_trip() {
-    let (mut client, server) = tcp_pair(Config::default(), Config::default()).await;
+    let (mut client, server) = tcp_pair(big(), big()).await;
     assert!(client.is_compressed());
     assert!(server.is_compressed());
     echo_round_trips(&mut client, server, 1000).await;
@@ -55,11 +60,8 @@ async fn negotiated_by_default_and_messages_round_trip() {
 #[tokio::test]
 async fn either_side_can_switch_it_off() {
     for (client_on, server_on) in [(false, true), (true, false)] {
-        let (mut client, server) = tcp_pair(
-            Config::default().compression(client_on),
-            Config::default().compression(server_on),
-        )
-        .await;
+        let (mut client, server) =
+            tcp_pair(big().compression(client_on), big().compression(server_on)).await;
         assert!(!client.is_compressed());
         assert!(!server.is_compressed());
         echo_round_trips(&mut client, server, 10).await;
@@ -73,7 +75,7 @@ async fn no_context_takeover_and_window_bits_are_honoured() {
         .with_client_no_context_takeover(true)
         .with_server_max_window_bits(10)
         .with_client_max_window_bits(11);
-    let (mut client, server) = tcp_pair(Config::default().deflate(offer), Config::default()).await;
+    let (mut client, server) = tcp_pair(big().deflate(offer), big()).await;
     assert!(client.is_compressed());
     echo_round_trips(&mut client, server, 200).await;
 }
@@ -96,8 +98,8 @@ async fn the_server_application_can_decline_compression() {
     assert!(!server.await.unwrap().is_compressed());
 }
 
-/// A few kilobytes that inflate to 16 MiB, against a 1 MiB message limit: the server fails the
-/// connection with 1009 instead of inflating it.
+/// A few kilobytes that inflate to 16 MiB, against the default message limit (1 MiB): the
+/// server fails the connection with 1009 instead of inflating it.
 #[tokio::test]
 async fn deflate_bomb_is_refused_with_1009() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -135,11 +137,7 @@ async fn deflate_bomb_is_refused_with_1009() {
         rest
     });
     let (tcp, _) = listener.accept().await.unwrap();
-    let mut ws = fullduplex::accept_with(tcp, Config::default().max_message_size(1 << 20), |_| {
-        Ok(Accept::new())
-    })
-    .await
-    .unwrap();
+    let mut ws = fullduplex::accept(tcp).await.unwrap();
     assert!(ws.is_compressed());
     match ws.recv().await {
         Some(Err(fullduplex::Error::Protocol(error))) => {
@@ -150,4 +148,52 @@ async fn deflate_bomb_is_refused_with_1009() {
     let wire = peer.await.unwrap();
     assert_eq!(wire[0], 0x88);
     assert_eq!(u16::from_be_bytes([wire[2], wire[3]]), 1009);
+}
+
+/// The same bomb over an in-memory pipe that already holds all of it: the server inflates it
+/// in slices of `INFLATE_SLICE` and yields to the runtime after each (its `recv` returns
+/// `Pending` with nothing left to wait for), then fails with 1009 once the default 1 MiB is
+/// crossed: 4 yields, never 16 MiB of work in one poll.
+#[tokio::test]
+async fn a_deflate_bomb_is_inflated_in_slices_that_yield_then_fails_with_1009() {
+    use fullduplex::proto::connection::INFLATE_SLICE;
+    use std::future::Future;
+    use std::task::Poll;
+
+    let (mut client, mut server) =
+        common::duplex_pair(1 << 20, Config::default(), Config::default()).await;
+    assert!(server.is_compressed());
+    let mut bomb = bytes::BytesMut::new();
+    Compressor::new(
+        &DeflateParams::default(),
+        Role::Client,
+        &DeflateConfig::default(),
+    )
+    .compress(&vec![0u8; 16 << 20], &mut bomb)
+    .unwrap();
+    // One masked binary frame with RSV1, written raw under the client.
+    let key = [9u8, 8, 7, 6];
+    let mut frame = vec![0xc2, 0x80 | 127];
+    frame.extend_from_slice(&(bomb.len() as u64).to_be_bytes());
+    frame.extend_from_slice(&key);
+    frame.extend(bomb.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    client.get_mut().write_all(&frame).await.unwrap();
+
+    let mut recv = Box::pin(server.recv());
+    let mut yields = 0;
+    let outcome = std::future::poll_fn(|cx| match recv.as_mut().poll(cx) {
+        Poll::Pending => {
+            yields += 1;
+            Poll::Pending
+        }
+        ready => ready,
+    })
+    .await;
+    match outcome {
+        Some(Err(fullduplex::Error::Protocol(error))) => {
+            assert_eq!(error.close_code(), fullduplex::CloseCode::MESSAGE_TOO_BIG)
+        }
+        other => panic!("expected a 1009 failure, got {other:?}"),
+    }
+    assert_eq!(yields, (1 << 20) / INFLATE_SLICE);
 }

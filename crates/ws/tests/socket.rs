@@ -14,7 +14,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 #[tokio::test]
 async fn text_binary_and_16_mib_round_trip() {
-    let (mut client, mut server) = tcp_pair(Config::default(), Config::default()).await;
+    // Above the default 1 MiB message limit.
+    let config = Config::default().max_message_size(16 << 20);
+    let (mut client, mut server) = tcp_pair(config.clone(), config).await;
     let echo = tokio::spawn(async move {
         while let Some(message) = server.recv().await {
             let message = message.unwrap();
@@ -375,7 +377,9 @@ async fn fragments_stream_a_large_message() {
 #[tokio::test]
 async fn streaming_relay_echoes_a_large_message_while_it_arrives() {
     for compress in [false, true] {
-        let config = Config::default().compression(compress);
+        let config = Config::default()
+            .compression(compress)
+            .max_message_size(16 << 20);
         let (client, mut server) = tcp_pair(config.clone(), config).await;
         assert_eq!(client.is_compressed(), compress);
         server.set_receive_mode(ReceiveMode::Streaming);

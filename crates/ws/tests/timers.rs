@@ -1,4 +1,5 @@
 //! Keepalive, idle, close and handshake timeouts, on tokio's paused clock (no real waiting).
+//! Keepalive is on by default; the tests of other timers turn it off.
 
 mod common;
 
@@ -12,7 +13,8 @@ use tokio::io::AsyncReadExt;
 async fn keepalive_pings_and_a_live_peer_keeps_the_connection() {
     let client_config =
         Config::default().keepalive(Duration::from_secs(10), Duration::from_secs(5));
-    let (mut client, mut server) = duplex_pair(64 << 10, client_config, Config::default()).await;
+    let (mut client, mut server) =
+        duplex_pair(64 << 10, client_config, Config::default().no_keepalive()).await;
     // The server reads (and so answers pings automatically), counting them.
     let server_task = tokio::spawn(async move {
         let mut pings = 0;
@@ -46,7 +48,8 @@ async fn keepalive_fails_when_no_pong_arrives() {
     let client_config =
         Config::default().keepalive(Duration::from_secs(10), Duration::from_secs(5));
     // The server never reads, so it never answers.
-    let (mut client, _server) = duplex_pair(64 << 10, client_config, Config::default()).await;
+    let (mut client, _server) =
+        duplex_pair(64 << 10, client_config, Config::default().no_keepalive()).await;
     let start = tokio::time::Instant::now();
     match client.recv().await {
         Some(Err(Error::Timeout(TimeoutKind::Keepalive))) => {}
@@ -58,8 +61,11 @@ async fn keepalive_fails_when_no_pong_arrives() {
 
 #[tokio::test(start_paused = true)]
 async fn idle_timeout_fires_only_without_traffic() {
-    let server_config = Config::default().idle_timeout(Some(Duration::from_secs(30)));
-    let (mut client, mut server) = duplex_pair(64 << 10, Config::default(), server_config).await;
+    let server_config = Config::default()
+        .no_keepalive()
+        .idle_timeout(Some(Duration::from_secs(30)));
+    let (mut client, mut server) =
+        duplex_pair(64 << 10, Config::default().no_keepalive(), server_config).await;
     let start = tokio::time::Instant::now();
     let client_task = tokio::spawn(async move {
         // Traffic every 20 s keeps the connection alive, then silence.
@@ -90,9 +96,12 @@ async fn idle_timeout_fires_only_without_traffic() {
 
 #[tokio::test(start_paused = true)]
 async fn close_is_bounded_by_the_close_timeout() {
-    let client_config = Config::default().close_timeout(Duration::from_secs(3));
+    let client_config = Config::default()
+        .no_keepalive()
+        .close_timeout(Duration::from_secs(3));
     // The server never reads: our close frame is never answered.
-    let (mut client, _server) = duplex_pair(64 << 10, client_config, Config::default()).await;
+    let (mut client, _server) =
+        duplex_pair(64 << 10, client_config, Config::default().no_keepalive()).await;
     let start = tokio::time::Instant::now();
     match client.close(None).await {
         Err(Error::Timeout(TimeoutKind::Close)) => {}
@@ -129,7 +138,9 @@ async fn client_waits_for_server_tcp_close_at_most_the_close_timeout() {
         tokio::time::sleep(Duration::from_secs(3600)).await;
         drop(server_io);
     });
-    let config = Config::default().close_timeout(Duration::from_secs(2));
+    let config = Config::default()
+        .no_keepalive()
+        .close_timeout(Duration::from_secs(2));
     let request = ClientRequest::new("ws://localhost/").build().unwrap();
     let (mut client, _) = fullduplex::client_handshake(client_io, request, config)
         .await
@@ -143,7 +154,9 @@ async fn client_waits_for_server_tcp_close_at_most_the_close_timeout() {
 #[tokio::test(start_paused = true)]
 async fn handshake_timeout_bounds_a_silent_client() {
     let (_client_io, server_io) = tokio::io::duplex(1024);
-    let config = Config::default().handshake_timeout(Duration::from_secs(7));
+    let config = Config::default()
+        .no_keepalive()
+        .handshake_timeout(Duration::from_secs(7));
     let start = tokio::time::Instant::now();
     let result =
         fullduplex::accept_with(server_io, config, |_| Ok(fullduplex::Accept::new())).await;
@@ -160,11 +173,75 @@ async fn handshake_timeout_bounds_a_silent_server() {
     let request = ClientRequest::new("ws://localhost/").build().unwrap();
     let result = tokio::time::timeout(
         Duration::from_secs(5),
-        fullduplex::client_handshake(client_io, request, Config::default()),
+        fullduplex::client_handshake(client_io, request, Config::default().no_keepalive()),
     )
     .await;
     assert!(
         result.is_err(),
         "client_handshake itself has no timer; connect_with wraps it"
     );
+}
+
+/// The default keepalive (on, 20 s + 20 s) closes a connection whose peer went silent: the
+/// server pings at 20 s and, with no pong by 40 s, fails the connection with 1011, though
+/// the application only waits in `recv` and never sends.
+#[tokio::test(start_paused = true)]
+async fn a_silent_peer_is_closed_by_the_default_keepalive() {
+    assert_eq!(
+        Config::default().keepalive,
+        Some(fullduplex::Keepalive::DEFAULT)
+    );
+    // The client is never polled until the end: it answers nothing.
+    let (mut client, mut server) = duplex_pair(
+        64 << 10,
+        Config::default().no_keepalive(),
+        Config::default(),
+    )
+    .await;
+    let start = tokio::time::Instant::now();
+    match server.recv().await {
+        Some(Err(Error::Timeout(TimeoutKind::Keepalive))) => {}
+        other => panic!("expected a keepalive timeout, got {other:?}"),
+    }
+    assert_eq!(start.elapsed(), Duration::from_secs(40));
+    assert!(server.recv().await.is_none());
+    // What the silent peer would have seen: the ping, then the close with 1011.
+    assert!(matches!(client.recv().await, Some(Ok(Message::Ping(_)))));
+    match client.recv().await {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code.0, 1011),
+        other => panic!("expected a 1011 close, got {other:?}"),
+    }
+}
+
+/// A peer that answers pings keeps a connection on the default keepalive open however long
+/// it stays otherwise silent.
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_answers_pings_stays_connected_on_the_defaults() {
+    let (mut client, mut server) = duplex_pair(
+        64 << 10,
+        Config::default().no_keepalive(),
+        Config::default(),
+    )
+    .await;
+    // The client reads (and so answers pings) for 10 minutes of paused time (and a bit).
+    let reader = tokio::spawn(async move {
+        let mut pings = 0;
+        while let Some(Ok(message)) = client.recv().await {
+            if let Message::Ping(_) = message {
+                pings += 1;
+            }
+        }
+        pings
+    });
+    // Pings at 20, 40, ..., 600 s.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(610);
+    let mut pongs = 0;
+    while let Ok(event) = tokio::time::timeout_at(deadline, server.recv()).await {
+        match event {
+            Some(Ok(Message::Pong(_))) => pongs += 1,
+            other => panic!("expected only pongs for 10 minutes, got {other:?}"),
+        }
+    }
+    server.close(None).await.unwrap();
+    assert_eq!((pongs, reader.await.unwrap()), (30, 30));
 }

@@ -32,7 +32,7 @@ fn main() {
             // runner sees its clients fail.
             while let Poll::Ready(Ok((tcp, _))) = listener.poll_accept(cx) {
                 tcp.set_nodelay(true).ok();
-                handshakes.spawn(fullduplex::accept(tcp));
+                handshakes.spawn(fullduplex_bench::serve::accept(tcp));
             }
             while let Poll::Ready(Some(done)) = handshakes.poll_join_next(cx) {
                 if let Ok(Ok(ws)) = done {

@@ -7,7 +7,7 @@ use fullduplex::{Event, ReceiveMode};
 
 fn main() {
     fullduplex_bench::serve::run(|tcp| async move {
-        let Ok(mut ws) = fullduplex::accept(tcp).await else {
+        let Ok(mut ws) = fullduplex_bench::serve::accept(tcp).await else {
             return;
         };
         ws.set_receive_mode(ReceiveMode::Streaming);
