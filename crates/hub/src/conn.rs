@@ -76,15 +76,24 @@ pub(crate) struct Admission {
 #[derive(Debug)]
 struct RateLimit {
     rate: f64,
+    capacity: f64,
     tokens: f64,
     updated: Instant,
 }
 
 impl RateLimit {
+    /// `rate` per second, also the burst.
     fn new(rate: u32) -> RateLimit {
+        RateLimit::per_window(rate, Duration::from_secs(1))
+    }
+
+    /// `count` per `window`, also the burst (0: unlimited).
+    fn per_window(count: u32, window: Duration) -> RateLimit {
+        let count = f64::from(count);
         RateLimit {
-            rate: f64::from(rate),
-            tokens: f64::from(rate),
+            rate: count / window.as_secs_f64().max(1e-3),
+            capacity: count,
+            tokens: count,
             updated: Instant::now(),
         }
     }
@@ -96,7 +105,7 @@ impl RateLimit {
         }
         let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
         self.updated = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -115,6 +124,8 @@ struct Session {
     topics: HashMap<Topic, bool>,
     grants: Grants,
     rate: RateLimit,
+    /// Topics this connection may still create ([`crate::BrokerConfig::new_topics_per_connection`]).
+    new_topics: RateLimit,
     /// The `id` of the request being handled (JSON text), for its answers.
     reply_id: Option<Box<str>>,
     /// When the token expires: first the time to ask for a refresh, then the expiry.
@@ -157,6 +168,10 @@ pub(crate) fn run(
         topics: HashMap::new(),
         grants,
         rate: RateLimit::new(hub.config.publish_rate),
+        new_topics: RateLimit::per_window(
+            hub.config.broker.new_topics_per_connection,
+            hub.config.broker.new_topics_window,
+        ),
         reply_id: None,
         expiry: None,
         refresh_asked: false,
@@ -408,6 +423,18 @@ impl Session {
             if let Err(denied) = self.hub.hooks.subscribe(&hook).await {
                 return self.error("forbidden", &denied.to_string(), Some(&topic));
             }
+        }
+        // A topic nobody on this node subscribes to is created by this subscription: at most
+        // so many per connection and window, so that a few connections cannot fill the
+        // topic table.
+        if !self.hub.registry.has_topic(&topic) && !self.new_topics.allow(Instant::now()) {
+            let broker = &self.hub.config.broker;
+            let message = format!(
+                "at most {} new topics per connection every {} s",
+                broker.new_topics_per_connection,
+                broker.new_topics_window.as_secs_f64()
+            );
+            return self.error("topic_rate_limited", &message, Some(&topic));
         }
         let subscribed = self
             .hub

@@ -578,6 +578,11 @@ impl Registry {
             .map_or(0, |local| lock(&local).subscribers.len())
     }
 
+    /// Whether `topic` has subscribers (or subscriptions being set up) on this node.
+    pub fn has_topic(&self, topic: &Topic) -> bool {
+        lock(&self.topics).contains_key(topic)
+    }
+
     /// How many topics have subscribers (or subscriptions being set up) on this node.
     pub fn topic_count(&self) -> usize {
         lock(&self.topics).len()

@@ -136,3 +136,53 @@ async fn anonymous_publishing_can_be_refused_and_data_depth_is_bounded() {
     .await
     .expect("bounded");
 }
+
+/// The topic table (RELIABILITY.md): one connection creates at most
+/// `new_topics_per_connection` topics per window (more get `topic_rate_limited`), topics that
+/// exist cost nothing from that budget, and the topics of a connection that leaves are
+/// forgotten at once, so that the table is free again for others right away (before this, the
+/// in-process engine kept them for the history TTL, 5 minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_topics_per_connection_are_bounded_and_freed_when_it_leaves() {
+    use common::backend::{ask, connect, subscribe};
+    tokio::time::timeout(LIMIT, async {
+        let mut config = config();
+        config.broker.new_topics_per_connection = 3;
+        config.broker.new_topics_window = Duration::from_secs(3600);
+        config.broker.max_topics = 4;
+        let hub = TestHub::start(config);
+        let mut first = connect(hub.ws_url()).await;
+        for n in 0..3 {
+            subscribe(&mut first, &format!("a{n}"), false).await;
+        }
+        let refused = ask(&mut first, r#"{"type":"subscribe","topic":"a3"}"#).await;
+        assert_eq!(refused["type"], "error", "{refused}");
+        assert_eq!(refused["code"], "topic_rate_limited", "{refused}");
+        assert_eq!(refused["topic"], "a3", "{refused}");
+        // Another connection: an existing topic costs nothing, a new one fills the table
+        // (4 topics), and the next is refused for that reason.
+        let mut second = connect(hub.ws_url()).await;
+        subscribe(&mut second, "a0", false).await;
+        subscribe(&mut second, "b0", false).await;
+        let full = ask(&mut second, r#"{"type":"subscribe","topic":"b1"}"#).await;
+        assert_eq!(full["code"], "too_many_topics", "{full}");
+        // The first connection leaves: its topics that nobody else holds (a1, a2) go at
+        // once, and b1 can be created without waiting.
+        first.close(None).await.expect("close");
+        while first.recv().await.is_some() {}
+        let engine = hub.hub.engine();
+        let mut freed = false;
+        for _ in 0..100 {
+            if hub.hub.registry().topic_count() == 2 {
+                freed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(freed, "the registry forgot the first connection's topics");
+        subscribe(&mut second, "b1", false).await;
+        assert_eq!(engine.topic_count(), 3, "a0, b0, b1");
+    })
+    .await
+    .expect("bounded");
+}

@@ -26,8 +26,6 @@ struct TopicState {
     last_offset: u64,
     history: History,
     presence: BTreeSet<ClientInfo>,
-    /// Publish, watch or unwatch.
-    last_active: Instant,
     /// Swept from the map: whoever still holds it must look the topic up again.
     removed: bool,
 }
@@ -60,6 +58,10 @@ pub struct MemoryBroker {
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     budget: Budget,
+    /// Topics whose last subscriber on this node left, to be removed if they hold nothing
+    /// either ([`MemoryBroker::reclaim`]). [`Broker::unwatch`] runs under the registry's
+    /// lock, which is taken inside a topic's lock elsewhere, so it only queues here.
+    unwatched: Mutex<Vec<Topic>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -82,7 +84,40 @@ impl MemoryBroker {
             registry,
             metrics,
             budget: Budget::default(),
+            unwatched: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Whether a topic costs nothing to forget: no history (once expired), no presence, and
+    /// no subscriber on this node (nor one being set up). Its numbering then restarts under
+    /// a new epoch if it comes back, which subscribers that recover from it are told.
+    fn is_reclaimable(&self, topic: &Topic, state: &mut TopicState, now: Instant) -> bool {
+        self.budget.freed(state.history.expire(now));
+        state.history.is_empty() && state.presence.is_empty() && !self.registry.has_topic(topic)
+    }
+
+    /// Removes the topics queued by `unwatch` that hold nothing. Runs with the topic map
+    /// locked (`topics`), taking each topic's lock inside it, as the sweep does.
+    fn reclaim(&self, topics: &mut HashMap<Topic, Arc<Mutex<TopicState>>>) {
+        let unwatched = std::mem::take(&mut *lock(&self.unwatched));
+        let now = Instant::now();
+        for topic in unwatched {
+            let Some(state) = topics.get(&topic) else {
+                continue;
+            };
+            let mut state = lock(state);
+            if self.is_reclaimable(&topic, &mut state, now) {
+                state.removed = true;
+                drop(state);
+                topics.remove(&topic);
+            }
+        }
+    }
+
+    /// Removes at once the topics whose last subscriber left and that hold nothing (the
+    /// sweep does it too, every few seconds; and so does creating a topic).
+    pub fn reclaim_now(&self) {
+        self.reclaim(&mut lock(&self.topics));
     }
 
     /// Bytes of message frames held in all topics' histories.
@@ -150,6 +185,11 @@ impl MemoryBroker {
                 match topics.get(topic) {
                     Some(state) => state.clone(),
                     None => {
+                        // Topics left by their last subscriber go first: a topic that holds
+                        // nothing does not count against the limit.
+                        if !lock(&self.unwatched).is_empty() {
+                            self.reclaim(&mut topics);
+                        }
                         if topics.len() >= self.config.max_topics {
                             return Err(BrokerError::TooManyTopics);
                         }
@@ -161,7 +201,6 @@ impl MemoryBroker {
                                 self.config.history_ttl,
                             ),
                             presence: BTreeSet::new(),
-                            last_active: Instant::now(),
                             removed: false,
                         }));
                         topics.insert(topic.clone(), state.clone());
@@ -187,7 +226,6 @@ impl MemoryBroker {
         self.with_topic(topic, |state| {
             let now = Instant::now();
             state.last_offset += 1;
-            state.last_active = now;
             let offset = state.last_offset;
             let frame = wire::message_frame(topic, offset, data);
             // The registry's own lock is taken inside this one, never the other way round.
@@ -289,12 +327,20 @@ impl Broker for MemoryBroker {
     fn watch<'a>(&'a self, topic: &'a Topic) -> BoxFuture<'a, Result<(), BrokerError>> {
         // Publishing always hands messages to the registry: watching only makes sure the
         // topic exists (within `max_topics`).
-        let watched = self.with_topic(topic, |state| state.last_active = Instant::now());
+        let watched = self.with_topic(topic, |_| ());
         Box::pin(async move { watched })
     }
 
-    /// Nothing to do: the sweep asks the registry whether the topic has subscribers.
-    fn unwatch(&self, _topic: &Topic) {}
+    /// Queues the topic for removal if it holds nothing (no history, no presence): it is
+    /// removed when the next topic is created or at the next sweep, whichever comes first,
+    /// and never counts against `max_topics` meanwhile.
+    fn unwatch(&self, topic: &Topic) {
+        let mut unwatched = lock(&self.unwatched);
+        // Bounded: past the topic limit the sweep, which looks at every topic, is enough.
+        if unwatched.len() < self.config.max_topics {
+            unwatched.push(topic.clone());
+        }
+    }
 
     fn join<'a>(
         &'a self,
@@ -343,19 +389,15 @@ impl Broker for MemoryBroker {
     }
 
     /// Forgets expired history and removes topics that nobody on this node watches, with
-    /// no history, no presence and no activity for the history TTL (their offsets restart
-    /// under a new epoch if they come back).
+    /// no history and no presence (their offsets restart under a new epoch if they come
+    /// back).
     fn sweep(&self) {
         let now = Instant::now();
-        let ttl = self.config.history_ttl;
         let mut topics = lock(&self.topics);
+        lock(&self.unwatched).clear();
         topics.retain(|topic, state| {
             let mut state = lock(state);
-            self.budget.freed(state.history.expire(now));
-            let idle = state.history.is_empty()
-                && state.presence.is_empty()
-                && now.saturating_duration_since(state.last_active) >= ttl
-                && self.registry.subscriber_count(topic) == 0;
+            let idle = self.is_reclaimable(topic, &mut state, now);
             if idle {
                 state.removed = true;
             }
@@ -578,6 +620,49 @@ mod tests {
         engine.sweep();
         assert_eq!(engine.topic_count(), 1, "only the watched topic stays");
         assert_eq!(registry.subscriber_count(&topic("kept")), 1);
+    }
+
+    /// The topic table attack of RELIABILITY.md, in small: subscribers fill the table with
+    /// topics that hold nothing, then leave. Their topics are forgotten at once (in the
+    /// registry at the leave, in the engine before the next topic is created or at the next
+    /// sweep): a new topic is accepted right away, not after the history TTL (5 minutes).
+    /// Topics with history or presence stay.
+    #[test]
+    fn topics_that_hold_nothing_are_reclaimed_when_their_last_subscriber_leaves() {
+        let (engine, registry) = engine(10, 3, Duration::from_secs(300));
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        let names = ["a", "b", "c"].map(topic);
+        for t in &names {
+            subscribe(&engine, &registry, t, 1, &outbox, None, None);
+        }
+        assert_eq!((engine.topic_count(), registry.topic_count()), (3, 3));
+        assert!(matches!(
+            engine.publish_now(&topic("new"), "1"),
+            Err(BrokerError::TooManyTopics)
+        ));
+        // "c" gets a message (history) before everybody leaves.
+        engine.publish_now(&names[2], "kept").unwrap();
+        for t in &names {
+            assert!(registry.leave(t, 1, |t| engine.unwatch(t)));
+        }
+        assert_eq!(registry.topic_count(), 0, "the registry forgets at once");
+        // Creating a topic reclaims the queued ones first: "a" and "b" go, "c" stays.
+        engine.publish_now(&topic("new"), "1").unwrap();
+        assert_eq!(engine.topic_count(), 2);
+        let kept = engine.read_now(&names[2], 0, None).unwrap();
+        assert_eq!(kept.messages.len(), 1);
+        // Without a new topic, `reclaim_now` (and the sweep) do the same.
+        subscribe(&engine, &registry, &topic("d"), 2, &outbox, None, None);
+        assert_eq!(engine.topic_count(), 3);
+        assert!(registry.leave(&topic("d"), 2, |t| engine.unwatch(t)));
+        engine.reclaim_now();
+        assert_eq!(engine.topic_count(), 2);
+        // A topic somebody still subscribes to is not reclaimed, whatever was queued.
+        subscribe(&engine, &registry, &topic("e"), 3, &outbox, None, None);
+        engine.unwatch(&topic("e"));
+        engine.reclaim_now();
+        engine.sweep();
+        assert_eq!(engine.topic_count(), 3);
     }
 
     #[test]

@@ -38,14 +38,23 @@ pub type Epoch = Arc<str>;
 pub struct BrokerConfig {
     /// Messages kept per topic for recovery.
     pub history_size: usize,
-    /// How long a message is kept for recovery; also how long the in-process engine keeps
-    /// the epoch and offsets of a topic without subscribers or history.
+    /// How long a message is kept for recovery.
     pub history_ttl: Duration,
     /// How long Redis keeps a topic's offset and epoch after its last publish.
     pub history_meta_ttl: Duration,
     /// Most topics that may exist at once (in-process engine), and most topics with
-    /// subscribers on one node.
+    /// subscribers on one node. A topic counts while it has subscribers, history or
+    /// presence: one that holds none of these is forgotten at once (when its last
+    /// subscriber leaves) or at the next sweep (when its history expires).
     pub max_topics: usize,
+    /// Most topics one connection may create (subscribe to while nobody on this node does)
+    /// in a burst; it may create `new_topics_per_connection` more every `new_topics_window`
+    /// (a token bucket). More are refused with the error `topic_rate_limited`. 0: no limit.
+    /// Default 20 per 10 s: at most 20 topics at once and 2 a second after that, so that
+    /// 1,000 connections no longer fill 100,000 topics in seconds.
+    pub new_topics_per_connection: u32,
+    /// See [`BrokerConfig::new_topics_per_connection`]. Default 10 s.
+    pub new_topics_window: Duration,
     /// How long a presence entry lives unless its node refreshes it (every third of this):
     /// the bound within which the clients of a node that died leave presence.
     pub presence_ttl: Duration,
@@ -62,6 +71,8 @@ impl Default for BrokerConfig {
             history_ttl: Duration::from_secs(300),
             history_meta_ttl: Duration::from_secs(24 * 3600),
             max_topics: 100_000,
+            new_topics_per_connection: 20,
+            new_topics_window: Duration::from_secs(10),
             presence_ttl: Duration::from_secs(30),
             history_memory: 256 << 20,
         }
