@@ -22,7 +22,7 @@ use fullduplex::{CloseCode, CloseFrame, Message};
 
 use crate::auth::Grants;
 use crate::engine::{BrokerError, ClientInfo};
-use crate::metrics::inc;
+use crate::metrics::{inc, Transport, TransportGuard};
 use crate::outbox::{Control, Drained, Outbox};
 use crate::registry::{SubscribeError, SubscribeRequest};
 use crate::topic::Topic;
@@ -70,9 +70,11 @@ pub(crate) struct Admission {
     pub hooked: bool,
     /// The upgrade request's headers, for the subscribe hook.
     pub headers: Option<serde_json::Map<String, serde_json::Value>>,
+    /// What carries the WebSocket.
+    pub transport: Transport,
 }
 
-/// A token bucket: `rate` tokens per second, at most `rate` saved up.
+/// A token bucket: `rate` tokens per second, at most `capacity` saved up (and at first).
 #[derive(Debug)]
 struct RateLimit {
     rate: f64,
@@ -141,6 +143,8 @@ struct Session {
     hooked: bool,
     /// Counts against the connection limit while the session lives.
     _slot: Slot,
+    /// Counts the connection under its transport in the metrics.
+    transport: TransportGuard,
 }
 
 /// Runs a client connection until it ends, then leaves its topics.
@@ -159,6 +163,7 @@ pub(crate) fn run(
         token_user,
         hooked,
         headers,
+        transport,
     } = admission;
     hub.metrics.connections.fetch_add(1, Ordering::Relaxed);
     inc(&hub.metrics.connections_total);
@@ -178,6 +183,7 @@ pub(crate) fn run(
         headers: headers.map(Box::new),
         token_user,
         hooked,
+        transport: hub.metrics.open_transport(transport),
         hub,
         _slot: slot,
     };
@@ -352,6 +358,11 @@ impl Session {
                 }
             }
             ClientRequest::Refresh { token } => self.refresh(&token).await,
+            ClientRequest::Info => self.send(wire::info_frame(
+                &self.client_info(),
+                self.transport.transport().as_str(),
+                id,
+            )),
             ClientRequest::Publish { topic, data } => {
                 if !self.grants.may_publish(topic.as_str()) || self.hub.is_reserved(topic.as_str())
                 {
@@ -577,7 +588,7 @@ impl Session {
 }
 
 /// The monotonic instant of `unix` seconds since 1970 (now when that has passed).
-fn instant_of(unix: u64) -> tokio::time::Instant {
+pub(crate) fn instant_of(unix: u64) -> tokio::time::Instant {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();

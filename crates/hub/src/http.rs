@@ -1,6 +1,6 @@
 //! The HTTP routes, one hyper service: `GET /` (the demo page), `GET /healthz`,
-//! `GET /readyz`, `GET /metrics`, `GET /ws` (the WebSocket), `POST /publish/TOPIC` and
-//! `GET /presence/TOPIC`.
+//! `GET /readyz`, `GET /metrics`, `GET /ws` (the WebSocket), `GET /sse` (Server-Sent Events,
+//! [`crate::sse`]), `POST /publish/TOPIC` and `GET /presence/TOPIC`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,7 +14,8 @@ use hyper::body::Body;
 
 use crate::auth::{bearer, constant_time_eq, find_token, Grants};
 use crate::hooks;
-use crate::metrics::inc;
+use crate::metrics::{inc, Transport};
+use crate::server::HttpPermit;
 use crate::tokens::TokenError;
 use crate::topic::Topic;
 use crate::{api, conn, wire, Hub};
@@ -39,10 +40,54 @@ const READ_SIZE: usize = 1024;
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The response type of every route.
-pub type HttpResponse = Response<Full<Bytes>>;
+pub type HttpResponse = Response<HubBody>;
+
+/// The body of every route: a whole body, or the event stream of `GET /sse`.
+#[derive(Debug)]
+pub enum HubBody {
+    /// A body known in full (every route but `/sse`).
+    Full(Full<Bytes>),
+    /// A Server-Sent Events stream.
+    Sse(crate::sse::SseBody),
+}
+
+impl From<Bytes> for HubBody {
+    fn from(bytes: Bytes) -> HubBody {
+        HubBody::Full(Full::new(bytes))
+    }
+}
+
+impl Body for HubBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            HubBody::Full(full) => std::pin::Pin::new(full).poll_frame(cx),
+            HubBody::Sse(sse) => std::pin::Pin::new(sse).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            HubBody::Full(full) => full.is_end_stream(),
+            HubBody::Sse(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            HubBody::Full(full) => full.size_hint(),
+            HubBody::Sse(_) => hyper::body::SizeHint::default(),
+        }
+    }
+}
 
 fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> HttpResponse {
-    let mut response = Response::new(Full::new(body.into()));
+    let mut response = Response::new(HubBody::from(body.into()));
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -93,7 +138,13 @@ where
             "text/plain; version=0.0.4; charset=utf-8",
             hub.render_metrics(),
         ),
-        ("/ws", &Method::GET) => websocket(hub, request).await,
+        // HTTP/2 carries a WebSocket in an extended CONNECT (RFC 8441).
+        ("/ws", &Method::GET | &Method::CONNECT) => websocket(hub, request).await,
+        (crate::sse::SSE_PATH, &Method::GET) => {
+            crate::sse::handle(hub, request).await.map(HubBody::Sse)
+        }
+        (crate::sse::SSE_PATH, &Method::OPTIONS) => sse_preflight(&hub, &request),
+        (crate::sse::SSE_PATH, _) => method_not_allowed("GET, OPTIONS"),
         ("/", _) | ("/healthz", _) | ("/readyz", _) | ("/metrics", _) | ("/ws", _) => {
             method_not_allowed("GET")
         }
@@ -131,6 +182,35 @@ fn method_not_allowed(allow: &'static str) -> HttpResponse {
     response
 }
 
+/// `OPTIONS /sse`: the CORS preflight a browser sends before a cross-origin `EventSource`
+/// reconnects with `Last-Event-ID` (or a `fetch` stream with `Authorization`): allowed for
+/// the origins the hub allows, 403 for the others.
+fn sse_preflight<B>(hub: &Hub, request: &Request<B>) -> HttpResponse {
+    if let Err(refused) = check_origin(hub, request) {
+        return text(StatusCode::FORBIDDEN, format!("{refused}\n"));
+    }
+    let mut response = respond(StatusCode::NO_CONTENT, "text/plain; charset=utf-8", "");
+    let headers = response.headers_mut();
+    if let Some(origin) = request.headers().get(ORIGIN) {
+        headers.insert("access-control-allow-origin", origin.clone());
+        headers.insert(
+            "access-control-allow-credentials",
+            HeaderValue::from_static("true"),
+        );
+        headers.insert(http::header::VARY, HeaderValue::from_static("origin"));
+    }
+    headers.insert(
+        "access-control-allow-methods",
+        HeaderValue::from_static("GET"),
+    );
+    headers.insert(
+        "access-control-allow-headers",
+        HeaderValue::from_static("last-event-id, authorization, cache-control"),
+    );
+    headers.insert("access-control-max-age", HeaderValue::from_static("600"));
+    response
+}
+
 /// The WebSocket configuration of hub connections: no compression (fan-out frames are
 /// encoded once for everybody), the message size limit, keepalive.
 pub fn websocket_config(hub: &Hub) -> Config {
@@ -151,18 +231,24 @@ pub fn websocket_config(hub: &Hub) -> Config {
 }
 
 /// The Origin policy applied to a request's `Origin` and `Host`.
-fn check_origin<B>(hub: &Hub, request: &Request<B>) -> Result<(), crate::auth::OriginRefused> {
+pub(crate) fn check_origin<B>(
+    hub: &Hub,
+    request: &Request<B>,
+) -> Result<(), crate::auth::OriginRefused> {
     let header = |name| {
         request
             .headers()
             .get(name)
             .and_then(|v: &HeaderValue| v.to_str().ok())
     };
-    hub.origins.check(header(ORIGIN), header(HOST))
+    // HTTP/2 carries the host in `:authority` (the URI), not in a `Host` header.
+    let authority = request.uri().authority().map(|a| a.as_str());
+    hub.origins
+        .check(header(ORIGIN), header(HOST).or(authority))
 }
 
 /// The `name=value` pairs of a request's `Cookie` headers.
-fn cookies(headers: &http::HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+pub(crate) fn cookies(headers: &http::HeaderMap) -> impl Iterator<Item = (&str, &str)> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
@@ -228,6 +314,8 @@ async fn websocket<B>(hub: Arc<Hub>, mut request: Request<B>) -> HttpResponse {
         }
     };
     let headers = hub.hooks.has_subscribe_hook().then_some(headers);
+    let transport = Transport::of_websocket(request.version());
+    let permit = request.extensions().get::<HttpPermit>().cloned();
     let mut admitted = None;
     let result = fullduplex::hyper::upgrade_with(&mut request, websocket_config(&hub), |_| {
         let slot = hub.reserve_slot().ok_or_else(|| {
@@ -238,12 +326,17 @@ async fn websocket<B>(hub: Arc<Hub>, mut request: Request<B>) -> HttpResponse {
             token_user,
             hooked: hub.hooks.has_connect_hook(),
             headers,
+            transport,
         };
         admitted = Some((admission, slot));
         Ok(Accept::new().compression(false))
     });
     match (result, admitted) {
         (Ok((response, upgrade)), Some((admission, slot))) => {
+            // The connection now carries a WebSocket, which counts against `max_connections`.
+            if let Some(permit) = permit {
+                permit.release();
+            }
             let task_hub = hub.clone();
             hub.tasks().spawn(async move {
                 match upgrade.await {

@@ -46,6 +46,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod registry;
 pub mod server;
+pub mod sse;
 pub mod tokens;
 pub mod topic;
 pub mod wire;
@@ -63,7 +64,7 @@ pub use engine::{
     Published, RedisBroker, RedisConfig,
 };
 pub use hooks::HookConfig;
-pub use metrics::Metrics;
+pub use metrics::{Metrics, Transport, TransportGuard};
 pub use registry::{ConnId, Registry, SubscribeError, SubscribeRequest, Subscribed};
 pub use tokens::{TokenConfig, TokenError, TokenVerifier};
 pub use topic::{Topic, TopicError};
@@ -112,6 +113,12 @@ pub struct HubConfig {
     pub anonymous_publish: Option<bool>,
     /// Most HTTP connections at once that are not (yet) WebSockets; more are closed at once.
     pub max_http_connections: usize,
+    /// How often an idle Server-Sent Events stream sends a `: ping` comment
+    /// ([`sse::HEARTBEAT`] by default).
+    pub sse_heartbeat: Duration,
+    /// Serve HTTPS and `wss://` with this TLS configuration (ALPN `h2` and `http/1.1` are set
+    /// by [`Hub::serve`]); `None`: cleartext HTTP/1.1 and h2c with prior knowledge.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for HubConfig {
@@ -134,6 +141,8 @@ impl Default for HubConfig {
             hooks: hooks::HookConfig::default(),
             anonymous_publish: None,
             max_http_connections: 1024,
+            sse_heartbeat: sse::HEARTBEAT,
+            tls: None,
         }
     }
 }

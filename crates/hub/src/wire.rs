@@ -40,6 +40,8 @@ pub enum ClientRequest<'a> {
         /// The new token.
         token: std::borrow::Cow<'a, str>,
     },
+    /// `{"type":"info"}`: who the server takes this connection for, and its transport.
+    Info,
     /// `{"type":"publish","topic":T,"data":ANY}`.
     Publish {
         /// The topic.
@@ -217,6 +219,7 @@ pub fn parse_request(text: &str) -> Result<(Option<&str>, ClientRequest<'_>), Re
         },
         "unsubscribe" => ClientRequest::Unsubscribe { topic: topic()? },
         "presence" => ClientRequest::Presence { topic: topic()? },
+        "info" => ClientRequest::Info,
         "publish" => {
             let topic = topic()?;
             let data = envelope
@@ -421,6 +424,15 @@ pub fn presence_frame(topic: &Topic, clients: &[ClientInfo], id: Option<&str>) -
     )
 }
 
+/// The frame of `{"type":"info","client":C,"user":U,"transport":T}`: the answer to `info`.
+pub fn info_frame(client: &ClientInfo, transport: &str, id: Option<&str>) -> Bytes {
+    let mut json = client.to_json();
+    json.pop();
+    json.insert_str(1, r#""type":"info","#);
+    json.push_str(&format!(r#","transport":"{transport}"}}"#));
+    answer(json, id)
+}
+
 /// The frame of `{"type":"unsubscribed","topic":T}`.
 pub fn unsubscribed_frame(topic: &Topic, id: Option<&str>) -> Bytes {
     answer(
@@ -483,6 +495,23 @@ mod tests {
         assert!(matches!(escaped, Ok(ClientRequest::Unsubscribe { .. })));
         let refresh = parse_request(r#"{"type":"refresh","token":"t.o.k"}"#);
         assert!(matches!(refresh, Ok(ClientRequest::Refresh { token }) if token == "t.o.k"));
+        assert!(matches!(
+            parse_request(r#"{"type":"info"}"#),
+            Ok(ClientRequest::Info)
+        ));
+    }
+
+    #[test]
+    fn info_answer() {
+        let client = ClientInfo {
+            client: "n1-7".into(),
+            user: Some("ann".into()),
+        };
+        let json = decode(info_frame(&client, "h2", Some("3")));
+        assert_eq!(
+            json,
+            serde_json::json!({"type":"info","client":"n1-7","user":"ann","transport":"h2","id":3})
+        );
     }
 
     #[test]
