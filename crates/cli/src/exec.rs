@@ -6,13 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fullduplex::{Accept, CloseCode, CloseFrame, Message, ReadHalf, Reject, WriteHalf};
+use std::net::SocketAddr;
+
+use fullduplex::{Accept, CloseCode, CloseFrame, Message, ReadHalf, Reject, WebSocket, WriteHalf};
 use http::StatusCode;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::Semaphore;
 
-use crate::listener::{ServeOptions, Server, ServerSocket, Transport, DEFAULT_ADDR};
+use crate::listener::{Handler, ServeOptions, Server, Transport, DEFAULT_ADDR};
 use crate::Failure;
 
 /// How long a process may take to exit after its stdin is closed (or its stdout ended)
@@ -61,32 +63,59 @@ pub async fn run(args: ExecArgs) -> Result<(), Failure> {
     let limit = args
         .max_processes
         .map(|n| Arc::new(Semaphore::new(n.min(Semaphore::MAX_PERMITS))));
-    let command: Arc<[String]> = args.command.into();
     server
-        .run(move |incoming| {
-            let command = command.clone();
-            let permit = limit.as_ref().map(|l| l.clone().try_acquire_owned().ok());
-            async move {
-                let peer = incoming.peer;
-                let admit = |_: &fullduplex::UpgradeRequest| match permit {
-                    Some(None) => Err(Reject::new(StatusCode::SERVICE_UNAVAILABLE)
-                        .body("too many processes, try again later\n")),
-                    _ => Ok(Accept::new()),
-                };
-                let Some(ws) = incoming.accept(admit).await else {
-                    return;
-                };
-                if let Err(error) = serve_process(ws, &command).await {
-                    eprintln!("fdx: {peer}: {error}");
-                }
-                // `permit`, moved into this task, is released here.
-            }
+        .run(Exec {
+            command: args.command.into(),
+            limit,
         })
         .await
 }
 
+/// The exec server's [`Handler`]: one process per WebSocket, at most `limit` at once.
+struct Exec {
+    command: Arc<[String]>,
+    limit: Option<Arc<Semaphore>>,
+}
+
+impl Exec {
+    fn refuse() -> Reject {
+        Reject::new(StatusCode::SERVICE_UNAVAILABLE).body("too many processes, try again later\n")
+    }
+}
+
+impl Handler for Exec {
+    /// 503 when every process slot is taken.
+    fn admit(&self, _request: &fullduplex::UpgradeRequest) -> Result<Accept, Reject> {
+        match &self.limit {
+            Some(limit) if limit.available_permits() == 0 => Err(Exec::refuse()),
+            _ => Ok(Accept::new()),
+        }
+    }
+
+    async fn serve<S: Transport + 'static>(self: Arc<Self>, ws: WebSocket<S>, peer: SocketAddr) {
+        // The slot is taken once the WebSocket is open (a request admitted at the same time
+        // as another may find none left: it is closed with 1013, try again later).
+        let permit = match &self.limit {
+            Some(limit) => match limit.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    let mut ws = ws;
+                    let frame = CloseFrame::new(CloseCode(1013), "too many processes");
+                    let _ = tokio::time::timeout(CLOSE_WAIT, ws.close(Some(frame))).await;
+                    return;
+                }
+            },
+            None => None,
+        };
+        if let Err(error) = serve_process(ws, &self.command).await {
+            eprintln!("fdx: {peer}: {error}");
+        }
+        drop(permit);
+    }
+}
+
 /// Runs the command for one connection until the process or the connection ends.
-async fn serve_process(ws: ServerSocket, command: &[String]) -> Result<(), String> {
+async fn serve_process<S: Transport>(ws: WebSocket<S>, command: &[String]) -> Result<(), String> {
     let (program, args) = command
         .split_first()
         .ok_or_else(|| "no command given".to_owned())?;
@@ -144,10 +173,7 @@ async fn serve_process(ws: ServerSocket, command: &[String]) -> Result<(), Strin
 
 /// Writes received messages to the process's stdin until the connection ends; then closes
 /// stdin. Write errors (the process stopped reading) only stop the writing.
-async fn to_process(
-    rx: &mut ReadHalf<Box<dyn Transport>>,
-    stdin: ChildStdin,
-) -> Result<(), String> {
+async fn to_process<S: Transport>(rx: &mut ReadHalf<S>, stdin: ChildStdin) -> Result<(), String> {
     let mut stdin = Some(stdin);
     while let Some(message) = rx.recv().await {
         let message = message.map_err(|e| e.to_string())?;
@@ -170,8 +196,8 @@ async fn to_process(
 }
 
 /// Sends each stdout line as a message until stdout ends.
-async fn from_process(
-    tx: &mut WriteHalf<Box<dyn Transport>>,
+async fn from_process<S: Transport>(
+    tx: &mut WriteHalf<S>,
     stdout: ChildStdout,
 ) -> Result<(), String> {
     let mut stdout = BufReader::new(stdout);
@@ -212,7 +238,7 @@ async fn finish(child: &mut Child) -> Option<ExitStatus> {
 }
 
 /// Reads the connection to its end, dropping messages.
-async fn drain(rx: &mut ReadHalf<Box<dyn Transport>>) {
+async fn drain<S: Transport>(rx: &mut ReadHalf<S>) {
     while let Some(Ok(_)) = rx.recv().await {}
 }
 

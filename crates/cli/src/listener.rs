@@ -1,4 +1,8 @@
-//! What `fdx echo` and `fdx exec` share: the listener, TLS, the Origin policy and limits.
+//! What `fdx echo` and `fdx exec` share: the listener, TLS, the Origin policy and limits, and
+//! HTTP/2: with TLS, ALPN offers `h2` and `http/1.1`; without, the same port takes HTTP/1.1
+//! and h2c with prior knowledge (told apart by peeking at the first bytes). Over HTTP/2 every
+//! extended CONNECT (RFC 8441) of a connection becomes a WebSocket of its own; the handler
+//! sees the same `WebSocket` API either way.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,7 +12,7 @@ use std::sync::Arc;
 use fullduplex::{Accept, Config, Reject, UpgradeRequest, WebSocket};
 use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::Failure;
@@ -32,14 +36,29 @@ pub struct ServeOptions {
     /// Largest message accepted, in bytes; larger ones close the connection with 1009.
     #[arg(long, value_name = "BYTES")]
     pub max_message_size: Option<usize>,
+    /// Do not accept WebSockets over HTTP/2 (RFC 8441): no ALPN `h2` with TLS, no h2c
+    /// without. By default both are accepted next to HTTP/1.1, on the same port.
+    #[arg(long)]
+    pub no_http2: bool,
 }
 
 /// Any transport a connection runs over: TCP, or TLS over TCP.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
 
-/// The connection type servers hand to their handlers.
-pub type ServerSocket = WebSocket<Box<dyn Transport>>;
+/// What a server does with its WebSockets, whichever HTTP version carried them.
+pub trait Handler: Send + Sync + 'static {
+    /// Decides on an upgrade request that passed the Origin policy: accept (subprotocol,
+    /// headers) or refuse with any status.
+    fn admit(&self, request: &UpgradeRequest) -> Result<Accept, Reject>;
+
+    /// Serves one accepted WebSocket (over TCP, TLS or an HTTP/2 stream) to its end.
+    fn serve<S: Transport + 'static>(
+        self: Arc<Self>,
+        ws: WebSocket<S>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = ()> + Send;
+}
 
 /// A bound listener with its TLS acceptor and policy.
 pub struct Server {
@@ -53,23 +72,19 @@ pub struct Server {
 struct Policy {
     allowed_origins: Vec<String>,
     config: Config,
-}
-
-/// An accepted TCP (or TLS) connection whose WebSocket handshake has not run yet.
-pub struct Incoming {
-    stream: Box<dyn Transport>,
-    /// The client's address.
-    pub peer: SocketAddr,
-    policy: Arc<Policy>,
+    /// Accept HTTP/2 (ALPN `h2`, h2c prior knowledge).
+    http2: bool,
 }
 
 impl Server {
     /// Loads the TLS files (if any) and binds `addr` (port 0 picks a free port).
     pub async fn bind(addr: &str, options: &ServeOptions) -> Result<Server, Failure> {
         let tls = match (&options.tls_cert, &options.tls_key) {
-            (Some(cert), Some(key)) => {
-                Some(TlsAcceptor::from(crate::tls::server_config(cert, key)?))
-            }
+            (Some(cert), Some(key)) => Some(TlsAcceptor::from(crate::tls::server_config_alpn(
+                cert,
+                key,
+                !options.no_http2,
+            )?)),
             _ => None,
         };
         let listener = TcpListener::bind(addr)
@@ -85,6 +100,7 @@ impl Server {
             policy: Arc::new(Policy {
                 allowed_origins: options.allowed_origins.clone(),
                 config,
+                http2: !options.no_http2,
             }),
         })
     }
@@ -99,13 +115,11 @@ impl Server {
         Ok(format!("{scheme}://{addr}"))
     }
 
-    /// Prints `listening on URL` on stdout, then accepts connections forever, running
-    /// `handler` on each in its own task after TLS (bounded by the handshake timeout).
-    pub async fn run<F, Fut>(self, handler: F) -> Result<(), Failure>
-    where
-        F: Fn(Incoming) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
+    /// Prints `listening on URL` on stdout, then accepts connections forever, each in its own
+    /// task: TLS (bounded by the handshake timeout), then HTTP/2 (ALPN `h2`, or the h2c
+    /// preface on plain TCP) with every WebSocket of the connection handed to `handler`, or
+    /// the HTTP/1.1 upgrade (`accept_with`) as before.
+    pub async fn run<H: Handler>(self, handler: H) -> Result<(), Failure> {
         println!("listening on {}", self.url()?);
         let handler = Arc::new(handler);
         loop {
@@ -123,59 +137,98 @@ impl Server {
             let policy = self.policy.clone();
             let handler = handler.clone();
             tokio::spawn(async move {
-                let stream: Box<dyn Transport> = match tls {
-                    None => Box::new(tcp),
-                    Some(acceptor) => {
-                        let timeout = policy.config.handshake_timeout;
-                        match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                            Ok(Ok(tls)) => Box::new(tls),
-                            Ok(Err(error)) => {
-                                eprintln!("fdx: {peer}: TLS handshake failed: {error}");
-                                return;
-                            }
-                            Err(_) => {
-                                eprintln!("fdx: {peer}: TLS handshake timed out");
-                                return;
-                            }
-                        }
+                let timeout = policy.config.handshake_timeout;
+                let Some(acceptor) = tls else {
+                    if policy.http2 && h2c_preface(&tcp, peer, timeout).await {
+                        serve_h2(tcp, peer, policy, handler).await;
+                    } else {
+                        serve_http1(tcp, peer, policy, handler).await;
+                    }
+                    return;
+                };
+                let stream = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(error)) => {
+                        eprintln!("fdx: {peer}: TLS handshake failed: {error}");
+                        return;
+                    }
+                    Err(_) => {
+                        eprintln!("fdx: {peer}: TLS handshake timed out");
+                        return;
                     }
                 };
-                handler(Incoming {
-                    stream,
-                    peer,
-                    policy,
-                })
-                .await;
+                if stream.get_ref().1.alpn_protocol() == Some(fullduplex::http2::ALPN_H2) {
+                    serve_h2(stream, peer, policy, handler).await;
+                } else {
+                    let stream: Box<dyn Transport> = Box::new(stream);
+                    serve_http1(stream, peer, policy, handler).await;
+                }
             });
         }
     }
 }
 
-impl Incoming {
-    /// Runs the WebSocket handshake: the Origin policy first, then `admit` (which may refuse
-    /// with any status). Failures and refusals are logged to stderr and give `None`.
-    pub async fn accept(
-        self,
-        admit: impl FnOnce(&UpgradeRequest) -> Result<Accept, Reject>,
-    ) -> Option<ServerSocket> {
-        let peer = self.peer;
-        let policy = self.policy.clone();
-        let result = fullduplex::accept_with(self.stream, policy.config.clone(), |request| {
-            check_origin(&policy.allowed_origins, request.origin())?;
-            admit(request)
-        })
-        .await;
-        match result {
-            Ok(ws) => Some(ws),
-            Err(fullduplex::Error::Rejected(status)) => {
-                eprintln!("fdx: {peer}: refused with {status}");
-                None
-            }
-            Err(error) => {
-                eprintln!("fdx: {peer}: handshake failed: {error}");
-                None
-            }
+/// Whether a plain TCP client opened with the HTTP/2 preface (h2c with prior knowledge); the
+/// bytes stay in the socket for whichever handshake follows. A client that sends nothing
+/// within the handshake timeout is dropped by the HTTP/1.1 path's own timeout.
+async fn h2c_preface(tcp: &TcpStream, peer: SocketAddr, timeout: std::time::Duration) -> bool {
+    match tokio::time::timeout(timeout, fullduplex::http2::is_h2c_preface(tcp)).await {
+        Ok(Ok(h2c)) => h2c,
+        Ok(Err(error)) => {
+            eprintln!("fdx: {peer}: {error}");
+            false
         }
+        Err(_) => false,
+    }
+}
+
+/// The HTTP/1.1 upgrade: the Origin policy first, then the handler's decision. Failures and
+/// refusals are logged to stderr.
+async fn serve_http1<S, H>(stream: S, peer: SocketAddr, policy: Arc<Policy>, handler: Arc<H>)
+where
+    S: Transport + 'static,
+    H: Handler,
+{
+    let result = fullduplex::accept_with(stream, policy.config.clone(), |request| {
+        check_origin(&policy.allowed_origins, request.origin())?;
+        handler.admit(request)
+    })
+    .await;
+    match result {
+        Ok(ws) => handler.serve(ws, peer).await,
+        Err(fullduplex::Error::Rejected(status)) => {
+            eprintln!("fdx: {peer}: refused with {status}");
+        }
+        Err(error) => eprintln!("fdx: {peer}: handshake failed: {error}"),
+    }
+}
+
+/// An HTTP/2 connection: each extended CONNECT passes the same Origin policy and handler
+/// decision as an HTTP/1.1 upgrade, and each accepted WebSocket is served in a task of its
+/// own. Refusals are logged to stderr.
+async fn serve_h2<S, H>(stream: S, peer: SocketAddr, policy: Arc<Policy>, handler: Arc<H>)
+where
+    S: Transport + 'static,
+    H: Handler,
+{
+    let admit = {
+        let policy = policy.clone();
+        let handler = handler.clone();
+        move |request: &UpgradeRequest| {
+            let decision = check_origin(&policy.allowed_origins, request.origin())
+                .and_then(|()| handler.admit(request));
+            if let Err(reject) = &decision {
+                let status = fullduplex::hyper::UpgradeError::Rejected(reject.clone()).status();
+                eprintln!("fdx: {peer}: refused with {status} (HTTP/2)");
+            }
+            decision
+        }
+    };
+    let serve = move |ws| handler.clone().serve(ws, peer);
+    if let Err(error) =
+        fullduplex::http2::serve_connection(stream, policy.config.clone(), admit, serve).await
+    {
+        eprintln!("fdx: {peer}: {error}");
     }
 }
 

@@ -31,7 +31,7 @@ pub fn client_insecure() -> Result<Arc<rustls::ClientConfig>, String> {
     Ok(Arc::new(config))
 }
 
-/// A server configuration from a PEM certificate chain and a PEM private key.
+/// A server configuration from a PEM certificate chain and a PEM private key (no ALPN).
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
     let certs = read_certs(cert)?;
     let key = PrivateKeyDer::from_pem_file(key)
@@ -43,6 +43,19 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
         .with_single_cert(certs, key)
         .map_err(|e| format!("TLS setup: {e}"))?;
     Ok(Arc::new(config))
+}
+
+/// [`server_config`] offering by ALPN `h2` and `http/1.1` (`http/1.1` alone without `http2`),
+/// for `fdx echo` and `fdx exec`.
+pub fn server_config_alpn(
+    cert: &Path,
+    key: &Path,
+    http2: bool,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let certs = read_certs(cert)?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("{}: no usable private key: {e}", key.display()))?;
+    fullduplex::tls::server_config(certs, key, http2).map_err(|e| format!("TLS setup: {e}"))
 }
 
 /// Every certificate in a PEM file; an error if there is none.
