@@ -92,11 +92,21 @@ try {
   if (transport !== "h2") fail(`the page's WebSocket runs over ${transport}, not h2`);
   const shown = await page.textContent("#transport");
   if (shown !== "HTTP/2 stream") fail(`the page shows transport ${JSON.stringify(shown)}`);
+  // Chromium offers permessage-deflate; the hub answers without context takeover, and the
+  // messages below arrive compressed once for all subscribers.
+  const extensions = await page.evaluate(() => window.fdxDemo.client.socket && window.fdxDemo.client.socket.extensions);
+  if (!/permessage-deflate/.test(extensions || "") || !/server_no_context_takeover/.test(extensions)) {
+    fail(`the page's WebSocket negotiated ${JSON.stringify(extensions)}, not compression`);
+  }
   const h2 = await metric("h2");
   if (h2 !== 1) fail(`/metrics counts ${h2} h2 connections, not 1`);
   await waitFor(page, "the clock", () => /\d/.test(document.getElementById("clock").textContent));
   step("the page came over HTTPS and its WebSocket runs on an HTTP/2 stream (the page and /metrics say h2)");
 
+  // Long enough to be compressed (over the 128-byte threshold).
+  const long = "a longer message, compressed once for every subscriber that negotiated it ".repeat(3);
+  await request("POST", `/publish/${topic}`, { name: "backend", text: long });
+  await waitFor(page, "the long message", (t) => [...document.querySelectorAll("#messages li .text")].some((n) => n.textContent === t), long);
   await request("POST", `/publish/${topic}`, { name: "backend", text: "before" });
   await waitFor(page, "the first message", (t) => [...document.querySelectorAll("#messages li .text")].some((n) => n.textContent === t), "before");
 
@@ -121,7 +131,7 @@ try {
     await waitFor(page, `the missed message ${text}`, (t) => [...document.querySelectorAll("#messages li .text")].some((n) => n.textContent === t), text);
   }
   const all = await texts(page);
-  const expected = ["before", ...missed];
+  const expected = [long, "before", ...missed];
   const got = all.filter((t) => expected.includes(t));
   if (JSON.stringify(got) !== JSON.stringify(expected)) fail(`the page shows ${JSON.stringify(got)}, expected ${JSON.stringify(expected)}`);
   await page.evaluate(() => { window.fdxDemo.transport = undefined; });

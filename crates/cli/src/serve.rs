@@ -53,6 +53,14 @@ pub struct ServeArgs {
     /// Most HTTP connections at once that are not (yet) WebSockets; more are closed at once.
     #[arg(long, default_value_t = 1024, value_name = "N")]
     pub max_http_connections: usize,
+    /// PEM certificate chain: serve HTTPS and wss:// (ALPN h2 and http/1.1; needs
+    /// --tls-key). Without it the port speaks cleartext HTTP/1.1 and h2c with prior
+    /// knowledge.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// Messages kept per topic for recovery.
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub history_size: usize,
@@ -95,6 +103,12 @@ pub struct ServeArgs {
     /// Do not publish the time to the `clock` topic every second.
     #[arg(long)]
     pub no_clock: bool,
+    /// Do not negotiate permessage-deflate: every subscriber gets plain frames.
+    #[arg(long)]
+    pub no_compression: bool,
+    /// Messages whose JSON is shorter than this go out plain to compressing subscribers too.
+    #[arg(long, default_value_t = fullduplex_hub::deflate::DEFAULT_THRESHOLD, value_name = "BYTES")]
+    pub compression_threshold: usize,
     /// Run as one node of several through Redis (`redis://HOST:PORT/DB`): numbering,
     /// history and presence live in Redis. Repeat it for independent shards (topics are
     /// spread by a hash of their name).
@@ -140,6 +154,7 @@ impl ServeArgs {
             max_topics: self.max_topics,
             presence_ttl: self.presence_ttl,
             history_memory: self.history_memory,
+            ..BrokerConfig::default()
         };
         config.allowed_origins = self.allowed_origins.clone();
         config.api_key = self.api_key.clone().filter(|k| !k.is_empty());
@@ -160,6 +175,11 @@ impl ServeArgs {
         };
         config.anonymous_publish = self.anonymous_publish.then_some(true);
         config.max_http_connections = self.max_http_connections;
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            let tls = crate::tls::server_config(cert, key)
+                .map_err(|e| Failure::with_code(crate::EXIT_USAGE, e))?;
+            config.tls = Some(tls);
+        }
         config.hooks = HookConfig {
             connect: self.connect_hook.clone(),
             subscribe: self.subscribe_hook.clone(),
@@ -171,6 +191,8 @@ impl ServeArgs {
         config.publish_rate = self.publish_rate;
         config.max_queued_bytes = self.max_queued_bytes;
         config.clock = !self.no_clock;
+        config.compression = !self.no_compression;
+        config.compression_threshold = self.compression_threshold;
         config.shutdown_timeout = self.shutdown_timeout;
         config.ping_interval = (!self.ping_interval.is_zero()).then_some(self.ping_interval);
         config.redis = (!self.redis.is_empty()).then(|| RedisConfig {
@@ -197,7 +219,12 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
         .await
         .map_err(|_| Failure::new("the engine did not start within 10 s (is Redis up?)"))?
         .map_err(|e| Failure::new(e.to_string()))?;
-    println!("listening on http://{addr}");
+    let scheme = if args.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("listening on {scheme}://{addr}");
     let serving = tokio::spawn(hub.clone().serve(listener));
     let signal = wait_for_signal().await?;
     eprintln!("fdx: {signal}: shutting down");

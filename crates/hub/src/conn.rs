@@ -169,7 +169,7 @@ pub(crate) fn run(
     inc(&hub.metrics.connections_total);
     let mut session = Session {
         id: hub.next_conn_id(),
-        outbox: Arc::new(Outbox::new(hub.config.max_queued_bytes)),
+        outbox: Arc::new(Outbox::new(hub.config.max_queued_bytes).with_deflate(ws.is_compressed())),
         topics: HashMap::new(),
         grants,
         rate: RateLimit::new(hub.config.publish_rate),

@@ -214,8 +214,11 @@ fn sse_preflight<B>(hub: &Hub, request: &Request<B>) -> HttpResponse {
 /// The WebSocket configuration of hub connections: no compression (fan-out frames are
 /// encoded once for everybody), the message size limit, keepalive.
 pub fn websocket_config(hub: &Hub) -> Config {
-    let mut config = Config::default()
-        .compression(false)
+    let mut config = match hub.registry.deflate() {
+        Some(deflate) => Config::default().deflate(deflate.negotiation()),
+        None => Config::default().compression(false),
+    };
+    config = config
         .max_message_size(hub.config.max_message_size)
         .close_timeout(
             hub.config
@@ -329,7 +332,7 @@ async fn websocket<B>(hub: Arc<Hub>, mut request: Request<B>) -> HttpResponse {
             transport,
         };
         admitted = Some((admission, slot));
-        Ok(Accept::new().compression(false))
+        Ok(Accept::new().compression(hub.config.compression))
     });
     match (result, admitted) {
         (Ok((response, upgrade)), Some((admission, slot))) => {

@@ -37,6 +37,7 @@ pub mod api;
 pub mod auth;
 pub mod clock;
 mod conn;
+pub mod deflate;
 pub mod engine;
 pub mod fetch;
 pub mod history;
@@ -116,6 +117,11 @@ pub struct HubConfig {
     /// How often an idle Server-Sent Events stream sends a `: ping` comment
     /// ([`sse::HEARTBEAT`] by default).
     pub sse_heartbeat: Duration,
+    /// Negotiate permessage-deflate with WebSocket clients and send them each message
+    /// compressed once for all of them ([`deflate`]); `false`: plain frames only.
+    pub compression: bool,
+    /// Messages shorter than this (bytes of their frame's JSON) go out plain.
+    pub compression_threshold: usize,
     /// Serve HTTPS and `wss://` with this TLS configuration (ALPN `h2` and `http/1.1` are set
     /// by [`Hub::serve`]); `None`: cleartext HTTP/1.1 and h2c with prior knowledge.
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -142,10 +148,16 @@ impl Default for HubConfig {
             anonymous_publish: None,
             max_http_connections: 1024,
             sse_heartbeat: sse::HEARTBEAT,
+            compression: true,
+            compression_threshold: deflate::DEFAULT_THRESHOLD,
             tls: None,
         }
     }
 }
+
+/// The zlib level of compressed fan-out: paid once per message, not per subscriber, so the
+/// smallest output is worth it.
+const DEFLATE_LEVEL: u32 = 6;
 
 /// How often a subscription reads the topic again when messages keep arriving between its
 /// read and its join.
@@ -189,7 +201,12 @@ impl Hub {
     /// [`tokens::KeyError`] when a configured token key cannot be read.
     pub fn try_new(config: HubConfig) -> Result<Arc<Hub>, tokens::KeyError> {
         let metrics = Arc::new(Metrics::default());
-        let registry = Arc::new(Registry::new(config.broker.max_topics, metrics.clone()));
+        let deflate = config
+            .compression
+            .then(|| deflate::SharedDeflate::new(config.compression_threshold, DEFLATE_LEVEL));
+        let registry = Arc::new(
+            Registry::new(config.broker.max_topics, metrics.clone()).with_deflate(deflate),
+        );
         let local = Arc::new(MemoryBroker::new(
             config.broker.clone(),
             registry.clone(),

@@ -48,6 +48,8 @@ pub struct Outbox {
     limit: usize,
     /// Set while `State::control` holds something (read without the lock).
     has_control: AtomicBool,
+    /// The connection negotiated permessage-deflate: it takes compressed message frames.
+    deflate: bool,
 }
 
 #[derive(Debug, Default)]
@@ -75,7 +77,20 @@ impl Outbox {
             ready: Notify::new(),
             limit: limit.max(1),
             has_control: AtomicBool::new(false),
+            deflate: false,
         }
+    }
+
+    /// The same queue for a connection that takes compressed message frames (`true`: it
+    /// negotiated permessage-deflate with the hub's terms, see [`crate::deflate`]).
+    pub fn with_deflate(mut self, deflate: bool) -> Outbox {
+        self.deflate = deflate;
+        self
+    }
+
+    /// Whether the connection takes compressed message frames.
+    pub fn wants_deflate(&self) -> bool {
+        self.deflate
     }
 
     /// Asks the connection to do `control`, and wakes it.

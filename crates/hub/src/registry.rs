@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use tokio::sync::OnceCell;
 
+use crate::deflate::{FanOutFrame, SharedDeflate};
 use crate::engine::{epoch_is_newer, BrokerError, ControlCommand, Epoch, NodeInfo, Snapshot};
 use crate::metrics::{add, inc, Metrics};
 use crate::outbox::{Control, Outbox, Overflow};
@@ -171,6 +172,8 @@ pub struct Registry {
     metrics: Arc<Metrics>,
     /// This node's id.
     node: String,
+    /// Compressed fan-out, when the hub negotiates compression.
+    deflate: Option<SharedDeflate>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -189,7 +192,20 @@ impl Registry {
             max_topics,
             metrics,
             node: crate::engine::epoch_suffix(),
+            deflate: None,
         }
+    }
+
+    /// How message frames are compressed, when they are.
+    pub fn deflate(&self) -> Option<&SharedDeflate> {
+        self.deflate.as_ref()
+    }
+
+    /// The same registry compressing message frames once for the subscribers that negotiated
+    /// compression (`None`: every subscriber gets the plain frames).
+    pub fn with_deflate(mut self, deflate: Option<SharedDeflate>) -> Registry {
+        self.deflate = deflate;
+        self
     }
 
     /// This node's id: random, 8 hex digits, the first part of its clients' ids.
@@ -393,10 +409,12 @@ impl Registry {
                 if stored.offset <= from || stored.offset > last {
                     continue;
                 }
+                let mut frame = FanOutFrame::new(&stored.frame, self.deflate.as_ref());
+                let frame = frame.for_outbox(outbox);
+                bytes += frame.len();
                 outbox
-                    .push_reply(stored.frame.clone())
+                    .push_reply(frame.clone())
                     .map_err(SubscribeError::from)?;
-                bytes += stored.frame.len();
                 replayed += 1;
             }
             add(&self.metrics.messages_out, replayed as u64);
@@ -548,7 +566,12 @@ impl Registry {
     /// queue overflows are dropped (their connection closes itself as a slow consumer).
     fn fan_out(&self, local: &mut Local, frame: &Bytes) -> usize {
         let mut overflowed = Vec::new();
+        // Compressed once, when the first subscriber that negotiated compression is reached.
+        let mut frames = FanOutFrame::new(frame, self.deflate.as_ref());
+        let mut bytes = 0;
         for (&id, subscriber) in &local.subscribers {
+            let frame = frames.for_outbox(&subscriber.outbox);
+            bytes += frame.len();
             if let Err(overflow) = subscriber.outbox.push(frame.clone()) {
                 add(&self.metrics.drops, overflow.dropped as u64);
                 overflowed.push(id);
@@ -562,7 +585,7 @@ impl Registry {
             .fetch_sub(overflowed.len() as i64, Ordering::Relaxed);
         let delivered = local.subscribers.len();
         add(&self.metrics.messages_out, delivered as u64);
-        add(&self.metrics.bytes_out, (delivered * frame.len()) as u64);
+        add(&self.metrics.bytes_out, bytes as u64);
         delivered
     }
 

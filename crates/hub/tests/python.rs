@@ -59,3 +59,13 @@ fn a_stalled_client_is_closed_alone_and_recovers() {
     let out = run_python("slow.py", &[&hub.addr.to_string()], LIMIT);
     eprintln!("{out}");
 }
+
+#[test]
+#[ignore = "needs Python websockets in .venv (scripts/test makes it)"]
+fn compressed_and_plain_subscribers_get_the_same_data() {
+    let mut config = config();
+    config.publish_rate = 0;
+    let hub = TestHub::start(config);
+    let out = run_python("compression.py", &[&hub.addr.to_string()], LIMIT);
+    eprintln!("{out}");
+}

@@ -20,7 +20,10 @@ async def main(addr):
     check(status == 426, f"plain GET /ws: {status}")
 
     async with connect(ws_url(addr)) as alice, connect(ws_url(addr)) as bob:
-        check(alice.response.headers.get("sec-websocket-extensions") is None, "no compression")
+        # Compressed fan-out: each message compressed once, no context takeover either way.
+        extensions = alice.response.headers.get("sec-websocket-extensions") or ""
+        check(extensions.startswith("permessage-deflate") and "server_no_context_takeover" in extensions
+              and "client_no_context_takeover" in extensions, f"compression answer {extensions!r}")
         await send(alice, type="subscribe", topic="room:1")
         sub = await expect(alice, type="subscribed", topic="room:1", offset=0, recovered=False)
         epoch = sub["epoch"]
