@@ -140,7 +140,9 @@ impl Server {
                 let timeout = policy.config.handshake_timeout;
                 let Some(acceptor) = tls else {
                     if policy.http2 && h2c_preface(&tcp, peer, timeout).await {
-                        serve_h2(tcp, peer, policy, handler).await;
+                        // Boxed: the HTTP/2 connection's future is large, and inline it would
+                        // size every connection's task, HTTP/1.1 ones included.
+                        Box::pin(serve_h2(tcp, peer, policy, handler)).await;
                     } else {
                         serve_http1(tcp, peer, policy, handler).await;
                     }
@@ -158,7 +160,7 @@ impl Server {
                     }
                 };
                 if stream.get_ref().1.alpn_protocol() == Some(fullduplex::http2::ALPN_H2) {
-                    serve_h2(stream, peer, policy, handler).await;
+                    Box::pin(serve_h2(stream, peer, policy, handler)).await;
                 } else {
                     let stream: Box<dyn Transport> = Box::new(stream);
                     serve_http1(stream, peer, policy, handler).await;
