@@ -225,9 +225,11 @@ pub fn websocket_config(hub: &Hub) -> Config {
                 .shutdown_timeout
                 .min(std::time::Duration::from_secs(5)),
         );
-    if let Some(interval) = hub.config.ping_interval {
-        config = config.keepalive(interval, interval);
-    }
+    config = match hub.config.ping_interval {
+        Some(interval) => config.keepalive(interval, interval),
+        // The library pings by default: `None` means no pings at all.
+        None => config.no_keepalive(),
+    };
     // Clients mostly send short requests; reads of larger messages grow to their size.
     config.read_size = READ_SIZE;
     config
@@ -515,5 +517,37 @@ async fn presence<B>(hub: Arc<Hub>, request: Request<B>) -> HttpResponse {
             ),
         ),
         Err(error) => json_error(StatusCode::SERVICE_UNAVAILABLE, &error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::HubConfig;
+
+    #[test]
+    fn websocket_keepalive_follows_ping_interval() {
+        let mut config = HubConfig::default();
+        config.ping_interval = None;
+        let hub = Hub::new(config);
+        // The library pings by default; the hub's `None` turns that off.
+        assert_eq!(websocket_config(&hub).keepalive, None);
+        let mut config = HubConfig::default();
+        config.ping_interval = Some(std::time::Duration::from_secs(7));
+        let hub = Hub::new(config);
+        let keepalive = websocket_config(&hub).keepalive.expect("keepalive");
+        assert_eq!(keepalive.interval, std::time::Duration::from_secs(7));
+        assert_eq!(keepalive.timeout, std::time::Duration::from_secs(7));
+    }
+
+    #[test]
+    fn websocket_compression_follows_the_config() {
+        let hub = Hub::new(HubConfig::default());
+        let deflate = websocket_config(&hub).protocol.deflate.expect("deflate");
+        assert!(deflate.server_no_context_takeover && deflate.client_no_context_takeover);
+        let mut config = HubConfig::default();
+        config.compression = false;
+        let hub = Hub::new(config);
+        assert_eq!(websocket_config(&hub).protocol.deflate, None);
     }
 }
