@@ -2,10 +2,12 @@
 //! with deflate enabled, and fuzzed data straight into a `Decompressor` with a small limit.
 //!
 //! Input layout: byte 0 picks the parameters (bit 0: peer uses no context takeover; bits 1-3:
-//! output limit 1 KiB << n), then frames: a control byte (bit 0 FIN, bit 1 RSV1, bits 2-3:
+//! output limit 1 KiB << n; bit 4: that limit times 8, up to 1 MiB, past the connection's
+//! inflate slice of 256 KiB), then frames: a control byte (bit 0 FIN, bit 1 RSV1, bits 2-3:
 //! text / binary / continuation / ping), a length byte, and that many payload bytes.
 //!
-//! Invariants: nothing panics; every message respects the message limit; text is UTF-8; after
+//! Invariants: nothing panics (nor loops: a paused inflate always makes progress); every
+//! message respects the message limit; text is UTF-8; after
 //! an error nothing more is delivered; the decompressor's output never exceeds its limit and
 //! its buffer never grows past the limit plus one inflate step.
 #![no_main]
@@ -22,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let no_takeover = params_byte & 1 != 0;
-    let limit = 1024usize << ((params_byte >> 1) & 7);
+    let limit = (1024usize << ((params_byte >> 1) & 7)) << (3 * ((params_byte >> 4) & 1));
     let params = DeflateParams {
         client_no_context_takeover: no_takeover,
         ..DeflateParams::default()
@@ -87,6 +89,8 @@ fuzz_target!(|data: &[u8]| {
                         _ => {}
                     }
                 }
+                // Inflating paused after a slice (never with nothing more to do).
+                Ok(None) if conn.has_pending_work() => assert!(!failed, "paused after an error"),
                 Ok(None) => break,
                 Err(_) => {
                     assert!(!failed, "two errors");

@@ -105,6 +105,57 @@ def main():
     write("handshake_response", "wrong-accept", resp.replace(b"s3p", b"x3p") + b"\r\n")
     write("handshake_response", "forbidden", b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
 
+    hub_seeds()
+
+
+def hub_seeds():
+    """hub_request: client messages; hub_http: method byte, target and headers, body;
+    proxy_tap: flags, layout, a stream of frames (masked client->server unless bit 0)."""
+    for name, text in [
+        ("subscribe", '{"type":"subscribe","topic":"chat","since":4,"epoch":"e","id":7}'),
+        ("publish", '{"type":"publish","topic":"chat","data":{"a":[1,2,{"b":null}]},"id":"x"}'),
+        ("unsubscribe", '{"type":"unsubscribe","topic":"chat"}'),
+        ("presence", '{"type":"presence","topic":"room","id":1}'),
+        ("refresh", '{"type":"refresh","token":"a.b.c"}'),
+        ("bad", '{"type":"dance","id":[1]}'),
+        ("deep", "[" * 70 + "]" * 70),
+        ("array", "[]"),
+    ]:
+        write("hub_request", name, text.encode())
+    for name, method, head, body in [
+        ("index", 0, "/", b""),
+        ("healthz", 0, "/healthz", b""),
+        ("publish", 1, "/publish?topic=chat\ncontent-type: application/json", b'{"n":1}'),
+        ("api-publish", 1, "/api/publish\ncontent-type: application/json",
+         b'{"topic":"chat","data":[1,2]}'),
+        ("api-history", 1, "/api/history", b'{"topic":"chat","limit":10}'),
+        ("history", 0, "/history?topic=chat&since=0", b""),
+        ("presence", 0, "/presence?topic=room", b""),
+        ("sse", 0, "/sse?topic=chat&topic=news\naccept: text/event-stream", b""),
+        ("upgrade", 0, "/ws\nupgrade: websocket\nconnection: Upgrade\nsec-websocket-version: 13"
+         "\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==", b""),
+        ("metrics", 0, "/metrics", b""),
+        ("custom", 8, "BREW\n/coffee", b""),
+    ]:
+        head = head.replace("\\n", "\n")
+        write("hub_http", name, bytes([method]) + head.encode() + b"\n\n" + body)
+    frames = (
+        frame(0x1, b"Hello", mask=KEY)
+        + frame(0x2, bytes(range(200)), fin=False, mask=KEY)
+        + frame(0x9, b"ping", mask=KEY)
+        + frame(0x0, b"more", mask=KEY)
+        + frame(0x8, struct.pack(">H", 1000) + b"bye", mask=KEY)
+    )
+    write("proxy_tap", "client-plain", bytes([0x18, 0x02, 0x03, 0x00]) + frames)
+    unmasked = frame(0x1, b"Hi there") + frame(0x8, struct.pack(">H", 1001))
+    write("proxy_tap", "server-plain", bytes([0x09, 0x00]) + unmasked)
+    # RFC 7692 7.2.3.1 "Hello" compressed, RSV1 set, then the same in two frames.
+    hello = bytes([0xF2, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00])
+    deflated = bytes([0xC1, len(hello)]) + hello
+    split = bytes([0x41, 3]) + hello[:3] + bytes([0x80, 4]) + hello[3:]
+    write("proxy_tap", "server-deflate", bytes([0x0B, 0x01, 0x05]) + deflated + split)
+    write("proxy_tap", "server-deflate-no-takeover", bytes([0x0F, 0x00]) + deflated + deflated)
+
 
 if __name__ == "__main__":
     main()

@@ -16,6 +16,11 @@
 
 use bytes::Bytes;
 
+/// The inspecting proxy's frame tap (`fdx proxy`), compiled here from its source file: the
+/// `fdx` crate is a binary only, and the tap needs nothing of it but `fullduplex`.
+#[path = "../../crates/cli/src/proxy/tap.rs"]
+pub mod tap;
+
 // The proptests' normalisation of streamed pieces, shared rather than copied.
 #[path = "../../crates/proto/tests/support/pieces.rs"]
 mod pieces;
@@ -294,6 +299,8 @@ fn all_at_once(
     loop {
         match next(&mut conn) {
             Ok(Some(event)) => events.push(event),
+            // Inflating paused after a slice: go on.
+            Ok(None) if conn.has_pending_work() => {}
             Ok(None) => return (events, error),
             Err(e) => {
                 assert!(error.is_none());
@@ -429,6 +436,7 @@ fn drain_events(
                 respond(conn, input, &event);
                 events.push(event);
             }
+            Ok(None) if conn.has_pending_work() => {}
             Ok(None) => return,
             Err(e) => {
                 assert!(error.is_none(), "second error {e:?} after {error:?}");

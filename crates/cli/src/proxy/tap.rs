@@ -16,6 +16,10 @@ use fullduplex::Role;
 /// logged prefix is cut back to the limit.
 const INFLATE_PIECE: usize = 1024;
 
+/// The largest valid control frame payload (RFC 6455 section 5.5): a close frame's whole
+/// payload is kept up to this, for its code and reason.
+const MAX_CONTROL_PAYLOAD: usize = 125;
+
 /// Which way the bytes flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -238,9 +242,11 @@ impl FrameTap {
             return;
         };
         let header = frame.record.header;
-        // Control frames are at most 125 bytes: keep all of a close frame for its code.
+        // Control frames are at most 125 bytes: keep all of a close frame for its code (but
+        // no more than that, whatever length an invalid one announces: the proxy must not
+        // hold a peer's gigabyte "close frame"; found by fuzz/fuzz_targets/proxy_tap.rs).
         let limit = if header.opcode == OpCode::Close {
-            usize::MAX
+            self.max_payload.max(MAX_CONTROL_PAYLOAD)
         } else {
             self.max_payload
         };

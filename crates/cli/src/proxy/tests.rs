@@ -214,6 +214,22 @@ fn garbage_in_a_compressed_message_is_reported_not_fatal() {
     assert!(tap.at_frame_boundary());
 }
 
+/// Found by the `proxy_tap` fuzz target: a close frame announcing more than 125 bytes (which
+/// is invalid) was kept whole, however long, for its code and reason. Now at most 125 bytes of
+/// a close frame are kept (or the logging limit, if higher), and the rest is counted.
+#[test]
+fn an_oversized_close_frame_is_cut_like_any_payload() {
+    let mut frame = vec![0x88, 126, 0x27, 0x10]; // close, 10,000 bytes
+    frame.extend_from_slice(&1000u16.to_be_bytes());
+    frame.extend(std::iter::repeat_n(b'x', 9_998));
+    let mut tap = FrameTap::new(Direction::ServerToClient, 16, None);
+    let records = observe_all(&mut tap, &frame);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].payload.len(), 125);
+    assert_eq!(records[0].payload_len, 10_000);
+    assert_eq!(records[0].close.as_ref().map(|c| c.0), Some(1000));
+}
+
 #[test]
 fn upstream_request_rewrites_host_and_joins_paths() {
     let request = Request::builder()
