@@ -6,6 +6,8 @@
 //! cargo run --release -p fullduplex-bench                 # the full run (about 18 minutes)
 //! cargo run --release -p fullduplex-bench -- --smoke      # seconds; writes nothing
 //! cargo run --release -p fullduplex-bench -- callgrind    # instructions per message
+//! cargo run --release -p fullduplex-bench -- hostile --target hub   # see RELIABILITY.md
+//! cargo run --release -p fullduplex-bench -- soak --connections 10000 --minutes 10
 //! ```
 
 use std::path::PathBuf;
@@ -33,6 +35,11 @@ enum Command {
     Load(load::LoadArgs),
     /// Server instructions per message under valgrind's callgrind.
     Callgrind(CallgrindArgs),
+    /// Honest load beside hostile connections of every class against `fdx echo` or
+    /// `fdx serve`: latency quiet vs attack, how each class was answered, the server's RSS.
+    Hostile(fullduplex_bench::hostile::HostileArgs),
+    /// Hub subscribers and a publisher for minutes: exact delivery accounting, RSS curve.
+    Soak(fullduplex_bench::soak::SoakArgs),
     /// Rewrites BENCHMARKS.md from saved results files (several: their rounds are merged).
     Report {
         /// The JSON a run saved (`target/bench/results*.json`); with several, the tables and
@@ -120,6 +127,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Load(args)) => load::run(args),
         Some(Command::Callgrind(args)) => run_callgrind(args),
+        Some(Command::Hostile(args)) => fullduplex_bench::hostile::run(args),
+        Some(Command::Soak(args)) => fullduplex_bench::soak::run(args),
         Some(Command::Report { from, output }) => rewrite(&from, &output),
         None => run(cli.run),
     };
