@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the µWebSockets echo server (peers/uws_echo.c) for the side-by-side benchmark:
-# downloads PyPI's socketify (which ships µWebSockets prebuilt as libsocketify, on libuv),
+# Builds the µWebSockets echo server (peers/uws_echo.c) and pub/sub server (peers/uws_pubsub.c)
+# for the benchmarks: downloads PyPI's socketify (which ships µWebSockets prebuilt as libsocketify, on libuv),
 # takes its Linux x86_64 library, and compiles the echo against it. Needs a C compiler, pip
 # and Debian's libuv1. Output: target/bench/uws/uws-echo (the runner picks it up when present).
 set -euo pipefail
@@ -25,3 +25,7 @@ fi
 cc -O2 -Wall -Wextra -o "$out/uws-echo" "$root/crates/bench/peers/uws_echo.c" \
   -L"$out" -l:libsocketify_linux_amd64.so -Wl,-rpath,"$out" -lpthread
 echo "built target/bench/uws/uws-echo (µWebSockets from socketify $version)"
+# The pub/sub server of the fan-out benchmark (`fullduplex-bench fanout`), on the same library.
+cc -O2 -Wall -Wextra -D_GNU_SOURCE -o "$out/uws-pubsub" "$root/crates/bench/peers/uws_pubsub.c" \
+  -L"$out" -l:libsocketify_linux_amd64.so -Wl,-rpath,"$out" -lpthread
+echo "built target/bench/uws/uws-pubsub"

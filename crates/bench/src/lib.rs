@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod callgrind;
+pub mod fanout;
 pub mod frames;
 pub mod generator;
 pub mod hostile;

@@ -6,6 +6,7 @@
 //! cargo run --release -p fullduplex-bench                 # the full run (about 18 minutes)
 //! cargo run --release -p fullduplex-bench -- --smoke      # seconds; writes nothing
 //! cargo run --release -p fullduplex-bench -- callgrind    # instructions per message
+//! cargo run --release -p fullduplex-bench -- fanout --compression   # pub/sub fan-out
 //! cargo run --release -p fullduplex-bench -- hostile --target hub   # see RELIABILITY.md
 //! cargo run --release -p fullduplex-bench -- soak --connections 10000 --minutes 10
 //! ```
@@ -40,6 +41,12 @@ enum Command {
     Hostile(fullduplex_bench::hostile::HostileArgs),
     /// Hub subscribers and a publisher for minutes: exact delivery accounting, RSS curve.
     Soak(fullduplex_bench::soak::SoakArgs),
+    /// Fan-out: `fdx serve` against µWebSockets pub/sub, Node `ws` and Python `websockets`
+    /// (CPU per delivery, latency, time to the last subscriber, memory, bytes on the wire).
+    Fanout(fullduplex_bench::fanout::FanoutArgs),
+    /// The fan-out generator (started by `fanout`, pinned to CPU 1).
+    #[command(hide = true)]
+    FanoutLoad(fullduplex_bench::fanout::load::FanoutLoadArgs),
     /// Rewrites BENCHMARKS.md from saved results files (several: their rounds are merged).
     Report {
         /// The JSON a run saved (`target/bench/results*.json`); with several, the tables and
@@ -129,6 +136,8 @@ fn main() -> ExitCode {
         Some(Command::Callgrind(args)) => run_callgrind(args),
         Some(Command::Hostile(args)) => fullduplex_bench::hostile::run(args),
         Some(Command::Soak(args)) => fullduplex_bench::soak::run(args),
+        Some(Command::Fanout(args)) => fullduplex_bench::fanout::run(args),
+        Some(Command::FanoutLoad(args)) => fullduplex_bench::fanout::load::run(args),
         Some(Command::Report { from, output }) => rewrite(&from, &output),
         None => run(cli.run),
     };
