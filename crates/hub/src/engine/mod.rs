@@ -55,6 +55,11 @@ pub struct BrokerConfig {
     pub new_topics_per_connection: u32,
     /// See [`BrokerConfig::new_topics_per_connection`]. Default 10 s.
     pub new_topics_window: Duration,
+    /// After a sweep of the in-process engine forgot at least 1 MiB of history, ask the
+    /// allocator to give free memory back to the system (glibc's `malloc_trim(0)`; nothing
+    /// elsewhere). Default on: glibc otherwise keeps what a flood of large messages took
+    /// long after the history expired (RELIABILITY.md).
+    pub return_memory: bool,
     /// How long a presence entry lives unless its node refreshes it (every third of this):
     /// the bound within which the clients of a node that died leave presence.
     pub presence_ttl: Duration,
@@ -73,6 +78,7 @@ impl Default for BrokerConfig {
             max_topics: 100_000,
             new_topics_per_connection: 20,
             new_topics_window: Duration::from_secs(10),
+            return_memory: true,
             presence_ttl: Duration::from_secs(30),
             history_memory: 256 << 20,
         }
