@@ -101,7 +101,7 @@ pub struct ConnectArgs {
     /// Largest message accepted, in bytes; a larger one fails the connection (1009).
     #[arg(long, value_name = "BYTES")]
     pub max_message_size: Option<usize>,
-    /// Connect through this proxy: http://[USER:PASS@]HOST[:PORT] (HTTP CONNECT) or
+    /// Connect through this proxy: `http://[USER:PASS@]HOST[:PORT]` (HTTP CONNECT) or
     /// socks5://... / socks5h://... (SOCKS5). Default: the environment's https_proxy
     /// (wss://), http_proxy (ws://) or all_proxy, minus no_proxy, like curl.
     #[arg(short = 'x', long, value_name = "URL")]

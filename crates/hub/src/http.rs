@@ -527,14 +527,16 @@ mod tests {
 
     #[test]
     fn websocket_keepalive_follows_ping_interval() {
-        let mut config = HubConfig::default();
-        config.ping_interval = None;
-        let hub = Hub::new(config);
+        let hub = Hub::new(HubConfig {
+            ping_interval: None,
+            ..HubConfig::default()
+        });
         // The library pings by default; the hub's `None` turns that off.
         assert_eq!(websocket_config(&hub).keepalive, None);
-        let mut config = HubConfig::default();
-        config.ping_interval = Some(std::time::Duration::from_secs(7));
-        let hub = Hub::new(config);
+        let hub = Hub::new(HubConfig {
+            ping_interval: Some(std::time::Duration::from_secs(7)),
+            ..HubConfig::default()
+        });
         let keepalive = websocket_config(&hub).keepalive.expect("keepalive");
         assert_eq!(keepalive.interval, std::time::Duration::from_secs(7));
         assert_eq!(keepalive.timeout, std::time::Duration::from_secs(7));
@@ -545,9 +547,10 @@ mod tests {
         let hub = Hub::new(HubConfig::default());
         let deflate = websocket_config(&hub).protocol.deflate.expect("deflate");
         assert!(deflate.server_no_context_takeover && deflate.client_no_context_takeover);
-        let mut config = HubConfig::default();
-        config.compression = false;
-        let hub = Hub::new(config);
+        let hub = Hub::new(HubConfig {
+            compression: false,
+            ..HubConfig::default()
+        });
         assert_eq!(websocket_config(&hub).protocol.deflate, None);
     }
 }

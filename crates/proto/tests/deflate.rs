@@ -38,21 +38,25 @@ fn track(delta: isize) {
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         track(layout.size() as isize);
+        // SAFETY: the caller upholds `GlobalAlloc`'s contract, which `System` shares.
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         track(layout.size() as isize);
+        // SAFETY: the caller upholds `GlobalAlloc`'s contract, which `System` shares.
         unsafe { System.alloc_zeroed(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         track(-(layout.size() as isize));
+        // SAFETY: the caller upholds `GlobalAlloc`'s contract, which `System` shares.
         unsafe { System.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         track(new_size as isize - layout.size() as isize);
+        // SAFETY: the caller upholds `GlobalAlloc`'s contract, which `System` shares.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }

@@ -62,7 +62,7 @@ pub struct ProxyArgs {
     /// The address to listen on (port 0 picks a free port; the actual address is printed).
     #[arg(short, long, value_name = "ADDR", default_value = "127.0.0.1:9002")]
     pub listen: String,
-    /// The server to forward to: ws://HOST[:PORT][/PATH] or wss://...
+    /// The server to forward to: `ws://HOST[:PORT][/PATH]` or wss://...
     #[arg(short, long, value_name = "URL")]
     pub upstream: String,
     /// Write the log as JSON lines to FILE (`-` for stdout).

@@ -10,7 +10,7 @@
 //!   other topics.
 //! - **No silent gaps.** Every message goes through the registry, which notices a jump in
 //!   offsets or a new epoch; the shard then reads the missing range from the stream
-//!   ([`shard`]). After a broken connection, every watched topic is repaired that way.
+//!   (`shard.rs`). After a broken connection, every watched topic is repaired that way.
 //! - **Shards.** Several `--redis` URLs are independent instances: a topic lives on the
 //!   one its name hashes to (CRC16 of the name, as Redis Cluster hashes it, modulo the
 //!   number of instances). With `--redis-cluster`, the URL is any node of a Redis Cluster:
