@@ -172,6 +172,20 @@ impl IntoClientRequest for Request<()> {
 /// ws.close(None).await?;
 /// # Ok(()) }
 /// ```
+///
+/// # Errors
+///
+/// [`Error::Url`] for a URL that is not `ws://` or `wss://` (or `wss://` without the
+/// `rustls` feature), [`Error::Io`] when TCP fails, [`Error::Proxy`] when the proxy refuses
+/// or fails, [`Error::Tls`] when TLS fails, [`Error::Http`] when the server answers with
+/// another status than `101`, [`Error::Handshake`] when its `101` is not a valid answer,
+/// [`Error::Http2`] when HTTP/2 is required and unavailable, [`Error::Timeout`] after
+/// [`Config::handshake_timeout`].
+///
+/// # Cancel safety
+///
+/// Cancelling drops whatever was opened (the TCP connection, the TLS session); nothing is
+/// left behind, and nothing is reusable.
 pub async fn connect(
     url: impl IntoClientRequest,
 ) -> Result<(WebSocket<MaybeTlsStream<TcpStream>>, Response<()>), Error> {
@@ -184,6 +198,20 @@ pub async fn connect(
 ///
 /// Through a proxy, TLS and the WebSocket handshake run end to end with the target: the
 /// server name checked and the `Host` header are the target's, not the proxy's.
+///
+/// # Errors
+///
+/// [`Error::Url`] for a URL that is not `ws://` or `wss://` (or `wss://` without the
+/// `rustls` feature), [`Error::Io`] when TCP fails, [`Error::Proxy`] when the proxy refuses
+/// or fails, [`Error::Tls`] when TLS fails, [`Error::Http`] when the server answers with
+/// another status than `101`, [`Error::Handshake`] when its `101` is not a valid answer,
+/// [`Error::Http2`] when HTTP/2 is required and unavailable, [`Error::Timeout`] after
+/// [`Config::handshake_timeout`].
+///
+/// # Cancel safety
+///
+/// Cancelling drops whatever was opened (the TCP connection, the TLS session); nothing is
+/// left behind, and nothing is reusable.
 pub async fn connect_with(
     request: impl IntoClientRequest,
     config: Config,
@@ -217,6 +245,15 @@ pub async fn connect_with(
 /// let stream = fullduplex::connect_stream(&uri, &fullduplex::Config::default()).await?;
 /// # drop(stream); Ok(()) }
 /// ```
+///
+/// # Errors
+///
+/// [`Error::Url`], [`Error::Io`], [`Error::Proxy`], [`Error::Tls`] and [`Error::Timeout`] as
+/// for [`connect_with`].
+///
+/// # Cancel safety
+///
+/// As for [`connect_with`].
 pub async fn connect_stream(
     uri: &http::Uri,
     config: &Config,
@@ -374,6 +411,16 @@ async fn tls_connect(
 
 /// Runs the client side of the opening handshake on an established transport (plain TCP,
 /// TLS, a proxy tunnel, an in-memory pipe). Not bounded by a timeout: wrap it in one.
+///
+/// # Errors
+///
+/// [`Error::Io`] when the transport fails, [`Error::Http`] for another status than `101`,
+/// [`Error::Handshake`] for an invalid answer (a wrong `Sec-WebSocket-Accept`, a subprotocol
+/// or extension that was not offered).
+///
+/// # Cancel safety
+///
+/// Not cancel safe: the transport is left in the middle of the handshake; drop it.
 pub async fn client_handshake<S>(
     mut stream: S,
     request: Request<()>,

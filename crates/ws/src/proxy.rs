@@ -189,6 +189,15 @@ impl Proxy {
     /// let tunnel = proxy.connect("example.com", 443).await?;
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when TCP to the proxy fails, [`Error::Proxy`] when the proxy refuses the
+    /// tunnel, asks for credentials it was not given, or answers what is not HTTP or SOCKS5.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling drops the connection to the proxy; nothing is left open.
     pub async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, Error> {
         let mut tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
@@ -208,6 +217,14 @@ impl Proxy {
     /// head is read in pieces, and if bytes follow it in the same read this is
     /// [`ProxyError::UnexpectedData`] rather than losing them: both TLS and the WebSocket
     /// handshake have the client speak first, so an honest tunnel carries nothing yet.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when `stream` fails, [`Error::Proxy`] as for [`connect`](Proxy::connect).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: `stream` is left in the middle of the proxy's exchange; drop it.
     pub async fn tunnel<S>(&self, stream: &mut S, host: &str, port: u16) -> Result<(), Error>
     where
         S: AsyncRead + AsyncWrite + Unpin,

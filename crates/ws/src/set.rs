@@ -342,7 +342,17 @@ where
     ///
     /// `(key, None)` says that the connection has ended (normally after the close
     /// handshake, or after the error reported just before) and has left the set. Waits while
-    /// the set is empty, so it fits a `tokio::select!` beside an accept loop. Cancel-safe.
+    /// the set is empty, so it fits a `tokio::select!` beside an accept loop.
+    ///
+    /// # Errors
+    ///
+    /// `(key, Some(Err(_)))` for that connection: [`Error::Protocol`], [`Error::Io`] or [`Error::Timeout`] as for
+    /// [`WebSocket::recv`]; the next
+    /// result for that key is `(key, None)`, when it has left the set.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is lost; every connection keeps what it has read.
     pub async fn recv(&mut self) -> (Key, Option<Result<Message, Error>>) {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
@@ -350,6 +360,16 @@ where
     /// Receives the next event of any connection (for connections in
     /// [`ReceiveMode::Fragments`](crate::ReceiveMode::Fragments) or
     /// [`ReceiveMode::Streaming`](crate::ReceiveMode::Streaming)), with its key.
+    ///
+    /// # Errors
+    ///
+    /// `(key, Some(Err(_)))` for that connection: [`Error::Protocol`], [`Error::Io`] or [`Error::Timeout`] as for
+    /// [`WebSocket::recv`]; the next
+    /// result for that key is `(key, None)`, when it has left the set.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is lost; every connection keeps what it has read.
     pub async fn recv_event(&mut self) -> (Key, Option<Result<Event, Error>>) {
         poll_fn(|cx| self.poll_next_event(cx)).await
     }
@@ -386,6 +406,17 @@ where
     /// }
     /// # }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// `(key, Some(Err(_)))` for that connection: [`Error::Protocol`], [`Error::Io`] or [`Error::Timeout`] as for
+    /// [`WebSocket::recv`]; the next
+    /// result for that key is `(key, None)`, when it has left the set.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is lost; every connection keeps what it has read, and
+    /// `handler` is called only when a message is there.
     pub async fn recv_with<R>(
         &mut self,
         handler: impl FnOnce(Key, MessageRef<'_>, &mut Outbox<'_>) -> R,
@@ -443,6 +474,16 @@ where
     /// }
     /// # }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// `(key, Some(Err(_)))` for that connection: the first error `handler` returned, or a
+    /// connection error converted with `From<Error>` (as for [`WebSocket::recv`]); the next
+    /// result for that key is `(key, None)`, when it has left the set.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is lost; every connection keeps what it has read.
     pub async fn recv_many<E, F>(&mut self, mut handler: F) -> (Key, Option<Result<usize, E>>)
     where
         F: FnMut(Key, MessageRef<'_>, &mut Outbox<'_>) -> Result<(), E>,

@@ -163,6 +163,18 @@ where
     /// frame is delivered as `Message::Close`, then the stream ends. In
     /// [`ReceiveMode::Fragments`] and [`ReceiveMode::Streaming`] use
     /// [`recv_event`](WebSocket::recv_event) instead.
+    ///
+    /// # Errors
+    ///
+    /// `Some(Err(_))`: [`Error::Protocol`] when the peer broke the protocol (the connection
+    /// then sends the matching close code and ends), [`Error::Io`] when the transport
+    /// failed, [`Error::Timeout`] when keepalive, the idle timeout or the close timeout
+    /// expired, [`Error::FragmentMode`] in a fragment receive mode. After an error the next call returns `None`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future before it completes loses nothing; bytes read so far
+    /// stay in the connection and the next call continues from them.
     pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
@@ -188,6 +200,18 @@ where
     /// }
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// `Some(Err(_))`: [`Error::Protocol`] when the peer broke the protocol (the connection
+    /// then sends the matching close code and ends), [`Error::Io`] when the transport
+    /// failed, [`Error::Timeout`] when keepalive, the idle timeout or the close timeout
+    /// expired. After an error the next call returns `None`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future before it completes loses nothing; bytes read so far
+    /// stay in the connection and the next call continues from them.
     pub async fn recv_event(&mut self) -> Option<Result<Event, Error>> {
         poll_fn(|cx| self.poll_next_event(cx)).await
     }
@@ -223,6 +247,19 @@ where
     /// }
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// `Some(Err(_))`: [`Error::Protocol`] when the peer broke the protocol (the connection
+    /// then sends the matching close code and ends), [`Error::Io`] when the transport
+    /// failed, [`Error::Timeout`] when keepalive, the idle timeout or the close timeout
+    /// expired, [`Error::FragmentMode`] in a fragment receive mode. After an error the next call returns `None`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future before it completes loses nothing; bytes read so far
+    /// stay in the connection and the next call continues from them; `handler` is called
+    /// only when a message is there, never for a cancelled call.
     pub async fn recv_with<R>(
         &mut self,
         handler: impl FnOnce(MessageRef<'_>, &mut Outbox<'_>) -> R,
@@ -295,6 +332,18 @@ where
     /// }
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// `Some(Err(e))`: the first error `handler` returned (the messages before it were
+    /// handled), or a connection error converted with `From<Error>`: [`Error::Protocol`],
+    /// [`Error::Io`], [`Error::Timeout`] as for [`recv`](WebSocket::recv), and
+    /// [`Error::FragmentMode`] in a fragment receive mode.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future before it completes loses nothing; bytes read so far
+    /// stay in the connection and the next call continues from them.
     pub async fn recv_many<E, F>(&mut self, mut handler: F) -> Option<Result<usize, E>>
     where
         F: FnMut(MessageRef<'_>, &mut Outbox<'_>) -> Result<(), E>,
@@ -601,6 +650,19 @@ where
     // ----- sending -----
 
     /// Queues a message and writes everything queued. Waits while the write buffer is full.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] after a close frame was sent, [`Error::Send`] for what the protocol
+    /// does not allow (see [`fullduplex_proto::SendError`]), [`Error::Io`] when the transport
+    /// failed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: once the message is queued, cancelling stops only the write; what
+    /// is queued leaves with the next write (`flush`, `send` or `recv`), possibly in part
+    /// already. Cancelled before it was queued (while the write buffer was full), nothing was
+    /// queued.
     pub async fn send(&mut self, message: Message) -> Result<(), Error> {
         self.feed(message).await?;
         self.flush().await
@@ -610,6 +672,17 @@ where
     /// queued is written by the next [`flush`](WebSocket::flush), or by
     /// [`recv`](WebSocket::recv) as soon as it has to wait for the peer: an echo loop of
     /// `recv` and `feed` writes all replies to one batch of reads in a single write.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] after a close frame was sent, [`Error::Send`] for what the protocol
+    /// does not allow (see [`fullduplex_proto::SendError`]), [`Error::Io`] when the transport
+    /// failed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe in the sense that matters: cancelled while it waits for room, nothing was
+    /// queued; once it completes, the message is queued whole.
     pub fn feed(&mut self, message: Message) -> impl Future<Output = Result<(), Error>> + '_ {
         // A hand-written future rather than an `async fn`: it holds the message once, not
         // twice, which keeps the task of an echo loop (and so every connection) smaller.
@@ -627,6 +700,17 @@ where
     /// [`send_fragment`](WebSocket::send_fragment) and [`feed`](WebSocket::feed)): a relay
     /// in [`ReceiveMode::Streaming`] feeds every piece it receives, and what is queued leaves
     /// when `recv_event` next waits for the peer.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] after a close frame was sent, [`Error::Send`] for what the protocol
+    /// does not allow (see [`fullduplex_proto::SendError`]), [`Error::Io`] when the transport
+    /// failed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe in the sense that matters: cancelled while it waits for room, nothing was
+    /// queued; once it completes, the message is queued whole.
     pub fn feed_fragment(
         &mut self,
         kind: DataKind,
@@ -645,6 +729,19 @@ where
     }
 
     /// Queues a message uncompressed even when permessage-deflate is on, and flushes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] after a close frame was sent, [`Error::Send`] for what the protocol
+    /// does not allow (see [`fullduplex_proto::SendError`]), [`Error::Io`] when the transport
+    /// failed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: once the message is queued, cancelling stops only the write; what
+    /// is queued leaves with the next write (`flush`, `send` or `recv`), possibly in part
+    /// already. Cancelled before it was queued (while the write buffer was full), nothing was
+    /// queued.
     pub async fn send_uncompressed(&mut self, message: Message) -> Result<(), Error> {
         poll_fn(|cx| self.poll_ready_send(cx)).await?;
         self.ensure_open()?;
@@ -653,6 +750,15 @@ where
     }
 
     /// Writes everything queued.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the transport failed, [`Error::Timeout`] when a timer expired
+    /// meanwhile.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: cancelling leaves the rest queued, written by the next write.
     pub async fn flush(&mut self) -> Result<(), Error> {
         poll_fn(|cx| self.poll_write_out(cx)).await
     }
@@ -660,6 +766,19 @@ where
     /// Sends one frame of a fragmented message (see
     /// [`Connection::send_fragment`](fullduplex_proto::Connection::send_fragment)), and
     /// flushes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] after a close frame was sent, [`Error::Send`] for what the protocol
+    /// does not allow (see [`fullduplex_proto::SendError`]), [`Error::Io`] when the transport
+    /// failed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: once the message is queued, cancelling stops only the write; what
+    /// is queued leaves with the next write (`flush`, `send` or `recv`), possibly in part
+    /// already. Cancelled before it was queued (while the write buffer was full), nothing was
+    /// queued.
     pub async fn send_fragment(
         &mut self,
         kind: DataKind,
@@ -672,6 +791,19 @@ where
 
     /// Queues one or more complete server frames encoded once for many connections (see
     /// [`fullduplex_proto::connection::encode_server_message`]), and flushes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] after a close frame was sent, [`Error::Send`] for what the protocol
+    /// does not allow (see [`fullduplex_proto::SendError`]), [`Error::Io`] when the transport
+    /// failed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: once the message is queued, cancelling stops only the write; what
+    /// is queued leaves with the next write (`flush`, `send` or `recv`), possibly in part
+    /// already. Cancelled before it was queued (while the write buffer was full), nothing was
+    /// queued.
     pub async fn send_encoded(&mut self, frames: Bytes) -> Result<(), Error> {
         poll_fn(|cx| self.poll_ready_send(cx)).await?;
         self.start_send_encoded(frames)?;
@@ -689,6 +821,17 @@ where
     /// Closes the connection: sends a close frame (if none was sent yet), then reads until the
     /// peer's close frame arrives and the transport is closed, discarding data that arrives in
     /// between. Bounded by the close timeout.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Send`] when the close frame is invalid (a reserved code, a reason over 123
+    /// bytes), [`Error::Timeout`] when the peer does not finish the handshake within the
+    /// close timeout, [`Error::Io`] or [`Error::Protocol`] as for [`recv`](WebSocket::recv).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the close frame, once queued, stays queued; calling `close` again (or
+    /// `recv` until `None`) finishes the handshake.
     pub async fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), Error> {
         if !self.done {
             self.start_close(frame)?;

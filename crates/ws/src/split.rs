@@ -134,11 +134,29 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     /// Receives the next message; `None` after a normal close.
+    ///
+    /// # Errors
+    ///
+    /// As [`WebSocket::recv`]: `Some(Err(_))` with [`Error::Protocol`], [`Error::Io`] or
+    /// [`Error::Timeout`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`WebSocket::recv`].
     pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// Receives the next event (messages, or fragments in fragment mode).
+    ///
+    /// # Errors
+    ///
+    /// As [`WebSocket::recv`]: `Some(Err(_))` with [`Error::Protocol`], [`Error::Io`] or
+    /// [`Error::Timeout`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`WebSocket::recv`].
     pub async fn recv_event(&mut self) -> Option<Result<Event, Error>> {
         poll_fn(|cx| {
             with_socket(&self.shared, &self.shared.wakers.read, cx, |ws, cx| {
@@ -190,12 +208,28 @@ where
     }
 
     /// Queues a message and flushes; waits while the write buffer is full.
+    ///
+    /// # Errors
+    ///
+    /// As [`WebSocket::send`]: [`Error::Closed`], [`Error::Send`], [`Error::Io`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`WebSocket::send`].
     pub async fn send(&mut self, message: Message) -> Result<(), Error> {
         self.feed(message).await?;
         self.flush().await
     }
 
     /// Queues a message without flushing (waits while the write buffer is full).
+    ///
+    /// # Errors
+    ///
+    /// As [`WebSocket::feed`]: [`Error::Closed`], [`Error::Send`], [`Error::Io`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`WebSocket::feed`].
     pub async fn feed(&mut self, message: Message) -> Result<(), Error> {
         poll_fn(|cx| self.poll_with(cx, |ws, cx| ws.poll_ready_send(cx))).await?;
         self.shared.lock().start_send_message(message)
@@ -203,6 +237,14 @@ where
 
     /// Queues one frame of a fragmented message without flushing (waits while the write
     /// buffer is full).
+    ///
+    /// # Errors
+    ///
+    /// As [`WebSocket::feed_fragment`]: [`Error::Closed`], [`Error::Send`], [`Error::Io`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`WebSocket::feed_fragment`].
     pub async fn feed_fragment(
         &mut self,
         kind: DataKind,
@@ -216,6 +258,14 @@ where
     }
 
     /// Sends one frame of a fragmented message and flushes.
+    ///
+    /// # Errors
+    ///
+    /// As [`WebSocket::send_fragment`]: [`Error::Closed`], [`Error::Send`], [`Error::Io`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`WebSocket::send_fragment`].
     pub async fn send_fragment(
         &mut self,
         kind: DataKind,
@@ -227,12 +277,30 @@ where
     }
 
     /// Writes everything queued.
+    ///
+    /// # Errors
+    ///
+    /// As [`WebSocket::flush`]: [`Error::Io`], [`Error::Timeout`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`WebSocket::flush`].
     pub async fn flush(&mut self) -> Result<(), Error> {
         poll_fn(|cx| self.poll_with(cx, |ws, cx| ws.poll_write_out(cx))).await
     }
 
     /// Sends a close frame and flushes it. The read half sees the peer's answer and then the
     /// end of the stream.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Send`] for an invalid close frame or a second close, [`Error::Io`] when the
+    /// transport failed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe once the frame is queued (at the first poll): what is left is written by
+    /// the next flush.
     pub async fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), Error> {
         self.shared
             .lock()
