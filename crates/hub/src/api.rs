@@ -126,6 +126,10 @@ fn sendable_close_code(code: u16) -> bool {
 }
 
 /// Answers `method path` with `body` (the request's body, already read and bounded).
+///
+/// # Cancel safety
+///
+/// Cancelling abandons the request; a publish may have been stored already.
 pub async fn handle(hub: &Arc<Hub>, method: &Method, path: &str, body_bytes: &Bytes) -> ApiAnswer {
     match (method, path) {
         (&Method::GET | &Method::POST, "/api/info") => match hub.nodes().await {

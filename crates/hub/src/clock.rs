@@ -30,6 +30,10 @@ pub fn clock_message(now: SystemTime) -> String {
 }
 
 /// Publishes [`clock_message`] to [`CLOCK_TOPIC`] every `interval` until the hub shuts down.
+///
+/// # Cancel safety
+///
+/// Cancel safe: it only publishes, one message per tick.
 pub async fn run(hub: Arc<Hub>, interval: Duration) {
     let Ok(topic) = Topic::new(CLOCK_TOPIC) else {
         return;

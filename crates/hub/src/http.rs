@@ -105,6 +105,15 @@ fn json_error(status: StatusCode, reason: &str) -> HttpResponse {
 }
 
 /// Routes one request.
+///
+/// # Errors
+///
+/// Never: every failure is an HTTP status in the response.
+///
+/// # Cancel safety
+///
+/// Cancelling abandons the request (hyper does it when the client goes away); a WebSocket
+/// upgrade already answered runs on in its own task.
 pub async fn route<B>(hub: Arc<Hub>, request: Request<B>) -> Result<HttpResponse, Infallible>
 where
     B: Body + Send + 'static,

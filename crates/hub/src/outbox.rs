@@ -185,11 +185,19 @@ impl Outbox {
 
     /// Waits until something was pushed to an empty queue, or it overflowed, since the last
     /// wait (a push that happened before this call counts).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a push that happens meanwhile is seen by the next call.
     pub async fn wait(&self) {
         self.ready.notified().await;
     }
 
     /// Waits until the queue has overflowed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
     pub async fn overflowed(&self) {
         loop {
             // Register before checking, so that an overflow in between is not missed.

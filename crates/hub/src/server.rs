@@ -30,6 +30,15 @@ impl Hub {
     /// called; then stops accepting, lets every WebSocket flush its queue and close with
     /// 1001, finishes in-flight HTTP requests, and returns, waiting at most
     /// [`HubConfig::shutdown_timeout`](crate::HubConfig::shutdown_timeout) for all that.
+    ///
+    /// # Errors
+    ///
+    /// When the engine does not start within 10 s (Redis unreachable) or fails to start.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropping the future stops accepting, but connections already
+    /// accepted run on in their own tasks; call [`Hub::shutdown`] to end them.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
         tokio::time::timeout(ENGINE_START_TIMEOUT, self.start_engine())
             .await
