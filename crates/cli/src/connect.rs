@@ -86,7 +86,8 @@ pub struct ConnectArgs {
     /// Do not offer permessage-deflate compression.
     #[arg(long, overrides_with = "compress")]
     pub no_compress: bool,
-    /// Ping every SECS seconds; fail (exit 4) if no pong arrives within SECS.
+    /// Ping every SECS seconds; fail (exit 4) if no pong arrives within SECS. Default: the
+    /// library's keepalive, every 20 s.
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub ping_interval: Option<Duration>,
     /// Bound on TCP connect, TLS and the upgrade, in seconds.
@@ -578,7 +579,9 @@ fn conclude(end: ReadEnd, args: &ConnectArgs) -> Result<(), Failure> {
             match error {
                 Error::Timeout(TimeoutKind::Keepalive) => format!(
                     "no pong within {} s: the connection is dead",
-                    args.ping_interval.unwrap_or_default().as_secs_f64()
+                    args.ping_interval
+                        .unwrap_or(fullduplex::Keepalive::DEFAULT.timeout)
+                        .as_secs_f64()
                 ),
                 Error::Protocol(fullduplex::proto::ProtocolError::UnexpectedEof) => {
                     "the server closed the connection without a close frame".into()

@@ -33,13 +33,28 @@ pub struct ServeOptions {
     /// Origin header (non-browser clients) are accepted.
     #[arg(long = "allowed-origin", value_name = "ORIGIN")]
     pub allowed_origins: Vec<String>,
-    /// Largest message accepted, in bytes; larger ones close the connection with 1009.
+    /// Largest message accepted, in bytes (also after inflating); larger ones close the
+    /// connection with 1009. Default: the library's, 1 MiB.
     #[arg(long, value_name = "BYTES")]
     pub max_message_size: Option<usize>,
+    /// Keepalive: ping every SECS seconds and close the connection (1011) when the pong has
+    /// not come SECS seconds later; 0 turns it off. A peer that went silent is closed
+    /// within twice this.
+    #[arg(long, value_name = "SECS", default_value = "20", value_parser = parse_ping_interval)]
+    pub ping_interval: std::time::Duration,
     /// Do not accept WebSockets over HTTP/2 (RFC 8441): no ALPN `h2` with TLS, no h2c
     /// without. By default both are accepted next to HTTP/1.1, on the same port.
     #[arg(long)]
     pub no_http2: bool,
+}
+
+/// `--ping-interval`: seconds (fractions allowed), 0 for none.
+fn parse_ping_interval(text: &str) -> Result<std::time::Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|secs| secs.is_finite() && *secs >= 0.0 && *secs <= 86_400.0)
+        .map(std::time::Duration::from_secs_f64)
+        .ok_or_else(|| format!("{text}: expected seconds from 0 to 86400"))
 }
 
 /// Any transport a connection runs over: TCP, or TLS over TCP.
@@ -91,6 +106,10 @@ impl Server {
             .await
             .map_err(|e| Failure::new(format!("cannot listen on {addr}: {e}")))?;
         let mut config = Config::default();
+        config = match options.ping_interval.is_zero() {
+            true => config.no_keepalive(),
+            false => config.keepalive(options.ping_interval, options.ping_interval),
+        };
         if let Some(max) = options.max_message_size {
             config = config.max_message_size(max);
         }

@@ -84,9 +84,17 @@ pub struct ServeArgs {
     /// Most subscriptions per connection.
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub max_subscriptions: usize,
-    /// Most topics at once.
+    /// Most topics at once. A topic counts while it has subscribers, history or presence;
+    /// one that holds none of these is forgotten at once.
     #[arg(long, default_value_t = 100_000, value_name = "N")]
     pub max_topics: usize,
+    /// Most topics one connection may create (subscribe to while nobody on this node does)
+    /// per --new-topics-window; more get the error `topic_rate_limited` (0: no limit).
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub new_topics_per_connection: u32,
+    /// The window of --new-topics-per-connection (a token bucket refilled over it).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "TIME")]
+    pub new_topics_window: Duration,
     /// Largest WebSocket message (larger: close 1009) and POST /publish body (larger: 413).
     #[arg(long, default_value_t = 65_536, value_name = "BYTES")]
     pub max_message_size: usize,
@@ -152,6 +160,8 @@ impl ServeArgs {
             history_ttl: self.history_ttl,
             history_meta_ttl: self.history_meta_ttl,
             max_topics: self.max_topics,
+            new_topics_per_connection: self.new_topics_per_connection,
+            new_topics_window: self.new_topics_window,
             presence_ttl: self.presence_ttl,
             history_memory: self.history_memory,
             ..BrokerConfig::default()
