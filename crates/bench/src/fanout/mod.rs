@@ -64,6 +64,10 @@ pub struct FanoutArgs {
     /// Seconds of the steady phase.
     #[arg(long, default_value_t = 5.0)]
     pub seconds: f64,
+    /// Do not repeat a run during which CPU 0 was more than 25% busy with other work (on a
+    /// machine that is loaded all the time the repeat measures the same noise).
+    #[arg(long)]
+    pub no_repeat: bool,
     /// Seconds: 50 subscribers, one round, every available server; writes nothing.
     #[arg(long)]
     pub smoke: bool,
@@ -725,7 +729,7 @@ pub fn run(mut args: FanoutArgs) -> Result<(), String> {
             for server in &servers {
                 done += 1;
                 let mut outcome = run_one(server, scenario, round, &args);
-                if matches!(&outcome, Ok(r) if r.cpu0_other > 0.25 && !smoke) {
+                if matches!(&outcome, Ok(r) if r.cpu0_other > 0.25 && !smoke && !args.no_repeat) {
                     eprintln!("  disturbed ({}), repeating", server.name);
                     outcome = run_one(server, scenario, round, &args);
                 }
@@ -809,8 +813,18 @@ pub fn rewrite(files: &[PathBuf], out: Option<PathBuf>, no_write: bool) -> Resul
         match merged.as_mut() {
             None => merged = Some(results),
             Some(all) => {
-                let offset = all.rounds;
-                all.rounds += results.rounds;
+                // Rounds of a scenario already present are appended; other scenarios keep
+                // their own round numbers.
+                let overlap = results
+                    .runs
+                    .iter()
+                    .any(|r| all.runs.iter().any(|a| a.scenario == r.scenario));
+                let offset = if overlap { all.rounds } else { 0 };
+                all.rounds = if overlap {
+                    all.rounds + results.rounds
+                } else {
+                    all.rounds.max(results.rounds)
+                };
                 all.runs.extend(results.runs.into_iter().map(|mut r| {
                     r.round += offset;
                     r
