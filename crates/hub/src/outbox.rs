@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -50,6 +50,8 @@ pub struct Outbox {
     has_control: AtomicBool,
     /// The connection negotiated permessage-deflate: it takes compressed message frames.
     deflate: bool,
+    /// Told when the queue overflows, besides the queue's own waiters.
+    overflow_signal: Option<Arc<Notify>>,
 }
 
 #[derive(Debug, Default)]
@@ -78,7 +80,16 @@ impl Outbox {
             limit: limit.max(1),
             has_control: AtomicBool::new(false),
             deflate: false,
+            overflow_signal: None,
         }
+    }
+
+    /// The same queue, which also notifies `signal` when it overflows: for a consumer that
+    /// is not always listening, such as an HTTP response body that hyper polls only while the
+    /// client reads.
+    pub fn with_overflow_signal(mut self, signal: Arc<Notify>) -> Outbox {
+        self.overflow_signal = Some(signal);
+        self
     }
 
     /// The same queue for a connection that takes compressed message frames (`true`: it
@@ -129,6 +140,9 @@ impl Outbox {
             state.bytes = 0;
             drop(state);
             self.ready.notify_one();
+            if let Some(signal) = &self.overflow_signal {
+                signal.notify_one();
+            }
             return Err(Overflow { dropped });
         }
         let was_empty = state.frames.is_empty();

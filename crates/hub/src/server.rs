@@ -12,7 +12,7 @@ use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use crate::{clock, http, Hub};
 
@@ -125,8 +125,10 @@ async fn serve_connection<I>(hub: Arc<Hub>, io: TokioIo<I>, permit: HttpPermit, 
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let abort = ConnectionAbort(Arc::new(Notify::new()));
     let service = service_fn(|mut request: Request<Incoming>| {
         request.extensions_mut().insert(permit.clone());
+        request.extensions_mut().insert(abort.clone());
         http::route(hub.clone(), request)
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -153,11 +155,32 @@ where
             connection.as_mut().graceful_shutdown();
             connection.await
         }
+        _ = abort.0.notified() => {
+            // A response the client stopped reading: give it a moment to end by itself
+            // (hyper writes its last bytes if the client reads again), then close.
+            match tokio::time::timeout(ABORT_GRACE, connection.as_mut()).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::debug!(%peer, "HTTP connection closed: its client stopped reading");
+                    return;
+                }
+            }
+        }
     };
     if let Err(error) = result {
         tracing::debug!(%error, %peer, "HTTP connection ended with an error");
     }
 }
+
+/// Asks the task serving an HTTP/1.1 connection to close it: the response being written is an
+/// event stream whose client stopped reading (its queue overflowed), and hyper, which polls
+/// the body only while the socket takes data, would otherwise keep the connection forever.
+/// (On HTTP/2 a stream's flow control holds such a body and the connection serves others.)
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionAbort(pub(crate) Arc<Notify>);
+
+/// How long an aborted connection may still finish by itself.
+const ABORT_GRACE: Duration = Duration::from_secs(2);
 
 /// An HTTP connection's place under [`HubConfig::max_http_connections`]: held while the
 /// connection serves plain HTTP, given back once it carries a WebSocket (which then counts

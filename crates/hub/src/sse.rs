@@ -489,7 +489,12 @@ async fn open<B>(hub: Arc<Hub>, request: Request<B>) -> Result<SseBody, Refusal>
     }
     // From here the stream exists: dropping it (a refusal below, or the client leaving
     // while the subscriptions are made) leaves what it joined.
-    let mut stream = SseStream::new(hub.clone(), id, slot, &grants, query.topics);
+    // On HTTP/1.1 an overflow also closes the connection (see `ConnectionAbort`).
+    let abort = (request.version() != http::Version::HTTP_2)
+        .then(|| request.extensions().get::<crate::server::ConnectionAbort>())
+        .flatten()
+        .map(|abort| abort.0.clone());
+    let mut stream = SseStream::new(hub.clone(), id, slot, &grants, query.topics, abort);
     let resume = query.resume.map(|id| id.0);
     for index in 0..stream.topics.len() {
         let wanted = resume
@@ -569,8 +574,19 @@ impl Drop for SseStream {
 }
 
 impl SseStream {
-    fn new(hub: Arc<Hub>, id: ConnId, slot: Slot, grants: &Grants, topics: Vec<Topic>) -> Self {
-        let outbox = Arc::new(Outbox::new(hub.config.max_queued_bytes));
+    fn new(
+        hub: Arc<Hub>,
+        id: ConnId,
+        slot: Slot,
+        grants: &Grants,
+        topics: Vec<Topic>,
+        abort: Option<Arc<tokio::sync::Notify>>,
+    ) -> Self {
+        let mut outbox = Outbox::new(hub.config.max_queued_bytes);
+        if let Some(abort) = abort {
+            outbox = outbox.with_overflow_signal(abort);
+        }
+        let outbox = Arc::new(outbox);
         hub.registry
             .add_session(id, grants.user().cloned(), outbox.clone());
         let period = hub.config.sse_heartbeat.max(Duration::from_millis(10));

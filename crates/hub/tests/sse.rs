@@ -558,6 +558,46 @@ fn a_slow_consumer_is_dropped_and_its_stream_ended() {
     );
 }
 
+#[test]
+fn a_slow_consumer_that_never_reads_again_loses_its_connection_and_slot() {
+    let mut config = config();
+    // A queue larger than what the sockets buffer: the server's socket is full (hyper stops
+    // polling the body) before the queue overflows.
+    config.max_queued_bytes = 8 << 20;
+    config.max_connections = 1;
+    let hub = TestHub::start(config);
+    let client = SseClient::open_with(hub.addr, "/sse?topic=flood", &[], |stream| {
+        set_receive_buffer(stream, 4096);
+    });
+    assert_eq!(client.status, 200);
+    let topic = Topic::new("flood").expect("topic");
+    wait_until("the subscription", || {
+        hub.hub.registry().subscriber_count(&topic) == 1
+    });
+    let data = format!("\"{}\"", "x".repeat(48 << 10));
+    let deadline = Instant::now() + WAIT;
+    while hub.hub.registry().subscriber_count(&topic) == 1 {
+        assert!(Instant::now() < deadline, "never overflowed");
+        publish(&hub, "flood", &data);
+    }
+    // Still held: the stream could not even write its close event.
+    let next = SseClient::open(hub.addr, "/sse?topic=other", &[]);
+    assert_eq!(next.status, 503, "the slot was given back before the abort");
+    // The client never reads again (hyper never polls its body again): the hub closes the
+    // connection after a short grace, and its connection slot serves another client.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let next = SseClient::open(hub.addr, "/sse?topic=other", &[]);
+        if next.status == 200 {
+            break;
+        }
+        assert_eq!(next.status, 503);
+        assert!(Instant::now() < deadline, "the slot never came back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(client);
+}
+
 /// Makes the socket's receive buffer small, so that a client that does not read stalls the
 /// server quickly.
 fn set_receive_buffer(stream: &TcpStream, bytes: i32) {
