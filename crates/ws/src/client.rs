@@ -179,7 +179,7 @@ impl IntoClientRequest for Request<()> {
 /// `rustls` feature), [`Error::Io`] when TCP fails, [`Error::Proxy`] when the proxy refuses
 /// or fails, [`Error::Tls`] when TLS fails, [`Error::Http`] when the server answers with
 /// another status than `101`, [`Error::Handshake`] when its `101` is not a valid answer,
-/// [`Error::Http2`] when HTTP/2 is required and unavailable, [`Error::Timeout`] after
+/// `Error::Http2` (feature `http2`) when HTTP/2 is required and unavailable, [`Error::Timeout`] after
 /// [`Config::handshake_timeout`].
 ///
 /// # Cancel safety
@@ -205,7 +205,7 @@ pub async fn connect(
 /// `rustls` feature), [`Error::Io`] when TCP fails, [`Error::Proxy`] when the proxy refuses
 /// or fails, [`Error::Tls`] when TLS fails, [`Error::Http`] when the server answers with
 /// another status than `101`, [`Error::Handshake`] when its `101` is not a valid answer,
-/// [`Error::Http2`] when HTTP/2 is required and unavailable, [`Error::Timeout`] after
+/// `Error::Http2` (feature `http2`) when HTTP/2 is required and unavailable, [`Error::Timeout`] after
 /// [`Config::handshake_timeout`].
 ///
 /// # Cancel safety
