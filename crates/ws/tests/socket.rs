@@ -377,9 +377,12 @@ async fn fragments_stream_a_large_message() {
 #[tokio::test]
 async fn streaming_relay_echoes_a_large_message_while_it_arrives() {
     for compress in [false, true] {
+        // The close waits for the echoes still in flight: on a loaded machine that took
+        // longer than the default close timeout (5 s).
         let config = Config::default()
             .compression(compress)
-            .max_message_size(16 << 20);
+            .max_message_size(16 << 20)
+            .close_timeout(Duration::from_secs(60));
         let (client, mut server) = tcp_pair(config.clone(), config).await;
         assert_eq!(client.is_compressed(), compress);
         server.set_receive_mode(ReceiveMode::Streaming);
