@@ -24,13 +24,17 @@ fn main() {
     frame.extend_from_slice(&(bomb.len() as u64).to_be_bytes());
     frame.extend_from_slice(&key);
     frame.extend(bomb.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    println!("bomb: {} bytes on the wire, inflating to 64 MiB + 4 KiB", frame.len());
+    println!(
+        "bomb: {} bytes on the wire, inflating to 64 MiB + 4 KiB",
+        frame.len()
+    );
     for limit in [64usize << 20, 1 << 20] {
         let mut totals = Vec::new();
         let mut longest = Duration::ZERO;
         let mut calls = 0;
         for _ in 0..7 {
-            let mut server = Connection::new(Role::Server, Config::default().max_message_size(limit));
+            let mut server =
+                Connection::new(Role::Server, Config::default().max_message_size(limit));
             server.enable_deflate(params);
             server.recv_buf().extend_from_slice(&frame);
             let start = Instant::now();
