@@ -43,6 +43,8 @@ Examples:
 `fdx ws://...` and `fdx wss://...` are short for `fdx connect ...`.";
 
 #[derive(Debug, Subcommand)]
+// Parsed once per run: boxing `serve`'s many options would only complicate the match.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Connect to a WebSocket endpoint: send stdin lines as messages, print what arrives.
     Connect(connect::ConnectArgs),
