@@ -120,6 +120,8 @@ def hub_seeds():
         ("bad", '{"type":"dance","id":[1]}'),
         ("deep", "[" * 70 + "]" * 70),
         ("array", "[]"),
+        # The campaign's first finding: an id beyond f64's range is still a JSON number.
+        ("id-huge-number", '{"type":"presence","topic":"room","id":88888883E5344444444444444431}'),
     ]:
         write("hub_request", name, text.encode())
     for name, method, head, body in [
