@@ -662,17 +662,23 @@ async fn history_flood(slot: usize, s: &Settings, stats: &Stats, end: Instant) {
             _ = tick.tick() => {}
         }
         let sent = Instant::now();
+        let cut = end.saturating_duration_since(sent) < s.answer_timeout;
         let timeout = s
             .answer_timeout
             .min(end.saturating_duration_since(sent))
             .max(Duration::from_millis(100));
-        let answer = http
+        let answer = match http
             .post(
                 &format!("/publish/hflood-{slot}-{i}"),
                 body.as_bytes(),
                 timeout,
             )
-            .await;
+            .await
+        {
+            Answer::NoAnswer(_) if cut => Answer::CutOff,
+            Answer::NoAnswer(_) => Answer::NoAnswer(s.answer_timeout.as_secs()),
+            other => other,
+        };
         i += 1;
         let mut stats = stats.borrow_mut();
         let entry = stats.entry(Class::HistoryFlood).or_default();

@@ -167,6 +167,8 @@ pub struct HonestReport {
     pub connected: usize,
     /// Connections that failed at any time.
     pub connections_failed: usize,
+    /// Per second of the run (by arrival): the highest latency in µs and the phase then.
+    pub per_second_max: Vec<(u64, u8)>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -185,6 +187,7 @@ struct Ctx {
     failures: RefCell<[u64; PHASES]>,
     samples: RefCell<Vec<String>>,
     connections_failed: Cell<usize>,
+    per_second_max: RefCell<Vec<(u64, u8)>>,
 }
 
 impl Ctx {
@@ -207,6 +210,14 @@ impl Ctx {
         let us = now.saturating_duration_since(sched).as_micros() as u64;
         if let Some(h) = self.latency.borrow_mut().get_mut(phase) {
             h.saturating_record(us.max(1));
+        }
+        let second = now.saturating_duration_since(self.start).as_secs() as usize;
+        let mut per_second = self.per_second_max.borrow_mut();
+        if per_second.len() <= second {
+            per_second.resize(second + 1, (0, self.shared.phase() as u8));
+        }
+        if let Some(slot) = per_second.get_mut(second) {
+            slot.0 = slot.0.max(us);
         }
         if phase < PHASES {
             self.received.borrow_mut()[phase] += 1;
@@ -250,6 +261,7 @@ async fn run(addr: String, plan: Plan, shared: Shared) -> HonestReport {
         failures: RefCell::new([0; PHASES]),
         samples: RefCell::new(Vec::new()),
         connections_failed: Cell::new(0),
+        per_second_max: RefCell::new(Vec::new()),
     });
     let mut report = match plan {
         Plan::Echo {
@@ -270,6 +282,7 @@ async fn run(addr: String, plan: Plan, shared: Shared) -> HonestReport {
     report.failures = *ctx.failures.borrow();
     report.failure_samples = ctx.samples.replace(Vec::new());
     report.connections_failed = ctx.connections_failed.get();
+    report.per_second_max = ctx.per_second_max.replace(Vec::new());
     report.connected = shared.connected.load(Ordering::Relaxed);
     report
 }
@@ -290,6 +303,7 @@ fn empty_report() -> HonestReport {
         publish_answers: BTreeMap::new(),
         connected: 0,
         connections_failed: 0,
+        per_second_max: Vec::new(),
     }
 }
 
@@ -495,7 +509,7 @@ pub struct Tally {
     pub unique: u64,
     /// Repeats.
     pub duplicates: u64,
-    /// Received after a higher one.
+    /// Received after one with a higher hub offset.
     pub out_of_order: u64,
     /// Sequence numbers never published.
     pub bogus: u64,
@@ -509,9 +523,9 @@ pub struct Tally {
 }
 
 impl Tally {
-    /// Records sequence number `seq`; `published` is how many the publisher has sent to the
-    /// topic (a higher number is not ours).
-    pub fn add(&mut self, seq: u64, published: u64) {
+    /// Records sequence number `seq` delivered at hub offset `offset`; `published` is how
+    /// many the publisher has sent to the topic (a higher number is not ours).
+    pub fn add(&mut self, seq: u64, offset: u64, published: u64) {
         if seq >= published + 1_000 {
             self.bogus += 1;
             return;
@@ -528,8 +542,8 @@ impl Tally {
         self.seen[word] |= bit;
         self.unique += 1;
         match self.max {
-            Some(max) if seq < max => self.out_of_order += 1,
-            _ => self.max = Some(seq),
+            Some(max) if offset <= max => self.out_of_order += 1,
+            _ => self.max = Some(offset),
         }
     }
 
@@ -755,6 +769,7 @@ fn hub_text(
             let (Some(seq), Some(t), Some(p)) = (field("seq"), field("t"), field("p")) else {
                 return Ok(()); // not ours
             };
+            let offset = value.get("offset").and_then(|o| o.as_u64()).unwrap_or(0);
             let published = state
                 .topics
                 .borrow()
@@ -762,7 +777,7 @@ fn hub_text(
                 .map_or(0, |t| t.published);
             if let Some(tally) = state.tallies.borrow_mut().get_mut(index) {
                 let dup = tally.has(seq);
-                tally.add(seq, published);
+                tally.add(seq, offset, published);
                 if !dup {
                     ctx.record(p as usize, t);
                 }
@@ -775,8 +790,14 @@ fn hub_text(
     }
 }
 
-/// The honest publisher: `POST /publish/TOPIC` on one keep-alive connection at `rate` per
-/// second, round-robin over the topics, each body `{"seq":N,"t":NS,"p":PHASE,"pad":"..."}`.
+/// The honest publishers: `PUBLISHERS` keep-alive connections sharing one schedule of `rate`
+/// messages per second, round-robin over the topics (message n goes to topic n mod K with
+/// sequence number n / K, publisher n mod P sends it). Bodies are
+/// `{"seq":N,"t":NS,"p":PHASE,"pad":"..."}`. With several publishers a topic's messages may
+/// be stored in another order than their sequence numbers: subscribers check order by the
+/// hub's offsets, and completeness by the sequence numbers.
+pub const PUBLISHERS: usize = 4;
+
 async fn publisher(
     ctx: Rc<Ctx>,
     topics: Rc<Vec<String>>,
@@ -784,26 +805,58 @@ async fn publisher(
     rate: f64,
     size: usize,
 ) {
+    let first = Instant::now() + Duration::from_millis(10);
+    let mut tasks = Vec::new();
+    for j in 0..PUBLISHERS {
+        let (ctx, topics, state) = (ctx.clone(), topics.clone(), state.clone());
+        tasks.push(tokio::task::spawn_local(async move {
+            publish_loop(ctx, topics, state, rate, size, first, j).await
+        }));
+    }
+    // Aborting this task drops the handles, which does not abort them: wait here until the
+    // end, then abort them.
+    let _guard = AbortOnDrop(tasks);
+    std::future::pending::<()>().await;
+}
+
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+async fn publish_loop(
+    ctx: Rc<Ctx>,
+    topics: Rc<Vec<String>>,
+    state: Rc<HubState>,
+    rate: f64,
+    size: usize,
+    first: Instant,
+    j: usize,
+) {
     let mut http = HttpClient::new(&ctx.addr);
     let period = Duration::from_secs_f64(1.0 / rate.max(0.01));
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
-    let mut n = 0usize;
+    let k_count = topics.len().max(1);
+    let mut n = j;
     loop {
-        let at = tick.tick().await;
+        let at = first + period.mul_f64(n as f64);
+        tokio::time::sleep_until(at).await;
         let phase = ctx.shared.phase();
         if phase >= Phase::Drain {
+            n += PUBLISHERS;
             continue;
         }
-        let k = n % topics.len().max(1);
-        n += 1;
+        let k = n % k_count;
+        let seq = (n / k_count) as u64;
+        n += PUBLISHERS;
         let Some(topic) = topics.get(k) else { return };
-        let seq = {
-            let mut logs = state.topics.borrow_mut();
-            let Some(log) = logs.get_mut(k) else { return };
-            log.published += 1;
-            log.published - 1
-        };
+        if let Some(log) = state.topics.borrow_mut().get_mut(k) {
+            log.published = log.published.max(seq + 1);
+        }
         let mut body = format!(
             "{{\"seq\":{seq},\"t\":{},\"p\":{},\"pad\":\"",
             ctx.ns(at),
@@ -852,8 +905,8 @@ mod tests {
     #[test]
     fn tally_counts_duplicates_gaps_and_order() {
         let mut t = Tally::default();
-        for seq in [0, 1, 3, 2, 2, 5_000_000] {
-            t.add(seq, 10);
+        for (seq, offset) in [(0, 1), (1, 2), (3, 4), (2, 3), (2, 3), (5_000_000, 9)] {
+            t.add(seq, offset, 10);
         }
         assert_eq!(t.unique, 4);
         assert_eq!(t.duplicates, 1);
@@ -878,11 +931,11 @@ mod tests {
             tallies[1].subscribed = true;
             tallies[1].before = 2;
             for seq in [0, 1, 3] {
-                tallies[0].add(seq, 4);
+                tallies[0].add(seq, seq + 1, 4);
             }
-            tallies[1].add(2, 4);
-            tallies[1].add(3, 4);
-            tallies[1].add(3, 4);
+            tallies[1].add(2, 3, 4);
+            tallies[1].add(3, 4, 4);
+            tallies[1].add(3, 4, 4);
         }
         let mut report = empty_report();
         account(&state, 1, &mut report);

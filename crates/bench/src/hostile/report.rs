@@ -309,6 +309,29 @@ impl Run {
             );
         }
 
+        // Latency over time.
+        if !self.honest.per_second_max.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nHighest honest latency (ms) in each 5 s, by arrival:\n\n```text"
+            );
+            let mut line = String::new();
+            let mut phase = u8::MAX;
+            for chunk in self.honest.per_second_max.chunks(5) {
+                let max = chunk.iter().map(|c| c.0).max().unwrap_or(0);
+                let p = chunk.last().map_or(0, |c| c.1);
+                if p != phase {
+                    if !line.is_empty() {
+                        let _ = writeln!(out, "{line}");
+                    }
+                    phase = p;
+                    line = format!("{:<9}", format!("{}:", Phase::from_u8(p).name()));
+                }
+                let _ = write!(line, " {:.0}", max as f64 / 1000.0);
+            }
+            let _ = writeln!(out, "{line}\n```");
+        }
+
         // Accounting.
         let h = &self.honest;
         let _ = writeln!(out, "\n**Honest delivery**\n");
