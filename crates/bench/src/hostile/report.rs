@@ -21,6 +21,8 @@ pub struct Marks {
     pid: u32,
     /// (phase, when, server CPU, harness CPU).
     pub marks: Vec<(Phase, Instant, Option<CpuTimes>, Option<CpuTimes>)>,
+    /// Busy time of CPU 0 and CPU 1 at each mark.
+    pub busy: Vec<(Option<Duration>, Option<Duration>)>,
 }
 
 impl Marks {
@@ -29,6 +31,7 @@ impl Marks {
         Marks {
             pid,
             marks: Vec::new(),
+            busy: Vec::new(),
         }
     }
 
@@ -40,6 +43,28 @@ impl Marks {
             procfs::process_cpu(self.pid),
             procfs::process_cpu(std::process::id()),
         ));
+        self.busy.push((procfs::cpu_busy(0), procfs::cpu_busy(1)));
+    }
+
+    /// Of `phase`: the share of CPU 0 busy with anything but the server, and of CPU 1 with
+    /// anything but the harness (other engineers' work on the shared machine).
+    pub fn other_load(&self, phase: Phase) -> Option<(f64, f64)> {
+        let i = self.marks.iter().position(|m| m.0 == phase)?;
+        let (_, t0, s0, h0) = self.marks.get(i)?;
+        let (_, t1, s1, h1) = self.marks.get(i + 1)?;
+        let (b0, b1) = (self.busy.get(i)?, self.busy.get(i + 1)?);
+        let wall = t1.duration_since(*t0).as_secs_f64().max(1e-9);
+        let used = |a: &Option<CpuTimes>, b: &Option<CpuTimes>| match (a, b) {
+            (Some(a), Some(b)) => b.total().saturating_sub(a.total()).as_secs_f64(),
+            _ => 0.0,
+        };
+        let busy = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
+            (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64(),
+            _ => f64::NAN,
+        };
+        let cpu0 = (busy(b0.0, b1.0) - used(s0, s1)) / wall * 100.0;
+        let cpu1 = (busy(b0.1, b1.1) - used(h0, h1)) / wall * 100.0;
+        Some((cpu0.max(0.0), cpu1.max(0.0)))
     }
 
     /// The server's RSS at the end of the quiet run (the last sample before the attack).
@@ -276,9 +301,10 @@ impl Run {
                 self.marks
                     .cpu(phase)
                     .unwrap_or((f64::NAN, f64::NAN, f64::NAN));
+            let others = self.marks.other_load(phase).unwrap_or((f64::NAN, f64::NAN));
             let _ = writeln!(
                 out,
-                "| {} | {wall:.0} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {server:.0}% | {harness:.0}% |",
+                "| {} | {wall:.0} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {server:.0}% | {harness:.0}% | {:.0}% / {:.0}% |",
                 phase.name(),
                 h.len(),
                 pct(h, 0.5),
@@ -286,6 +312,8 @@ impl Run {
                 pct(h, 0.999),
                 if h.is_empty() { f64::NAN } else { h.max() as f64 / 1000.0 },
                 self.honest.failures[phase as usize],
+                others.0,
+                others.1,
             );
         }
         let q = self.honest.latency.get(Phase::Quiet as usize);

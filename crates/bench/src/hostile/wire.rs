@@ -280,6 +280,9 @@ pub enum Answer {
     NoAnswer(u64),
     /// Still open when the attack ended, before its deadline (not an answer).
     CutOff,
+    /// The TCP connect did not complete in time (the listen backlog is full: the server is
+    /// not accepting).
+    NotAccepted,
     /// The harness could not run the attempt (connect failed, ...).
     Failed(String),
 }
@@ -295,6 +298,7 @@ impl fmt::Display for Answer {
             Answer::Reply(kind) => write!(f, "`{kind}`"),
             Answer::NoAnswer(secs) => write!(f, "no answer within {secs} s"),
             Answer::CutOff => f.write_str("open at the end of the attack"),
+            Answer::NotAccepted => f.write_str("TCP connect timed out (not accepted)"),
             Answer::Failed(why) => write!(f, "harness failed: {why}"),
         }
     }
@@ -318,7 +322,7 @@ pub async fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, Answer>
             Ok(tcp)
         }
         Ok(Err(e)) => Err(Answer::Failed(format!("connect: {e}"))),
-        Err(_) => Err(Answer::Failed("connect timed out".into())),
+        Err(_) => Err(Answer::NotAccepted),
     }
 }
 
