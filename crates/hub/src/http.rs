@@ -274,41 +274,45 @@ pub(crate) fn cookies(headers: &http::HeaderMap) -> impl Iterator<Item = (&str, 
         })
 }
 
-/// `GET /ws`: Origin, token, connect hook and connection limit checks, then the upgrade.
-async fn websocket<B>(hub: Arc<Hub>, mut request: Request<B>) -> HttpResponse {
+/// Who a client is, once its request passed the checks of every client connection (a
+/// WebSocket or an event stream).
+pub(crate) struct Admitted {
+    /// What it may do: from its token, then the connect hook.
+    pub grants: Grants,
+    /// The token's `sub`.
+    pub token_user: Option<std::sync::Arc<str>>,
+    /// The request's headers as the hooks see them.
+    pub headers: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The checks of a new client connection: the hub is not shutting down (503), the Origin
+/// (403), the token from the query, the cookie or `Authorization` (401), the connect hook
+/// (403). Refusals are a status and a reason.
+pub(crate) async fn admit<B>(
+    hub: &Hub,
+    request: &Request<B>,
+) -> Result<Admitted, (StatusCode, String)> {
     if hub.is_shutting_down() {
-        inc(&hub.metrics.handshake_failures);
-        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+        return Err((StatusCode::SERVICE_UNAVAILABLE, "shutting down".into()));
     }
-    if let Err(refused) = check_origin(&hub, &request) {
-        inc(&hub.metrics.handshake_failures);
-        return text(StatusCode::FORBIDDEN, format!("{refused}\n"));
-    }
-    let header = |name| {
-        request
-            .headers()
-            .get(name)
-            .and_then(|v: &HeaderValue| v.to_str().ok())
-    };
+    check_origin(hub, request).map_err(|refused| (StatusCode::FORBIDDEN, refused.to_string()))?;
     let grants = match &hub.tokens {
         None => Grants::all(),
         Some(verifier) => {
+            let authorization = request
+                .headers()
+                .get(AUTHORIZATION)
+                .and_then(|v: &HeaderValue| v.to_str().ok());
             let token = find_token(
                 request.uri().query(),
                 cookies(request.headers()),
-                header(AUTHORIZATION),
+                authorization,
             );
             let checked = match token {
                 None => Err(TokenError::Missing),
                 Some(token) => verifier.verify(token).await,
             };
-            match checked {
-                Ok(grants) => grants,
-                Err(error) => {
-                    inc(&hub.metrics.handshake_failures);
-                    return text(StatusCode::UNAUTHORIZED, format!("{error}\n"));
-                }
-            }
+            checked.map_err(|error| (StatusCode::UNAUTHORIZED, error.to_string()))?
         }
     };
     let token_user = grants.user().cloned();
@@ -320,11 +324,29 @@ async fn websocket<B>(hub: Arc<Hub>, mut request: Request<B>) -> HttpResponse {
         query: request.uri().query(),
         headers: &headers,
     };
-    let grants = match hub.hooks.connect(&connect, grants.clone()).await {
-        Ok(grants) => grants,
-        Err(denied) => {
+    let grants = hub
+        .hooks
+        .connect(&connect, grants.clone())
+        .await
+        .map_err(|denied| (StatusCode::FORBIDDEN, denied.to_string()))?;
+    Ok(Admitted {
+        grants,
+        token_user,
+        headers,
+    })
+}
+
+/// `GET /ws`: the checks of [`admit`] and the connection limit, then the upgrade.
+async fn websocket<B>(hub: Arc<Hub>, mut request: Request<B>) -> HttpResponse {
+    let Admitted {
+        grants,
+        token_user,
+        headers,
+    } = match admit(&hub, &request).await {
+        Ok(admitted) => admitted,
+        Err((status, reason)) => {
             inc(&hub.metrics.handshake_failures);
-            return text(StatusCode::FORBIDDEN, format!("{denied}\n"));
+            return text(status, format!("{reason}\n"));
         }
     };
     let headers = hub.hooks.has_subscribe_hook().then_some(headers);

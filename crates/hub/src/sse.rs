@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
-use http::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, ORIGIN, VARY};
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, ORIGIN, VARY};
 use http::{Request, Response, StatusCode};
 use tokio::time::{Interval, MissedTickBehavior, Sleep};
 
@@ -409,51 +409,18 @@ pub(crate) async fn handle<B>(hub: Arc<Hub>, request: Request<B>) -> Response<Ss
 
 /// The checks and subscriptions of a new stream; its body, or why not.
 async fn open<B>(hub: Arc<Hub>, request: Request<B>) -> Result<SseBody, Refusal> {
-    if hub.is_shutting_down() {
-        return Err((StatusCode::SERVICE_UNAVAILABLE, "shutting down".into()));
-    }
-    crate::http::check_origin(&hub, &request)
-        .map_err(|refused| (StatusCode::FORBIDDEN, refused.to_string()))?;
-    let header = |name: &str| {
-        request
-            .headers()
-            .get(name)
-            .and_then(|v: &HeaderValue| v.to_str().ok())
-    };
     let query = parse_query(
         request.uri().query(),
-        header("last-event-id"),
+        request
+            .headers()
+            .get("last-event-id")
+            .and_then(|v: &HeaderValue| v.to_str().ok()),
         hub.config.max_subscriptions,
     )
     .map_err(|error| (StatusCode::BAD_REQUEST, error.to_string()))?;
-    let grants = match &hub.tokens {
-        None => Grants::all(),
-        Some(verifier) => {
-            let token = crate::auth::find_token(
-                request.uri().query(),
-                crate::http::cookies(request.headers()),
-                header(AUTHORIZATION.as_str()),
-            );
-            let checked = match token {
-                None => Err(crate::tokens::TokenError::Missing),
-                Some(token) => verifier.verify(token).await,
-            };
-            checked.map_err(|error| (StatusCode::UNAUTHORIZED, error.to_string()))?
-        }
-    };
-    let headers = hooks::headers_json(request.headers());
-    let connect = hooks::ConnectRequest {
-        event: "connect",
-        user: grants.user().map(|u| &**u),
-        path: request.uri().path(),
-        query: request.uri().query(),
-        headers: &headers,
-    };
-    let grants = hub
-        .hooks
-        .connect(&connect, grants.clone())
-        .await
-        .map_err(|denied| (StatusCode::FORBIDDEN, denied.to_string()))?;
+    let crate::http::Admitted {
+        grants, headers, ..
+    } = crate::http::admit(&hub, &request).await?;
     if let Some(topic) = query
         .topics
         .iter()

@@ -446,7 +446,11 @@ fn last_event_id_and_since_recover_what_was_missed() {
     expect_subscribed(&mut client, "r1");
     expect_subscribed(&mut client, "r2");
     publish(&hub, "r1", "1");
-    let id = expect_message(&mut client, "r1", 1);
+    expect_message(&mut client, "r1", 1);
+    // (A topic that holds nothing is forgotten once its last subscriber leaves, and would
+    // come back under a new epoch: r2 gets a message, so that it is kept.)
+    publish(&hub, "r2", "0");
+    let id = expect_message(&mut client, "r2", 1);
     drop(client);
     // Published while the client is away.
     publish(&hub, "r1", "2");
@@ -467,7 +471,7 @@ fn last_event_id_and_since_recover_what_was_missed() {
     let event = client.next_event();
     assert_eq!(event.json()["type"], "subscribed");
     assert_eq!(event.json()["recovered"], true);
-    let last = expect_message(&mut client, "r2", 1);
+    let last = expect_message(&mut client, "r2", 2);
     // Then live, nothing twice.
     publish(&hub, "r1", "5");
     expect_message(&mut client, "r1", 4);
@@ -482,7 +486,7 @@ fn last_event_id_and_since_recover_what_was_missed() {
     expect_subscribed(&mut client, "r1");
     expect_message(&mut client, "r1", 4);
     expect_subscribed(&mut client, "r2");
-    expect_message(&mut client, "r2", 2);
+    expect_message(&mut client, "r2", 3);
     // An offset alone is in the current epoch.
     let mut client = SseClient::open(hub.addr, "/sse?topic=r2&since=1", &[]);
     expect_subscribed(&mut client, "r2");
