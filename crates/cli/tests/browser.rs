@@ -24,24 +24,20 @@ fn require(path: &Path, what: &str) {
     );
 }
 
-#[test]
-#[ignore = "needs chromium and playwright-core (scripts/test installs them)"]
-fn demo_page_in_headless_chromium() {
-    let chromium = Path::new("/usr/bin/chromium");
-    require(chromium, "Debian's chromium package");
-    let script = repo().join("interop/browser_demo.mjs");
+/// Runs `interop/SCRIPT` with Node against the hub at `hub` (plus `args`), checks that it
+/// said `NAME: ok`, and that each of `screenshots` (in the output directory) was written.
+fn run_browser_script(script: &str, hub: &str, args: &[&str], screenshots: &[&str]) {
+    require(Path::new("/usr/bin/chromium"), "Debian's chromium package");
     require(
         &repo().join("interop/node_modules/playwright-core"),
         "npm ci in interop/",
     );
-    let server = Background::start(&["serve", "--listen", "127.0.0.1:0"]);
-    assert!(server.url.starts_with("http://"), "{}", server.url);
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
-
     let mut command = Command::new("node");
     command
-        .arg(&script)
-        .args(["--fdx", env!("CARGO_BIN_EXE_fdx"), "--hub", &server.url])
+        .arg(repo().join("interop").join(script))
+        .args(["--hub", hub])
+        .args(args)
         .arg("--out")
         .arg(&out)
         .current_dir(repo().join("interop"))
@@ -54,9 +50,14 @@ fn demo_page_in_headless_chromium() {
         run.stdout,
         run.stderr
     );
-    assert!(run.stdout.contains("browser_demo: ok"), "{}", run.stdout);
-    for name in ["demo-a.png", "demo-b.png"] {
-        let shot = out.join(name);
+    let name = script.trim_end_matches(".mjs");
+    assert!(
+        run.stdout.contains(&format!("{name}: ok")),
+        "{}",
+        run.stdout
+    );
+    for shot in screenshots {
+        let shot = out.join(shot);
         let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
         assert!(
             size > 10_000,
@@ -69,13 +70,20 @@ fn demo_page_in_headless_chromium() {
 
 #[test]
 #[ignore = "needs chromium and playwright-core (scripts/test installs them)"]
-fn demo_page_over_https_with_its_websocket_on_http2() {
-    let chromium = Path::new("/usr/bin/chromium");
-    require(chromium, "Debian's chromium package");
-    require(
-        &repo().join("interop/node_modules/playwright-core"),
-        "npm ci in interop/",
+fn demo_page_in_headless_chromium() {
+    let server = Background::start(&["serve", "--listen", "127.0.0.1:0"]);
+    assert!(server.url.starts_with("http://"), "{}", server.url);
+    run_browser_script(
+        "browser_demo.mjs",
+        &server.url,
+        &["--fdx", env!("CARGO_BIN_EXE_fdx")],
+        &["demo-a.png", "demo-b.png"],
     );
+}
+
+#[test]
+#[ignore = "needs chromium and playwright-core (scripts/test installs them)"]
+fn demo_page_over_https_with_its_websocket_on_http2() {
     let dir = common::temp_dir("browser-h2");
     let (cert, key) = common::self_signed_cert(&dir);
     let server = Background::start(&[
@@ -88,26 +96,5 @@ fn demo_page_over_https_with_its_websocket_on_http2() {
         &key,
     ]);
     assert!(server.url.starts_with("https://"), "{}", server.url);
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
-
-    let mut command = Command::new("node");
-    command
-        .arg(repo().join("interop/browser_h2.mjs"))
-        .args(["--hub", &server.url])
-        .arg("--out")
-        .arg(&out)
-        .current_dir(repo().join("interop"))
-        .stdin(Stdio::null());
-    let run = common::run_command(&mut command, Some(b""), Duration::from_secs(120));
-    assert_eq!(
-        run.code(),
-        0,
-        "browser test failed:\n{}\n{}",
-        run.stdout,
-        run.stderr
-    );
-    assert!(run.stdout.contains("browser_h2: ok"), "{}", run.stdout);
-    let shot = out.join("demo-h2.png");
-    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
-    assert!(size > 10_000, "screenshot {} is missing", shot.display());
+    run_browser_script("browser_h2.mjs", &server.url, &[], &["demo-h2.png"]);
 }
