@@ -124,7 +124,9 @@ pub fn run(mut args: SoakArgs) -> Result<(), String> {
     );
 
     // The curve: RSS and the server's CPU over each interval.
-    let mut curve: Vec<(f64, u64, f64)> = Vec::new();
+    // (seconds, RSS, server CPU %, CPU 0 busy with other processes %).
+    let mut curve: Vec<(f64, u64, f64, f64)> = Vec::new();
+    let mut busy_prev = procfs::cpu_busy(0);
     shared.set(Phase::Quiet);
     let start = Instant::now();
     let run_for = Duration::from_secs_f64(args.minutes * 60.0);
@@ -148,14 +150,24 @@ pub fn run(mut args: SoakArgs) -> Result<(), String> {
                 _ => f64::NAN,
             };
             let t = now.duration_since(start).as_secs_f64();
+            let busy = procfs::cpu_busy(0);
+            let others = match (busy_prev, busy) {
+                (Some(a), Some(b)) => (b.saturating_sub(a).as_secs_f64()
+                    / now.duration_since(t_prev).as_secs_f64().max(1e-9)
+                    * 100.0
+                    - util)
+                    .max(0.0),
+                _ => f64::NAN,
+            };
+            busy_prev = busy;
             if t > 0.0 {
-                curve.push((t, rss, util));
+                curve.push((t, rss, util, others));
                 eprintln!(
-                    "soak: {t:>6.0} s RSS {:>7.1} MiB, server CPU {util:>4.0}%",
+                    "soak: {t:>6.0} s RSS {:>7.1} MiB, server CPU {util:>4.0}%, others on CPU 0 {others:>4.0}%",
                     rss as f64 / MIB
                 );
             } else {
-                curve.push((0.0, rss, f64::NAN));
+                curve.push((0.0, rss, f64::NAN, f64::NAN));
             }
             cpu_prev = cpu;
             t_prev = now;
@@ -274,9 +286,16 @@ pub fn run(mut args: SoakArgs) -> Result<(), String> {
         (last as f64 - first as f64) / MIB,
         final_rss as f64 / MIB
     );
-    let _ = writeln!(out, "\n```text\n     t s   RSS MiB   server CPU");
-    for (t, rss, util) in &curve {
-        let _ = writeln!(out, "{t:>8.0} {:>9.1} {util:>11.0}%", *rss as f64 / MIB);
+    let _ = writeln!(
+        out,
+        "\n```text\n     t s   RSS MiB   server CPU   others on CPU 0"
+    );
+    for (t, rss, util, others) in &curve {
+        let _ = writeln!(
+            out,
+            "{t:>8.0} {:>9.1} {util:>11.0}% {others:>16.0}%",
+            *rss as f64 / MIB
+        );
     }
     let _ = writeln!(out, "```");
     let exact = report.missing == 0
