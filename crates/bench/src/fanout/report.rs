@@ -95,7 +95,7 @@ pub fn markdown(results: &FanoutResults) -> String {
     let _ = writeln!(out, "```sh\n{}\n```\n", results.command);
     let _ = writeln!(
         out,
-        "{} rounds, servers interleaved in each scenario; medians over rounds; ratios are \
+        "Up to {} rounds, servers interleaved in each scenario; medians over rounds; ratios are \
          medians of the paired per-round ratios against µWebSockets with the same compression \
          setting. Burst: {} deliveries back to back (messages = that / subscribers per topic). \
          Steady: {} deliveries/s for {} s. Load average (1/5/15 min) {} at the start, {} at the \
@@ -116,14 +116,23 @@ pub fn markdown(results: &FanoutResults) -> String {
     out.push('\n');
     for scenario in scenarios(results) {
         let per_topic = scenario.subscribers / scenario.topics.max(1);
+        let mut rounds: Vec<usize> = results
+            .runs
+            .iter()
+            .filter(|r| r.scenario == scenario)
+            .map(|r| r.round)
+            .collect();
+        rounds.sort_unstable();
+        rounds.dedup();
         let _ = writeln!(
             out,
-            "**{} subscribers on {} topic{} ({} each), {} B JSON `data`**\n",
+            "**{} subscribers on {} topic{} ({} each), {} B JSON `data`** ({} rounds)\n",
             scenario.subscribers,
             scenario.topics,
             if scenario.topics == 1 { "" } else { "s" },
             per_topic,
-            scenario.size
+            scenario.size,
+            rounds.len()
         );
         out.push_str(
             "| server | CPU µs/delivery, burst (user) | CPU µs/delivery, steady (user) | \
