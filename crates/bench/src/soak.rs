@@ -124,9 +124,17 @@ pub fn run(mut args: SoakArgs) -> Result<(), String> {
     );
 
     // The curve: RSS and the server's CPU over each interval.
-    // (seconds, RSS, server CPU %, CPU 0 busy with other processes %).
+    // (seconds, RSS, server CPU %, CPU time of other processes %: on CPU 0 when pinned, on
+    // both CPUs when not).
     let mut curve: Vec<(f64, u64, f64, f64)> = Vec::new();
-    let mut busy_prev = procfs::cpu_busy(0);
+    let pinned = server_cpu.is_some();
+    let all_busy = || match (procfs::cpu_busy(0), procfs::cpu_busy(1)) {
+        (Some(a), Some(b)) => Some(if pinned { a } else { a + b }),
+        _ => None,
+    };
+    let own = || procfs::process_cpu(std::process::id());
+    let mut busy_prev = all_busy();
+    let mut own_prev = own();
     shared.set(Phase::Quiet);
     let start = Instant::now();
     let run_for = Duration::from_secs_f64(args.minutes * 60.0);
@@ -150,20 +158,28 @@ pub fn run(mut args: SoakArgs) -> Result<(), String> {
                 _ => f64::NAN,
             };
             let t = now.duration_since(start).as_secs_f64();
-            let busy = procfs::cpu_busy(0);
+            let busy = all_busy();
+            let own_now = own();
+            let wall = now.duration_since(t_prev).as_secs_f64().max(1e-9);
+            // Pinned: CPU 0 minus the server; unpinned: both CPUs minus server and harness.
+            let harness = match (own_prev, own_now) {
+                (Some(a), Some(b)) if !pinned => {
+                    b.total().saturating_sub(a.total()).as_secs_f64() / wall * 100.0
+                }
+                _ => 0.0,
+            };
             let others = match (busy_prev, busy) {
-                (Some(a), Some(b)) => (b.saturating_sub(a).as_secs_f64()
-                    / now.duration_since(t_prev).as_secs_f64().max(1e-9)
-                    * 100.0
-                    - util)
-                    .max(0.0),
+                (Some(a), Some(b)) => {
+                    (b.saturating_sub(a).as_secs_f64() / wall * 100.0 - util - harness).max(0.0)
+                }
                 _ => f64::NAN,
             };
             busy_prev = busy;
+            own_prev = own_now;
             if t > 0.0 {
                 curve.push((t, rss, util, others));
                 eprintln!(
-                    "soak: {t:>6.0} s RSS {:>7.1} MiB, server CPU {util:>4.0}%, others on CPU 0 {others:>4.0}%",
+                    "soak: {t:>6.0} s RSS {:>7.1} MiB, server CPU {util:>4.0}%, other processes {others:>4.0}%",
                     rss as f64 / MIB
                 );
             } else {
@@ -288,7 +304,7 @@ pub fn run(mut args: SoakArgs) -> Result<(), String> {
     );
     let _ = writeln!(
         out,
-        "\n```text\n     t s   RSS MiB   server CPU   others on CPU 0"
+        "\nOther processes: their CPU time on CPU 0 when pinned, on both CPUs (of 200%) when not.\n\n```text\n     t s   RSS MiB   server CPU   other processes"
     );
     for (t, rss, util, others) in &curve {
         let _ = writeln!(

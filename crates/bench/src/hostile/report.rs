@@ -46,9 +46,10 @@ impl Marks {
         self.busy.push((procfs::cpu_busy(0), procfs::cpu_busy(1)));
     }
 
-    /// Of `phase`: the share of CPU 0 busy with anything but the server, and of CPU 1 with
-    /// anything but the harness (other engineers' work on the shared machine).
-    pub fn other_load(&self, phase: Phase) -> Option<(f64, f64)> {
+    /// Of `phase`: the share of CPU 0 busy with anything but the server, of CPU 1 with
+    /// anything but the harness, and of both CPUs with anything but the two (for unpinned
+    /// runs; up to 200%): other engineers' work on the shared machine.
+    pub fn other_load(&self, phase: Phase) -> Option<(f64, f64, f64)> {
         let i = self.marks.iter().position(|m| m.0 == phase)?;
         let (_, t0, s0, h0) = self.marks.get(i)?;
         let (_, t1, s1, h1) = self.marks.get(i + 1)?;
@@ -62,9 +63,14 @@ impl Marks {
             (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64(),
             _ => f64::NAN,
         };
-        let cpu0 = (busy(b0.0, b1.0) - used(s0, s1)) / wall * 100.0;
-        let cpu1 = (busy(b0.1, b1.1) - used(h0, h1)) / wall * 100.0;
-        Some((cpu0.max(0.0), cpu1.max(0.0)))
+        let (server, harness) = (used(s0, s1), used(h0, h1));
+        let (c0, c1) = (busy(b0.0, b1.0), busy(b0.1, b1.1));
+        let pct = |x: f64| (x / wall * 100.0).max(0.0);
+        Some((
+            pct(c0 - server),
+            pct(c1 - harness),
+            pct(c0 + c1 - server - harness),
+        ))
     }
 
     /// The server's RSS at the end of the quiet run (the last sample before the attack).
@@ -301,10 +307,18 @@ impl Run {
                 self.marks
                     .cpu(phase)
                     .unwrap_or((f64::NAN, f64::NAN, f64::NAN));
-            let others = self.marks.other_load(phase).unwrap_or((f64::NAN, f64::NAN));
+            let others = self
+                .marks
+                .other_load(phase)
+                .unwrap_or((f64::NAN, f64::NAN, f64::NAN));
+            let others = if self.server_cpu.is_some() {
+                format!("{:.0}% / {:.0}%", others.0, others.1)
+            } else {
+                format!("{:.0}% of 200% (unpinned)", others.2)
+            };
             let _ = writeln!(
                 out,
-                "| {} | {wall:.0} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {server:.0}% | {harness:.0}% | {:.0}% / {:.0}% |",
+                "| {} | {wall:.0} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {server:.0}% | {harness:.0}% | {others} |",
                 phase.name(),
                 h.len(),
                 pct(h, 0.5),
@@ -312,8 +326,6 @@ impl Run {
                 pct(h, 0.999),
                 if h.is_empty() { f64::NAN } else { h.max() as f64 / 1000.0 },
                 self.honest.failures[phase as usize],
-                others.0,
-                others.1,
             );
         }
         let q = self.honest.latency.get(Phase::Quiet as usize);
