@@ -1,4 +1,4 @@
-//! `fullduplex-bench soak`: N hub subscribers over K topics and one HTTP publisher at a steady
+//! `fullduplex-bench soak`: N hub subscribers over K topics and HTTP publishers at a steady
 //! rate for M minutes against `fdx serve` as a child process, with exact delivery accounting
 //! (every subscriber must get every acknowledged message of its topic once, in order) and the
 //! server's RSS and CPU every `--sample-seconds`.
@@ -221,7 +221,7 @@ pub fn run(mut args: SoakArgs) -> Result<(), String> {
     let _ = writeln!(out, "- Server: `{command}`");
     let _ = writeln!(
         out,
-        "- Load: {} subscribers over {} topics, one HTTP publisher at {:.0} publishes/s round-robin \
+        "- Load: {} subscribers over {} topics, four keep-alive HTTP publishers sharing {:.0} publishes/s round-robin \
          ({} B JSON, {:.0} deliveries/s)",
         args.connections,
         topics.len(),

@@ -231,7 +231,7 @@ impl Run {
                 rate,
                 size,
             } => format!(
-                "{subscribers} subscribers of {} topic(s), one HTTP publisher at {rate:.0} \
+                "{subscribers} subscribers of {} topic(s), four keep-alive HTTP publishers sharing {rate:.0} \
                  publishes/s ({size} B JSON; {:.0} deliveries/s), publish-to-delivery latency \
                  from the scheduled publish time",
                 topics.len(),
