@@ -111,14 +111,16 @@ try {
   await waitFor(page, "the first message", (t) => [...document.querySelectorAll("#messages li .text")].some((n) => n.textContent === t), "before");
 
   // Cut the page off (server API, by its client id), publish while it is away. The SDK's
-  // first retry is made to wait 1.5 s (its private backoff options), so that the publishes
-  // surely happen while the page is disconnected.
+  // first retry is made to wait 3 s (its private backoff options), and the messages are
+  // published only once the page has seen the close, so that they surely come while the page
+  // is disconnected.
   const { client } = await page.evaluate(() => {
     const sdk = window.fdxDemo.client;
-    sdk.reconnectOptions = { ...sdk.reconnectOptions, minDelay: 1500, jitter: 0 };
+    sdk.reconnectOptions = { ...sdk.reconnectOptions, minDelay: 3000, jitter: 0 };
     return sdk.info();
   });
   await request("POST", "/api/disconnect", { client, code: 4002, reason: "test" });
+  await waitFor(page, "the disconnect", () => window.fdxDemo.state !== "connected");
   const missed = ["missed one", "missed two", "missed three"];
   for (const text of missed) await request("POST", `/publish/${topic}`, { name: "backend", text });
   const stateAfter = await page.evaluate(() => window.fdxDemo.state);

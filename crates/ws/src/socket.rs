@@ -430,11 +430,24 @@ where
             return Poll::Ready(Err(Error::FragmentMode));
         }
         if !self.done && self.conn.output_len() >= self.write_limit as usize {
-            if let Err(error) = ready!(self.poll_write_out(cx)) {
+            if let Err(error) = ready!(self.poll_write_out_or_time_out(cx)) {
                 return Poll::Ready(Err(self.abort(cx, error)));
             }
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// Writes what is queued; while the peer takes nothing, the timers (keepalive, idle) run,
+    /// so that a peer that never reads cannot hold the connection forever: with nothing
+    /// received, keepalive fails it as it fails a silent one.
+    fn poll_write_out_or_time_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        match self.poll_write_out(cx) {
+            Poll::Pending => match self.poll_timers(cx) {
+                Ok(()) => Poll::Pending,
+                Err(error) => Poll::Ready(Err(error)),
+            },
+            ready => ready,
+        }
     }
 
     /// Starts the close timer once a handler has closed through its outbox.
@@ -760,7 +773,11 @@ where
     ///
     /// Cancel safe: cancelling leaves the rest queued, written by the next write.
     pub async fn flush(&mut self) -> Result<(), Error> {
-        poll_fn(|cx| self.poll_write_out(cx)).await
+        poll_fn(|cx| match ready!(self.poll_write_out_or_time_out(cx)) {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err(error) => Poll::Ready(Err(self.abort(cx, error))),
+        })
+        .await
     }
 
     /// Sends one frame of a fragmented message (see
@@ -847,7 +864,10 @@ where
         if self.conn.output().len() < self.write_limit as usize {
             return Poll::Ready(Ok(()));
         }
-        self.poll_write_out(cx)
+        match ready!(self.poll_write_out_or_time_out(cx)) {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err(error) => Poll::Ready(Err(self.abort(cx, error))),
+        }
     }
 
     /// For [`WebSocketSet`](crate::WebSocketSet): `Pending` while the write buffer is at its

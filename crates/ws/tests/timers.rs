@@ -213,6 +213,74 @@ async fn a_silent_peer_is_closed_by_the_default_keepalive() {
     }
 }
 
+/// A peer that sends and never reads: the server's echo blocks on a full write buffer, and
+/// the default keepalive still fails the connection (it runs while the server waits to
+/// write), for an echo loop of `recv` and `send` and for one of `recv_many`.
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_never_reads_is_closed_by_the_default_keepalive() {
+    for lending in [false, true] {
+        let (client, mut server) = duplex_pair(
+            16 << 10,
+            Config::default().no_keepalive(),
+            Config::default().write_buffer_limit(64 << 10),
+        )
+        .await;
+        let (_reader, mut writer) = client.split();
+        // The client writes echo requests as fast as the server takes them, never reading.
+        let flood = tokio::spawn(async move {
+            let payload = vec![b'x'; 16 << 10];
+            while writer.send(Message::binary(payload.clone())).await.is_ok() {}
+        });
+        let start = tokio::time::Instant::now();
+        // Bounded (on the paused clock): without keepalive running while the server waits
+        // to write, nothing would end this.
+        let echo = async {
+            if lending {
+                loop {
+                    let echoed = server
+                        .recv_many(|message, out| {
+                            if message.is_data() {
+                                out.send_ref(message)?;
+                            }
+                            Ok::<_, Error>(())
+                        })
+                        .await;
+                    match echoed {
+                        Some(Ok(_)) => {}
+                        other => break other.map(|r| r.map(|_| ())),
+                    }
+                }
+            } else {
+                loop {
+                    match server.recv().await {
+                        Some(Ok(message)) if message.is_text() || message.is_binary() => {
+                            if let Err(error) = server.send(message).await {
+                                break Some(Err(error));
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        other => break other.map(|r| r.map(|_| ())),
+                    }
+                }
+            }
+        };
+        let ended = tokio::time::timeout(Duration::from_secs(120), echo)
+            .await
+            .expect("the connection ended within 120 s");
+        assert!(
+            matches!(ended, Some(Err(Error::Timeout(TimeoutKind::Keepalive)))),
+            "lending {lending}: {ended:?}"
+        );
+        // Pinged at 20 s (the ping waits behind the echoes), failed at 40 s.
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(40),
+            "lending {lending}"
+        );
+        flood.abort();
+    }
+}
+
 /// A peer that answers pings keeps a connection on the default keepalive open however long
 /// it stays otherwise silent.
 #[tokio::test(start_paused = true)]
