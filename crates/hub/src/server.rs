@@ -90,7 +90,18 @@ impl Hub {
             self.tasks().spawn(async move {
                 let permit = HttpPermit::new(permit);
                 match tls {
-                    None => serve_connection(hub, TokioIo::new(tcp), permit, peer).await,
+                    None => {
+                        // hyper's head timeout starts at the first byte: a client that sends
+                        // nothing at all would keep its place forever.
+                        let mut byte = [0u8; 1];
+                        let first = tokio::time::timeout(HEADER_READ_TIMEOUT, tcp.peek(&mut byte));
+                        match first.await {
+                            Ok(Ok(_)) => {
+                                serve_connection(hub, TokioIo::new(tcp), permit, peer).await
+                            }
+                            _ => tracing::debug!(%peer, "nothing received: closed"),
+                        }
+                    }
                     Some(acceptor) => {
                         let handshake =
                             tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(tcp));

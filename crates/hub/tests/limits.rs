@@ -186,3 +186,39 @@ async fn new_topics_per_connection_are_bounded_and_freed_when_it_leaves() {
     .await
     .expect("bounded");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_sends_nothing_is_closed_after_the_head_timeout() {
+    tokio::time::timeout(LIMIT, async {
+        let mut config = config();
+        config.max_http_connections = 1;
+        let hub = TestHub::start(config);
+        let mut idle = TcpStream::connect(hub.addr).await.expect("connect");
+        let start = std::time::Instant::now();
+        let mut buf = [0u8; 16];
+        // The hub closes it (EOF or reset) once the 10 s for a request head are over.
+        let read = idle.read(&mut buf).await;
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_secs(9), "closed after {waited:?}");
+        // Its place serves the next client.
+        let request = format!(
+            "GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            hub.addr
+        );
+        let mut answered = false;
+        for _ in 0..100 {
+            if exchange(&hub, request.as_bytes())
+                .await
+                .starts_with("HTTP/1.1 200")
+            {
+                answered = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(answered);
+    })
+    .await
+    .expect("bounded");
+}
