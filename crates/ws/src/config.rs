@@ -17,7 +17,9 @@ impl Keepalive {
     /// The default: a ping every 20 s, and the connection fails (close 1011) when its pong
     /// has not come 20 s later, as in Python `websockets` (`ping_interval=20`,
     /// `ping_timeout=20`). A peer that went silent (a dead NAT mapping, a vanished phone, a
-    /// client that stopped reading) is then closed within 40 s.
+    /// client that stopped reading) is then closed within 40 s. A connection's first ping
+    /// comes up to a tenth of the interval early (at random), so that connections opened
+    /// together do not ping, or fail, in the same instant.
     ///
     /// ```
     /// use std::time::Duration;

@@ -46,7 +46,7 @@ impl Timers {
             Box::new(TimerState {
                 keepalive: config.keepalive,
                 idle: config.idle_timeout,
-                next_ping: config.keepalive.map(|k| now + k.interval),
+                next_ping: config.keepalive.map(|k| now + first_ping_delay(k.interval)),
                 pong_deadline: None,
                 last_received: config.idle_timeout.map(|_| now),
                 close_deadline: None,
@@ -124,6 +124,38 @@ impl Timers {
     }
 }
 
+/// The delay of a connection's first ping: the interval less a random part of up to a tenth of
+/// it. Connections opened together (a reconnect wave, a load test) would otherwise ping, and
+/// fail a silent peer, in the same instant forever; their phases now spread over 10% of the
+/// interval, and a silent peer is still failed within `interval + timeout`.
+fn first_ping_delay(interval: Duration) -> Duration {
+    let tenth = u64::try_from((interval / 10).as_nanos()).unwrap_or(u64::MAX);
+    if tenth == 0 {
+        return interval;
+    }
+    interval.saturating_sub(Duration::from_nanos(jitter_random() % (tenth + 1)))
+}
+
+/// A per-thread xorshift64* sequence seeded from the standard library's per-process random
+/// hasher keys: jitter needs spread, not unpredictability, and this costs no system call.
+fn jitter_random() -> u64 {
+    use std::cell::Cell;
+    use std::hash::{BuildHasher, Hasher};
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(
+            std::collections::hash_map::RandomState::new().build_hasher().finish() | 1,
+        );
+    }
+    STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        state.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    })
+}
+
 impl TimerState {
     fn poll(&mut self, cx: &mut Context<'_>) -> Result<Fired, Error> {
         let mut fired = Fired::default();
@@ -178,5 +210,34 @@ impl TimerState {
             sleep.as_mut().reset(deadline);
         }
         sleep.as_mut().poll(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_ping_comes_within_the_last_tenth_of_the_interval_and_spreads() {
+        let interval = Duration::from_secs(20);
+        let delays: Vec<Duration> = (0..1000).map(|_| first_ping_delay(interval)).collect();
+        assert!(delays
+            .iter()
+            .all(|d| *d <= interval && *d >= Duration::from_secs(18)));
+        let distinct: std::collections::HashSet<_> = delays.iter().collect();
+        assert!(distinct.len() > 900, "{} distinct delays", distinct.len());
+        let below_19 = delays
+            .iter()
+            .filter(|d| **d < Duration::from_secs(19))
+            .count();
+        assert!(
+            (350..650).contains(&below_19),
+            "{below_19} of 1000 below 19 s"
+        );
+        assert_eq!(
+            first_ping_delay(Duration::from_nanos(5)),
+            Duration::from_nanos(5)
+        );
+        assert_eq!(first_ping_delay(Duration::ZERO), Duration::ZERO);
     }
 }
