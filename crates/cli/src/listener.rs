@@ -156,18 +156,28 @@ impl Server {
             let policy = self.policy.clone();
             let handler = handler.clone();
             tokio::spawn(async move {
-                let timeout = policy.config.handshake_timeout;
+                // One deadline from accept to the end of the HTTP/1.1 handshake, whatever
+                // comes before it (the h2c peek, TLS).
+                let deadline = tokio::time::Instant::now() + policy.config.handshake_timeout;
                 let Some(acceptor) = tls else {
-                    if policy.http2 && h2c_preface(&tcp, peer, timeout).await {
+                    let h2c = if policy.http2 {
+                        match h2c_preface(&tcp, peer, deadline).await {
+                            Some(h2c) => h2c,
+                            None => return,
+                        }
+                    } else {
+                        false
+                    };
+                    if h2c {
                         // Boxed: the HTTP/2 connection's future is large, and inline it would
                         // size every connection's task, HTTP/1.1 ones included.
                         Box::pin(serve_h2(tcp, peer, policy, handler)).await;
                     } else {
-                        serve_http1(tcp, peer, policy, handler).await;
+                        serve_http1(tcp, peer, deadline, policy, handler).await;
                     }
                     return;
                 };
-                let stream = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                let stream = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(error)) => {
                         eprintln!("fdx: {peer}: TLS handshake failed: {error}");
@@ -182,7 +192,7 @@ impl Server {
                     Box::pin(serve_h2(stream, peer, policy, handler)).await;
                 } else {
                     let stream: Box<dyn Transport> = Box::new(stream);
-                    serve_http1(stream, peer, policy, handler).await;
+                    serve_http1(stream, peer, deadline, policy, handler).await;
                 }
             });
         }
@@ -190,27 +200,42 @@ impl Server {
 }
 
 /// Whether a plain TCP client opened with the HTTP/2 preface (h2c with prior knowledge); the
-/// bytes stay in the socket for whichever handshake follows. A client that sends nothing
-/// within the handshake timeout is dropped by the HTTP/1.1 path's own timeout.
-async fn h2c_preface(tcp: &TcpStream, peer: SocketAddr, timeout: std::time::Duration) -> bool {
-    match tokio::time::timeout(timeout, fullduplex::http2::is_h2c_preface(tcp)).await {
-        Ok(Ok(h2c)) => h2c,
+/// bytes stay in the socket for whichever handshake follows. `None` when the client sent too
+/// little to tell by `deadline` (the connection is then dropped: the handshake's time is up)
+/// or the socket failed.
+async fn h2c_preface(
+    tcp: &TcpStream,
+    peer: SocketAddr,
+    deadline: tokio::time::Instant,
+) -> Option<bool> {
+    match tokio::time::timeout_at(deadline, fullduplex::http2::is_h2c_preface(tcp)).await {
+        Ok(Ok(h2c)) => Some(h2c),
         Ok(Err(error)) => {
             eprintln!("fdx: {peer}: {error}");
-            false
+            None
         }
-        Err(_) => false,
+        Err(_) => {
+            eprintln!("fdx: {peer}: handshake timed out");
+            None
+        }
     }
 }
 
-/// The HTTP/1.1 upgrade: the Origin policy first, then the handler's decision. Failures and
-/// refusals are logged to stderr.
-async fn serve_http1<S, H>(stream: S, peer: SocketAddr, policy: Arc<Policy>, handler: Arc<H>)
-where
+/// The HTTP/1.1 upgrade, to be done by `deadline`: the Origin policy first, then the handler's
+/// decision. Failures and refusals are logged to stderr.
+async fn serve_http1<S, H>(
+    stream: S,
+    peer: SocketAddr,
+    deadline: tokio::time::Instant,
+    policy: Arc<Policy>,
+    handler: Arc<H>,
+) where
     S: Transport + 'static,
     H: Handler,
 {
-    let result = fullduplex::accept_with(stream, policy.config.clone(), |request| {
+    let mut config = policy.config.clone();
+    config.handshake_timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let result = fullduplex::accept_with(stream, config, |request| {
         check_origin(&policy.allowed_origins, request.origin())?;
         handler.admit(request)
     })

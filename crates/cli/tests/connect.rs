@@ -550,3 +550,45 @@ fn unreachable_proxy_is_one_line() {
     let bad = run(&["connect", &server.url, "--proxy", "ftp://x"], b"");
     assert_eq!(bad.code(), 2, "{bad:?}");
 }
+
+/// `fdx echo` gives a TCP client one handshake timeout (10 s) from accept, whether it sends
+/// nothing, the first bytes of an HTTP/1.1 request, or the first bytes of the h2c preface:
+/// the preface peek and the HTTP/1.1 handshake share the deadline.
+#[test]
+fn echo_closes_a_stalled_client_within_one_handshake_timeout() {
+    use std::io::{Read, Write};
+    let server = echo_server();
+    let clients: Vec<(&str, std::net::TcpStream)> = [
+        ("nothing", &b""[..]),
+        (
+            "an unfinished HTTP/1.1 head",
+            &b"GET / HTTP/1.1\r\nHost: x\r\n"[..],
+        ),
+        ("part of the h2c preface", &b"PRI * HTTP/2.0\r\n"[..]),
+    ]
+    .into_iter()
+    .map(|(what, bytes)| {
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", server.port())).expect("connect");
+        tcp.write_all(bytes).expect("write");
+        tcp.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("read timeout");
+        (what, tcp)
+    })
+    .collect();
+    let started = Instant::now();
+    for (what, mut tcp) in clients {
+        let mut buf = [0u8; 512];
+        // Closed (EOF or reset) or answered with a 408; either way by the deadline.
+        loop {
+            match tcp.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= Duration::from_secs(9) && elapsed < Duration::from_secs(14),
+            "{what}: closed after {elapsed:?}"
+        );
+    }
+}
