@@ -3,7 +3,7 @@
 //   node interop/browser_demo.mjs --fdx PATH --hub http://127.0.0.1:PORT --out DIR
 //
 // Two pages join the same chat room: page A talks to the hub directly, page B through an
-// `fdx proxy` that this script starts (and later kills, by its PID, to drop B's connection).
+// `fdx inspect` that this script starts (and later kills, by its PID, to drop B's connection).
 // Checks: both pages connect and see the server clock; each page's chat message appears on
 // both; an HTTP publish appears on both; while B is cut off, three messages are published
 // over HTTP, and after B reconnects (backoff, `since`) it shows each of them exactly once,
@@ -57,10 +57,10 @@ function freePort() {
   });
 }
 
-/** Starts `fdx proxy` on `port` in front of the hub; resolves once it listens. */
+/** Starts `fdx inspect` on `port` in front of the hub; resolves once it listens. */
 function startProxy(port) {
   const upstream = hub.replace(/^http/, "ws");
-  const child = spawn(fdx, ["proxy", "--listen", `127.0.0.1:${port}`, "--upstream", upstream, "--quiet"], {
+  const child = spawn(fdx, ["inspect", "--listen", `127.0.0.1:${port}`, "--upstream", upstream, "--quiet"], {
     stdio: ["ignore", "pipe", "inherit"],
   });
   children.add(child);
@@ -71,7 +71,7 @@ function startProxy(port) {
       seen += chunk;
       if (seen.includes("listening on")) resolve(child);
     });
-    child.once("exit", (code) => reject(new Error(`fdx proxy exited with ${code}: ${seen}`)));
+    child.once("exit", (code) => reject(new Error(`fdx inspect exited with ${code}: ${seen}`)));
   });
 }
 
@@ -155,7 +155,7 @@ try {
   await pageB.goto(`${hub}/?room=${room}&ws=ws://127.0.0.1:${proxyPort}/ws`);
   await waitForState(pageA, "A", "connected");
   await waitForState(pageB, "B", "connected");
-  step("both pages connected (B through fdx proxy)");
+  step("both pages connected (B through fdx inspect)");
 
   for (const [name, page] of [["A", pageA], ["B", pageB]]) {
     try {

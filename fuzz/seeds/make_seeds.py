@@ -110,7 +110,7 @@ def main():
 
 def hub_seeds():
     """hub_request: client messages; hub_http: method byte, target and headers, body;
-    proxy_tap: flags, layout, a stream of frames (masked client->server unless bit 0)."""
+    inspect_tap: flags, layout, a stream of frames (masked client->server unless bit 0)."""
     for name, text in [
         ("subscribe", '{"type":"subscribe","topic":"chat","since":4,"epoch":"e","id":7}'),
         ("publish", '{"type":"publish","topic":"chat","data":{"a":[1,2,{"b":null}]},"id":"x"}'),
@@ -148,15 +148,15 @@ def hub_seeds():
         + frame(0x0, b"more", mask=KEY)
         + frame(0x8, struct.pack(">H", 1000) + b"bye", mask=KEY)
     )
-    write("proxy_tap", "client-plain", bytes([0x18, 0x02, 0x03, 0x00]) + frames)
+    write("inspect_tap", "client-plain", bytes([0x18, 0x02, 0x03, 0x00]) + frames)
     unmasked = frame(0x1, b"Hi there") + frame(0x8, struct.pack(">H", 1001))
-    write("proxy_tap", "server-plain", bytes([0x09, 0x00]) + unmasked)
+    write("inspect_tap", "server-plain", bytes([0x09, 0x00]) + unmasked)
     # RFC 7692 7.2.3.1 "Hello" compressed, RSV1 set, then the same in two frames.
     hello = bytes([0xF2, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00])
     deflated = bytes([0xC1, len(hello)]) + hello
     split = bytes([0x41, 3]) + hello[:3] + bytes([0x80, 4]) + hello[3:]
-    write("proxy_tap", "server-deflate", bytes([0x0B, 0x01, 0x05]) + deflated + split)
-    write("proxy_tap", "server-deflate-no-takeover", bytes([0x0F, 0x00]) + deflated + deflated)
+    write("inspect_tap", "server-deflate", bytes([0x0B, 0x01, 0x05]) + deflated + split)
+    write("inspect_tap", "server-deflate-no-takeover", bytes([0x0F, 0x00]) + deflated + deflated)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,9 @@
 
 use bytes::Bytes;
 
-/// The inspecting proxy's frame tap (`fdx proxy`), compiled here from its source file: the
+/// The inspecting relay's frame tap (`fdx inspect`), compiled here from its source file: the
 /// `fdx` crate is a binary only, and the tap needs nothing of it but `fullduplex`.
-#[path = "../../crates/cli/src/proxy/tap.rs"]
+#[path = "../../crates/cli/src/inspect/tap.rs"]
 pub mod tap;
 
 // The proptests' normalisation of streamed pieces, shared rather than copied.

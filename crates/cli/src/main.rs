@@ -16,10 +16,11 @@ mod bench;
 mod connect;
 mod echo;
 mod exec;
+mod inspect;
 mod interactive;
 mod listener;
 mod output;
-mod proxy;
+mod rlimit;
 mod serve;
 mod tls;
 
@@ -36,7 +37,7 @@ Examples:
   echo hello | fdx ws://127.0.0.1:9001/      send one message, print the answer
   fdx echo 127.0.0.1:9001                    run an echo server
   fdx exec 127.0.0.1:9002 -- ./script.sh     one process per connection, lines in and out
-  fdx proxy -l 127.0.0.1:9002 -u ws://127.0.0.1:9001   log every frame between two peers
+  fdx inspect -l 127.0.0.1:9002 -u ws://127.0.0.1:9001   log every frame between two peers
   fdx bench ws://127.0.0.1:9001/ -c 100 -d 10   load an echo server, report msgs/s and latency
   fdx completions bash > /etc/bash_completion.d/fdx
 
@@ -54,8 +55,9 @@ enum Command {
     Exec(exec::ExecArgs),
     /// Run the push server: topics over WebSocket, HTTP publish, recovery (see PROTOCOL.md).
     Serve(serve::ServeArgs),
-    /// Sit between a client and a server, forward everything, log every frame.
-    Proxy(proxy::ProxyArgs),
+    /// Sit between a client and a server, forward everything, log every frame (alias: proxy).
+    #[command(alias = "proxy")]
+    Inspect(inspect::InspectArgs),
     /// Load a WebSocket echo server: messages/s, latency percentiles, idle connections,
     /// handshakes/s.
     Bench(bench::BenchArgs),
@@ -126,6 +128,12 @@ fn main() -> ExitCode {
         Command::Bench(args) => return exit_status(bench::main(args)),
         command => command,
     };
+    if matches!(
+        command,
+        Command::Echo(_) | Command::Exec(_) | Command::Serve(_) | Command::Inspect(_)
+    ) {
+        rlimit::raise_open_file_limit();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -139,7 +147,7 @@ fn main() -> ExitCode {
             Command::Echo(args) => echo::run(args).await,
             Command::Exec(args) => exec::run(args).await,
             Command::Serve(args) => serve::run(args).await,
-            Command::Proxy(args) => proxy::run(args).await,
+            Command::Inspect(args) => inspect::run(args).await,
             Command::Bench(_) => unreachable!("fdx bench runs on its own runtime"),
             Command::Completions { shell } => {
                 clap_complete::generate(shell, &mut Cli::command(), "fdx", &mut std::io::stdout());
@@ -174,5 +182,17 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn inspect_is_also_reachable_as_proxy() {
+        for name in ["inspect", "proxy"] {
+            let cli = Cli::try_parse_from(["fdx", name, "--upstream", "ws://127.0.0.1:9001"])
+                .unwrap_or_else(|error| panic!("fdx {name}: {error}"));
+            match cli.command {
+                Command::Inspect(args) => assert_eq!(args.upstream, "ws://127.0.0.1:9001"),
+                other => panic!("fdx {name} parsed as {other:?}"),
+            }
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! The proxy's log: human-readable lines on stderr and, with `--log FILE`, one JSON object
-//! per line.
+//! The inspecting relay's log: human-readable lines on stderr and, with `--log FILE`, one JSON
+//! object per line.
 //!
 //! JSON lines (every object has `time`, `conn` and `event`):
 //!

@@ -1,4 +1,4 @@
-//! `fdx proxy`: an inspecting WebSocket proxy.
+//! `fdx inspect`: an inspecting WebSocket relay (alias `fdx proxy`, its former name).
 //!
 //! It sits between a client (a browser, usually) and an upstream server. The client's opening
 //! handshake is forwarded with only `Host` (and the request target, when the upstream URL has
@@ -45,9 +45,9 @@ const READ_SIZE: usize = 64 * 1024;
 
 const HELP: &str = "\
 Examples:
-  fdx proxy --listen 127.0.0.1:9002 --upstream ws://127.0.0.1:9001
+  fdx inspect --listen 127.0.0.1:9002 --upstream ws://127.0.0.1:9001
       point the browser at ws://127.0.0.1:9002/...; frames are logged on stderr
-  fdx proxy -l 127.0.0.1:9002 -u wss://example.com --log frames.jsonl --max-payload 256
+  fdx inspect -l 127.0.0.1:9002 -u wss://example.com --log frames.jsonl --max-payload 256
       JSON lines to a file, payloads cut at 256 bytes
 
 The request path and query are forwarded (after the upstream URL's own path, if it has one);
@@ -55,10 +55,10 @@ cookies, Origin, Authorization, subprotocols and extension offers pass unchanged
 rewritten for the upstream. Frames are forwarded byte for byte, without waiting for whole
 messages; compressed payloads are logged inflated.";
 
-/// Options of `fdx proxy`.
+/// Options of `fdx inspect`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = HELP)]
-pub struct ProxyArgs {
+pub struct InspectArgs {
     /// The address to listen on (port 0 picks a free port; the actual address is printed).
     #[arg(short, long, value_name = "ADDR", default_value = "127.0.0.1:9002")]
     pub listen: String,
@@ -97,8 +97,8 @@ struct Shared {
     next_id: AtomicU64,
 }
 
-/// Runs the proxy until the process is stopped.
-pub async fn run(args: ProxyArgs) -> Result<(), Failure> {
+/// Runs the relay until the process is stopped.
+pub async fn run(args: InspectArgs) -> Result<(), Failure> {
     let upstream: Uri = args
         .upstream
         .parse()
@@ -457,10 +457,12 @@ impl Pump<'_> {
         };
         // Tell the other side, in the protocol's words, if the stream is between frames.
         let (code, reason) = match direction {
-            Direction::ClientToServer => (CloseCode::GOING_AWAY, "fdx proxy: the client went away"),
+            Direction::ClientToServer => {
+                (CloseCode::GOING_AWAY, "fdx inspect: the client went away")
+            }
             Direction::ServerToClient => (
                 CloseCode::BAD_GATEWAY,
-                "fdx proxy: the upstream connection was lost",
+                "fdx inspect: the upstream connection was lost",
             ),
         };
         let injected = if self.tap.at_frame_boundary() && self.tap.lost_reason().is_none() {

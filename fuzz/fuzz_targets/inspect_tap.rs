@@ -1,4 +1,4 @@
-//! The inspecting proxy's frame tap (`crates/cli/src/proxy/tap.rs`, used by `fdx proxy`): a
+//! The inspecting relay's frame tap (`crates/cli/src/inspect/tap.rs`, used by `fdx inspect`): a
 //! fuzzed byte stream observed in fuzzed chunks, in either direction, with and without
 //! permessage-deflate.
 //!

@@ -1,9 +1,10 @@
 //! Watching one direction of a WebSocket byte stream without changing it.
 //!
-//! The proxy forwards bytes exactly as they arrive; a [`FrameTap`] looks at the same bytes on
-//! the way through and turns them into [`FrameRecord`]s: one per frame, with the header bits,
-//! the payload (unmasked, inflated when permessage-deflate is in use, cut at a limit) and the
-//! close code. It never holds more than one frame's logged prefix, whatever the frame size.
+//! The inspecting relay (`fdx inspect`) forwards bytes exactly as they arrive; a [`FrameTap`]
+//! looks at the same bytes on the way through and turns them into [`FrameRecord`]s: one per
+//! frame, with the header bits, the payload (unmasked, inflated when permessage-deflate is in
+//! use, cut at a limit) and the close code. It never holds more than one frame's logged
+//! prefix, whatever the frame size.
 
 use bytes::BytesMut;
 use fullduplex::proto::deflate::{Decompressor, DeflateParams};
@@ -244,7 +245,7 @@ impl FrameTap {
         let header = frame.record.header;
         // Control frames are at most 125 bytes: keep all of a close frame for its code (but
         // no more than that, whatever length an invalid one announces: the proxy must not
-        // hold a peer's gigabyte "close frame"; found by fuzz/fuzz_targets/proxy_tap.rs).
+        // hold a peer's gigabyte "close frame"; found by fuzz/fuzz_targets/inspect_tap.rs).
         let limit = if header.opcode == OpCode::Close {
             self.max_payload.max(MAX_CONTROL_PAYLOAD)
         } else {

@@ -1,4 +1,4 @@
-//! `fdx proxy` between real peers: a Python `websockets` client with compression and `fdx echo`,
+//! `fdx inspect` between real peers: a Python `websockets` client with compression and `fdx echo`,
 //! our own client, and upstreams and clients that break off.
 
 mod common;
@@ -22,11 +22,16 @@ fn python() -> PathBuf {
     python
 }
 
-/// Starts `fdx proxy` in front of `upstream`, logging JSON lines to `log`.
-fn start_proxy(upstream: &str, log: &Path, extra: &[&str]) -> Background {
+/// Starts `fdx inspect` in front of `upstream`, logging JSON lines to `log`.
+fn start_inspect(upstream: &str, log: &Path, extra: &[&str]) -> Background {
+    start_relay("inspect", upstream, log, extra)
+}
+
+/// Starts the inspecting relay under the name `subcommand` (`inspect`, or its alias `proxy`).
+fn start_relay(subcommand: &str, upstream: &str, log: &Path, extra: &[&str]) -> Background {
     let log = log.to_str().expect("utf-8 path");
     let mut args = vec![
-        "proxy",
+        subcommand,
         "--listen",
         "127.0.0.1:0",
         "--upstream",
@@ -98,12 +103,12 @@ asyncio.run(main(sys.argv[1]))
 #[ignore = "needs Python websockets in .venv (scripts/test makes it)"]
 fn logs_the_handshake_and_inflated_frames_of_a_compressed_python_client() {
     let echo = Background::start(&["echo", "127.0.0.1:0"]);
-    let dir = temp_dir("proxy-python");
+    let dir = temp_dir("inspect-python");
     let log = dir.join("frames.jsonl");
-    let proxy = start_proxy(&echo.url, &log, &[]);
+    let relay = start_inspect(&echo.url, &log, &[]);
 
     let output = Command::new(python())
-        .args(["-c", PY_CLIENT, &format!("{}/chat?room=1", proxy.url)])
+        .args(["-c", PY_CLIENT, &format!("{}/chat?room=1", relay.url)])
         .stdin(Stdio::null())
         .output()
         .expect("run the python client");
@@ -177,16 +182,16 @@ fn logs_the_handshake_and_inflated_frames_of_a_compressed_python_client() {
 }
 
 #[test]
-fn our_client_through_the_proxy_and_payload_cutting() {
+fn our_client_through_the_relay_and_payload_cutting() {
     let echo = Background::start(&["echo", "127.0.0.1:0"]);
-    let dir = temp_dir("proxy-fdx");
+    let dir = temp_dir("inspect-fdx");
     let log = dir.join("frames.jsonl");
-    let proxy = start_proxy(&echo.url, &log, &["--max-payload", "10"]);
+    let relay = start_inspect(&echo.url, &log, &["--max-payload", "10"]);
     let long = "y".repeat(1000);
     let run = common::run(
         &[
             "connect",
-            &proxy.url,
+            &relay.url,
             "--no-compress",
             "--wait-messages",
             "2",
@@ -210,6 +215,30 @@ fn our_client_through_the_proxy_and_payload_cutting() {
         .any(|f| f["opcode"] == "close" && f["code"] == 1000));
 }
 
+/// `fdx proxy` is the old name of `fdx inspect`, kept as an alias for one release: it relays
+/// and logs the same way.
+#[test]
+fn proxy_is_an_alias_of_inspect() {
+    let echo = Background::start(&["echo", "127.0.0.1:0"]);
+    let dir = temp_dir("inspect-alias");
+    let log = dir.join("frames.jsonl");
+    let relay = start_relay("proxy", &echo.url, &log, &[]);
+    let run = common::run(
+        &[
+            "connect",
+            &relay.url,
+            "--no-compress",
+            "--wait-messages",
+            "1",
+        ],
+        b"hello\n",
+    );
+    run.assert_ok();
+    assert_eq!(run.stdout, "hello\n");
+    let events = read_log(&log, |e| e["event"] == "close");
+    assert_eq!(frames(&events, "client->server")[0]["text"], "hello");
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -225,17 +254,17 @@ fn a_lost_upstream_closes_the_client_with_1014() {
             let _ = ws.recv().await;
         }
     });
-    let dir = temp_dir("proxy-lost-upstream");
+    let dir = temp_dir("inspect-lost-upstream");
     let log = dir.join("frames.jsonl");
-    let proxy = start_proxy(&format!("ws://127.0.0.1:{port}"), &log, &[]);
+    let relay = start_inspect(&format!("ws://127.0.0.1:{port}"), &log, &[]);
     runtime().block_on(async {
-        let (mut ws, _) = fullduplex::connect(proxy.url.as_str())
+        let (mut ws, _) = fullduplex::connect(relay.url.as_str())
             .await
             .expect("connect");
         ws.send(Message::text("hi")).await.expect("send");
         let next = tokio::time::timeout(Duration::from_secs(10), ws.recv())
             .await
-            .expect("the proxy answers in time");
+            .expect("the relay answers in time");
         match next {
             Some(Ok(Message::Close(Some(frame)))) => {
                 assert_eq!(frame.code, CloseCode::BAD_GATEWAY);
@@ -270,18 +299,18 @@ fn a_vanished_client_closes_the_upstream_with_1001() {
         }
         let _ = tx.send(seen);
     });
-    let dir = temp_dir("proxy-lost-client");
+    let dir = temp_dir("inspect-lost-client");
     let log = dir.join("frames.jsonl");
-    let proxy = start_proxy(&format!("ws://127.0.0.1:{port}"), &log, &[]);
+    let relay = start_inspect(&format!("ws://127.0.0.1:{port}"), &log, &[]);
     // A raw client: handshake, one frame, then the TCP connection just ends.
     runtime().block_on(async {
-        let uri: http::Uri = proxy.url.parse().expect("url");
+        let uri: http::Uri = relay.url.parse().expect("url");
         let stream = fullduplex::connect_stream(&uri, &Config::default())
             .await
             .expect("tcp");
         let (mut ws, _) = fullduplex::client_handshake(
             stream,
-            ClientRequest::new(proxy.url.as_str())
+            ClientRequest::new(relay.url.as_str())
                 .build()
                 .expect("request"),
             Config::default(),
@@ -322,24 +351,24 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
 
 #[test]
 fn handshake_failures_get_http_answers() {
-    let dir = temp_dir("proxy-refusals");
+    let dir = temp_dir("inspect-refusals");
 
     // Nothing listens upstream: 502.
-    let proxy = start_proxy(
+    let relay = start_inspect(
         &format!("ws://127.0.0.1:{}", closed_port()),
         &dir.join("a.jsonl"),
         &[],
     );
-    let answer = raw_http(proxy.port(), &format!("{UPGRADE}\r\n"));
+    let answer = raw_http(relay.port(), &format!("{UPGRADE}\r\n"));
     assert!(answer.starts_with("HTTP/1.1 502 "), "{answer}");
     assert!(answer.contains("cannot reach the upstream"), "{answer}");
 
     // Not a WebSocket upgrade: 426.
-    let answer = raw_http(proxy.port(), "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let answer = raw_http(relay.port(), "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(answer.starts_with("HTTP/1.1 426 "), "{answer}");
 
     // Garbage: 400.
-    let answer = raw_http(proxy.port(), "\x01\x02 nonsense\r\n\r\n");
+    let answer = raw_http(relay.port(), "\x01\x02 nonsense\r\n\r\n");
     assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
 
     // The upstream refuses (a foreign Origin): its answer reaches the client unchanged.
@@ -349,22 +378,22 @@ fn handshake_failures_get_http_answers() {
         "--allowed-origin",
         "https://good.example",
     ]);
-    let proxy = start_proxy(&echo.url, &dir.join("b.jsonl"), &[]);
+    let relay = start_inspect(&echo.url, &dir.join("b.jsonl"), &[]);
     let answer = raw_http(
-        proxy.port(),
+        relay.port(),
         &format!("{UPGRADE}Origin: https://evil.example\r\n\r\n"),
     );
     assert!(answer.starts_with("HTTP/1.1 403 "), "{answer}");
     assert!(answer.contains("not allowed"), "{answer}");
 
     // A bad --upstream is a usage error.
-    let run = common::run(&["proxy", "--upstream", "http://x"], b"");
+    let run = common::run(&["inspect", "--upstream", "http://x"], b"");
     assert_eq!(run.code(), 2, "{run:?}");
 }
 
 #[test]
 fn wss_on_both_sides() {
-    let dir = temp_dir("proxy-tls");
+    let dir = temp_dir("inspect-tls");
     let (cert, key) = common::self_signed_cert(&dir);
     let (cert_arg, key_arg) = (cert.as_str(), key.as_str());
     let echo = Background::start(&[
@@ -377,7 +406,7 @@ fn wss_on_both_sides() {
     ]);
     let upstream = format!("wss://localhost:{}", echo.port());
     let log = dir.join("frames.jsonl");
-    let proxy = start_proxy(
+    let relay = start_inspect(
         &upstream,
         &log,
         &[
@@ -389,8 +418,8 @@ fn wss_on_both_sides() {
             key_arg,
         ],
     );
-    assert!(proxy.url.starts_with("wss://"), "{}", proxy.url);
-    let url = format!("wss://localhost:{}/secure", proxy.port());
+    assert!(relay.url.starts_with("wss://"), "{}", relay.url);
+    let url = format!("wss://localhost:{}/secure", relay.port());
     let run = common::run(
         &[
             "connect",
