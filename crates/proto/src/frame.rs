@@ -13,8 +13,16 @@
 //!
 //! Parsing only reads the header: it never looks at or allocates for the payload, so a header
 //! that announces 2^62 bytes costs nothing until the caller's limits have judged it.
+//!
+//! [`FrameReader`] reads whole frames (headers split across reads, payload chunks with their
+//! offset) out of a stream that arrives in pieces, with the same header parser and no protocol
+//! decisions: for tools that watch or generate traffic rather than run a connection.
 
 use thiserror::Error;
+
+mod reader;
+
+pub use reader::{FrameItem, FrameItems, FrameReader, PayloadChunk};
 
 /// The largest header: 2 bytes, 8 bytes of extended length, 4 bytes of mask key.
 pub const MAX_HEADER_LEN: usize = 14;

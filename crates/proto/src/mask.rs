@@ -31,6 +31,27 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     }
 }
 
+/// Appends `src` to `dst`, unmasked with `key` as if `src` started at byte `offset` of the
+/// masked payload: for payload read in pieces that cannot be unmasked in place, such as the
+/// borrowed chunks of a [`FrameReader`](crate::frame::FrameReader). Copies once.
+///
+/// ```
+/// use fullduplex_proto::mask::extend_unmasked;
+/// let key = [0x37, 0xfa, 0x21, 0x3d];
+/// let wire = [0x7f, 0x9f, 0x4d, 0x51, 0x58]; // "Hello", RFC 6455 section 5.7
+/// let mut text = Vec::new();
+/// extend_unmasked(&mut text, &wire[..3], key, 0);
+/// extend_unmasked(&mut text, &wire[3..], key, 3);
+/// assert_eq!(text, b"Hello");
+/// ```
+#[inline]
+pub fn extend_unmasked(dst: &mut Vec<u8>, src: &[u8], key: [u8; 4], offset: u64) {
+    let start = dst.len();
+    dst.extend_from_slice(src);
+    // Only the key's phase matters: offset modulo 4 fits any usize.
+    apply_mask(&mut dst[start..], key, (offset % 4) as usize);
+}
+
 /// Masks a buffer of at least [`SHORT`] bytes, a word at a time over its aligned middle; `key`
 /// is already rotated to the buffer's start. Kept out of line so that the short path, the one
 /// small messages take, is inlined where frames are parsed.

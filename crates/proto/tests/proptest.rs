@@ -7,12 +7,15 @@
 //! * (e) borrowing events ([`Connection::next_event_with`]) gives the same events, errors and
 //!   output as taking them, and an echo through the outbox the same bytes as one of owned
 //!   messages;
+//! * (f) the [`FrameReader`] reads the same frames however the stream is split;
 //! * plus text validity as the receiver sees it agrees with `std::str::from_utf8`, and masking
 //!   agrees with the RFC's definition.
 
 mod support;
 
-use fullduplex_proto::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
+use fullduplex_proto::frame::{
+    FrameError, FrameHeader, FrameItem, FrameReader, OpCode, MAX_HEADER_LEN,
+};
 use fullduplex_proto::mask::apply_mask;
 use fullduplex_proto::{
     Config, Connection, DataKind, Event, Message, ProtocolError, ReceiveMode, Role,
@@ -850,5 +853,65 @@ fn fixed_stream_at_every_split() {
             whole,
             "{a}"
         );
+    }
+}
+
+// ----- (f) the frame reader -----
+
+/// Headers and unmasked payloads that a [`FrameReader`] reads out of `pieces`, and the error
+/// that stopped it, if any.
+fn read_frames(pieces: &[Vec<u8>]) -> (Vec<(FrameHeader, Vec<u8>)>, Option<FrameError>) {
+    let mut reader = FrameReader::new();
+    let mut frames: Vec<(FrameHeader, Vec<u8>)> = Vec::new();
+    for piece in pieces {
+        for item in reader.feed(piece) {
+            match item {
+                Ok(FrameItem::Header(header)) => frames.push((header, Vec::new())),
+                Ok(FrameItem::Payload(chunk)) => {
+                    let (_, payload) = frames.last_mut().expect("a chunk before any header");
+                    assert_eq!(chunk.offset, payload.len() as u64, "chunk offset");
+                    chunk.unmask_into(payload);
+                }
+                Err(error) => return (frames, Some(error)),
+            }
+        }
+    }
+    (frames, reader.error())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// (f) Any stream (legal, noisy, truncated, with junk after) split at any points gives the
+    /// same headers, the same unmasked payloads and the same error as read whole.
+    #[test]
+    fn frame_reader_gives_the_same_frames_however_split(
+        (_role, bytes) in stream_strategy(),
+        cuts in vec(any::<Index>(), 0..12),
+    ) {
+        let whole = read_frames(std::slice::from_ref(&bytes));
+        let split = read_frames(&cut(&bytes, &cuts));
+        prop_assert_eq!(&split, &whole);
+    }
+
+    /// (f) Frames encoded from specs (masked towards a server, unmasked towards a client),
+    /// split anywhere, come back as those specs, unmasked.
+    #[test]
+    fn frame_reader_reads_back_encoded_frames(
+        specs in valid_specs(),
+        towards_server in any::<bool>(),
+        cuts in vec(any::<Index>(), 0..12),
+    ) {
+        let role = if towards_server { Role::Server } else { Role::Client };
+        let bytes = encode_specs(role, &specs);
+        let (frames, error) = read_frames(&cut(&bytes, &cuts));
+        prop_assert_eq!(error, None);
+        prop_assert_eq!(frames.len(), specs.len());
+        for (spec, (header, payload)) in specs.iter().zip(&frames) {
+            prop_assert_eq!(header.opcode.as_u8(), spec.opcode);
+            prop_assert_eq!(header.fin, spec.fin);
+            prop_assert_eq!(header.mask, towards_server.then_some(spec.key));
+            prop_assert_eq!(payload, &spec.payload);
+        }
     }
 }
