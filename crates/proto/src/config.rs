@@ -68,6 +68,11 @@ pub struct Config {
     /// with [`DeflateConfig::default`]; `None` turns compression off. The shells negotiate it
     /// during the handshake and call [`crate::Connection::enable_deflate`].
     pub deflate: Option<DeflateConfig>,
+    /// Seed of a client's masking-key generator. Default `None`: seeded from the operating
+    /// system, as RFC 6455 section 5.3 asks (keys a peer cannot predict). `Some(seed)` makes
+    /// the keys, and so every byte a client sends, the same on every run: for tests and
+    /// fuzzing only. Servers do not mask and ignore it.
+    pub mask_seed: Option<u64>,
 }
 
 impl Default for Config {
@@ -79,6 +84,7 @@ impl Default for Config {
             auto_pong: true,
             receive_mode: ReceiveMode::Messages,
             deflate: Some(DeflateConfig::default()),
+            mask_seed: None,
         }
     }
 }
@@ -111,6 +117,12 @@ impl Config {
     /// Sets [`Config::deflate`] (`None`: no compression).
     pub fn deflate(mut self, deflate: Option<DeflateConfig>) -> Config {
         self.deflate = deflate;
+        self
+    }
+
+    /// Sets [`Config::mask_seed`] (`Some` only in tests: predictable masking keys).
+    pub fn mask_seed(mut self, seed: Option<u64>) -> Config {
+        self.mask_seed = seed;
         self
     }
 

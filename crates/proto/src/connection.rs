@@ -202,7 +202,8 @@ pub struct Connection {
     /// The pong for the latest ping, held back while the output is backed up
     /// ([`PONG_BACKLOG`]).
     pending_pong: Option<Box<Bytes>>,
-    /// Mask keys for a client; servers never mask and carry no generator.
+    /// Mask keys for a client, seeded from [`Config::mask_seed`] or the OS; servers never mask
+    /// and carry no generator.
     rng: Option<Box<StdRng>>,
     /// permessage-deflate, once negotiated.
     deflate: Option<Box<Deflate>>,
@@ -211,9 +212,10 @@ pub struct Connection {
 impl Connection {
     /// A connection in the open state.
     pub fn new(role: Role, config: Config) -> Connection {
-        let rng = match role {
-            Role::Client => Some(Box::new(StdRng::from_os_rng())),
-            Role::Server => None,
+        let rng = match (role, config.mask_seed) {
+            (Role::Client, Some(seed)) => Some(Box::new(StdRng::seed_from_u64(seed))),
+            (Role::Client, None) => Some(Box::new(StdRng::from_os_rng())),
+            (Role::Server, _) => None,
         };
         Connection {
             role,

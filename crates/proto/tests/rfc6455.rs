@@ -331,6 +331,28 @@ mod masking {
         assert_ne!(keys(), keys());
     }
 
+    /// `Config::mask_seed` makes a client deterministic for tests: two connections with the
+    /// same seed send the same bytes (keys included), another seed gives other keys, and the
+    /// default (no seed) stays random, as the test above checks.
+    #[test]
+    fn a_seeded_client_sends_the_same_bytes_every_time() {
+        let run = |seed: u64| {
+            let mut client = Connection::new(Role::Client, Config::default().mask_seed(Some(seed)));
+            client.send(Message::text("hello")).unwrap();
+            client.send(Message::binary(vec![7u8; 70_000])).unwrap();
+            client.send(Message::Ping("p".into())).unwrap();
+            client
+                .close(Some(CloseFrame::new(CloseCode::NORMAL, "bye")))
+                .unwrap();
+            take_bytes(&mut client)
+        };
+        assert_eq!(run(42), run(42));
+        assert_ne!(run(42), run(43));
+        let mut server = Connection::new(Role::Server, Config::default().mask_seed(Some(42)));
+        server.send(Message::text("hello")).unwrap();
+        assert!(take_frames(&mut server).iter().all(|f| f.mask.is_none()));
+    }
+
     /// "Octet i of the transformed data ("transformed-octet-i") is the XOR of octet i of the
     /// original data ("original-octet-i") with octet at index i modulo 4 of the masking key"
     /// (the client's output, unmasked by the definition, is what was sent; a masked payload of
