@@ -31,7 +31,7 @@ use crate::Failure;
 /// Runs `fdx bench` on a runtime of its own (`--threads 1`: a current-thread runtime).
 pub fn main(args: BenchArgs) -> Result<(), Failure> {
     args.validate()?;
-    raise_open_file_limit();
+    crate::rlimit::raise_open_file_limit();
     let threads = args.threads();
     let mut builder = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -64,15 +64,3 @@ async fn run(args: BenchArgs) -> Result<(), Failure> {
     report.print(args.json)
 }
 
-/// Raises the soft limit on open files to the hard limit: thousands of connections need it.
-fn raise_open_file_limit() {
-    #[cfg(unix)]
-    {
-        use nix::sys::resource::{getrlimit, setrlimit, Resource};
-        if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-            if soft < hard {
-                let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-            }
-        }
-    }
-}
