@@ -7,7 +7,7 @@
 //! byte 0   flags: bit 0 ReceiveMode::Fragments, bit 1 auto_pong off, bit 2 echo data back,
 //!          bit 3 send a ping after every chunk, bit 4 close(None) instead of close(Some(..)),
 //!          bit 5 recv_eof after the last chunk, bit 6 ReceiveMode::Streaming (wins over
-//!          bit 0)
+//!          bit 0), bit 7 the small limits (so that short inputs reach them)
 //! byte 1   low 3 bits: how many chunk-size bytes follow (0: one chunk with everything);
 //!          high 4 bits: after which chunk we start the close handshake ourselves (15: never)
 //! bytes    chunk sizes, used in turn; 0 means "everything that is left"
@@ -38,6 +38,18 @@ use pieces::merge_pieces;
 pub const MAX_FRAME: usize = 64 << 10;
 /// The message limit of the fuzzed connections.
 pub const MAX_MESSAGE: usize = 128 << 10;
+/// The frame limit with flag bit 7: a few hundred bytes of input reach it, where the default
+/// limits need inputs of 64-128 KiB, which the fuzzer runs a hundred times more slowly.
+pub const SMALL_MAX_FRAME: usize = 200;
+/// The message limit with flag bit 7 (a few frames of [`SMALL_MAX_FRAME`]).
+pub const SMALL_MAX_MESSAGE: usize = 500;
+
+/// The limits a fuzzed connection runs with.
+#[derive(Clone, Copy)]
+struct Limits {
+    frame: usize,
+    message: usize,
+}
 /// The most that `bytes` ever allocates for a `BytesMut` without being asked for it: a shared
 /// buffer that must grow is replaced by one of at least its "original capacity", which `bytes`
 /// caps at 64 KiB.
@@ -53,6 +65,7 @@ struct Input<'a> {
     close_without_frame: bool,
     eof_at_end: bool,
     close_after_chunk: Option<usize>,
+    limits: Limits,
     sizes: &'a [u8],
     stream: &'a [u8],
 }
@@ -73,6 +86,17 @@ impl<'a> Input<'a> {
             close_without_frame: flags & 16 != 0,
             eof_at_end: flags & 32 != 0,
             close_after_chunk: (close_at != 15).then_some(close_at),
+            limits: if flags & 128 != 0 {
+                Limits {
+                    frame: SMALL_MAX_FRAME,
+                    message: SMALL_MAX_MESSAGE,
+                }
+            } else {
+                Limits {
+                    frame: MAX_FRAME,
+                    message: MAX_MESSAGE,
+                }
+            },
             sizes,
             stream,
         })
@@ -80,8 +104,8 @@ impl<'a> Input<'a> {
 
     fn config(&self) -> Config {
         Config::default()
-            .max_frame_size(MAX_FRAME)
-            .max_message_size(MAX_MESSAGE)
+            .max_frame_size(self.limits.frame)
+            .max_message_size(self.limits.message)
             .auto_pong(self.auto_pong)
             .receive_mode(if self.streaming {
                 ReceiveMode::Streaming
@@ -226,6 +250,7 @@ fn expect_sent(result: Result<(), SendError>, conn: &Connection, failed: bool, w
 /// Checks what a received event may look like, whatever the input.
 struct EventChecker {
     fragments: bool,
+    limits: Limits,
     /// The fragmented message being received: kind and bytes so far.
     message: Option<(DataKind, Vec<u8>)>,
 }
@@ -237,13 +262,13 @@ impl EventChecker {
                 match message {
                     Message::Text(text) => {
                         assert!(!self.fragments, "whole message in fragments mode");
-                        assert!(text.len() <= MAX_MESSAGE);
+                        assert!(text.len() <= self.limits.message);
                         // `Utf8Bytes::as_str` trusts the core's validation: check it.
                         assert!(std::str::from_utf8(text.as_bytes()).is_ok(), "bad UTF-8");
                     }
                     Message::Binary(data) => {
                         assert!(!self.fragments, "whole message in fragments mode");
-                        assert!(data.len() <= MAX_MESSAGE);
+                        assert!(data.len() <= self.limits.message);
                     }
                     Message::Ping(data) | Message::Pong(data) => assert!(data.len() <= 125),
                     Message::Close(Some(frame)) => {
@@ -256,14 +281,14 @@ impl EventChecker {
             }
             Event::Fragment(fragment) => {
                 assert!(self.fragments, "fragment in messages mode");
-                assert!(fragment.payload.len() <= MAX_FRAME);
+                assert!(fragment.payload.len() <= self.limits.frame);
                 assert_eq!(fragment.is_first, self.message.is_none(), "{fragment:?}");
                 let (kind, bytes) = self
                     .message
                     .get_or_insert_with(|| (fragment.kind, Vec::new()));
                 assert_eq!(*kind, fragment.kind, "kind changed inside a message");
                 bytes.extend_from_slice(&fragment.payload);
-                assert!(bytes.len() <= MAX_MESSAGE, "message over the limit");
+                assert!(bytes.len() <= self.limits.message, "message over the limit");
                 if *kind == DataKind::Text && !fragment.is_last {
                     // Valid so far, up to at most an unfinished code point at the end.
                     if let Err(error) = std::str::from_utf8(bytes) {
@@ -321,6 +346,7 @@ pub fn frame_stream(role: Role, data: &[u8]) {
     let mut conn = Connection::new(role, config.clone());
     let mut output = OutputChecker::new(role);
     let mut checker = EventChecker {
+        limits: input.limits,
         fragments: input.fragments || input.streaming,
         message: None,
     };
@@ -363,7 +389,7 @@ pub fn frame_stream(role: Role, data: &[u8]) {
         }
         output.drain(&mut conn);
 
-        check_buffer_bounds(&mut conn, max_requested, data.len());
+        check_buffer_bounds(&mut conn, input.limits, max_requested, data.len());
     }
     if n_chunks == 0 && input.eof_at_end {
         conn.recv_eof();
@@ -490,17 +516,22 @@ fn respond(conn: &mut Connection, input: &Input<'_>, event: &Event) {
 /// the frame limit. The capacity follows from how `bytes` grows a `BytesMut`: it allocates
 /// less than four times the largest `len + additional` asked for (a doubling of an allocation
 /// that was itself less than twice what was asked for), or its 64 KiB "original capacity".
-fn check_buffer_bounds(conn: &mut Connection, max_requested: usize, input_len: usize) {
+fn check_buffer_bounds(
+    conn: &mut Connection,
+    limits: Limits,
+    max_requested: usize,
+    input_len: usize,
+) {
     let reading = conn.state() != State::Closed;
     let hint = conn.read_hint();
     let recv = conn.recv_buf();
     if reading {
         assert!(
-            recv.len() < MAX_HEADER_LEN + MAX_FRAME,
+            recv.len() < MAX_HEADER_LEN + limits.frame,
             "{} bytes buffered while reading",
             recv.len()
         );
-        assert!(hint <= MAX_HEADER_LEN + MAX_FRAME, "read hint {hint}");
+        assert!(hint <= MAX_HEADER_LEN + limits.frame, "read hint {hint}");
     }
     let capacity = recv.capacity();
     assert!(
@@ -508,7 +539,7 @@ fn check_buffer_bounds(conn: &mut Connection, max_requested: usize, input_len: u
         "capacity {capacity} for at most {max_requested} bytes requested"
     );
     assert!(
-        capacity <= 4 * (MAX_HEADER_LEN + MAX_FRAME + input_len) + BYTES_ORIGINAL_CAPACITY_CAP,
+        capacity <= 4 * (MAX_HEADER_LEN + limits.frame + input_len) + BYTES_ORIGINAL_CAPACITY_CAP,
         "capacity {capacity} beyond the limits"
     );
 }
