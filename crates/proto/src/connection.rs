@@ -5,7 +5,7 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
 use crate::borrowed::{EventRef, FragmentRef, MessageRef, Outbox};
-use crate::close::CloseFrame;
+use crate::close::{CloseCode, CloseFrame};
 use crate::config::{Config, ReceiveMode};
 use crate::deflate::{Compressor, Decompressor, DeflateParams, Progress};
 use crate::error::{ProtocolError, SendError};
@@ -376,7 +376,7 @@ impl Connection {
             }
             Ok(None) => Ok(None),
             Err(error) => {
-                self.fail(&error);
+                self.fail_on(&error);
                 Err(error)
             }
         }
@@ -426,7 +426,7 @@ impl Connection {
                     }
                     Ok(None) => {}
                     Err(error) => {
-                        self.fail(&error);
+                        self.fail_on(&error);
                         return Err(error);
                     }
                 }
@@ -467,7 +467,7 @@ impl Connection {
                 Err(_) => {
                     self.recv = recv;
                     let error = ProtocolError::InvalidUtf8;
-                    self.fail(&error);
+                    self.fail_on(&error);
                     return Err(error);
                 }
             },
@@ -677,6 +677,43 @@ impl Connection {
             }
         }
         self.queue_close(frame.as_ref());
+        Ok(())
+    }
+
+    /// Fails the connection (RFC 6455 section 7.1.7) for a reason of the application or the
+    /// shell, such as a message it cannot handle: queues a close frame with `code` and
+    /// `reason` (cut to [`MAX_REASON_LEN`](crate::close::MAX_REASON_LEN) bytes) unless a close
+    /// frame was sent already, stops processing input (the message being received is dropped
+    /// and [`next_event`](Connection::next_event) returns `Ok(None)` from now on), and moves
+    /// the state to [`State::Closed`]. Nothing more may be sent; what is queued (the close
+    /// frame last) is still to be written.
+    /// Failing a connection that failed or closed already changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::InvalidCloseCode`] when `code` may not appear in a close frame (1005,
+    /// 1006, 1015, ...); the connection is left as it was.
+    ///
+    /// ```
+    /// use fullduplex_proto::{CloseCode, Config, Connection, Event, Message, Role, State};
+    /// let mut client = Connection::new(Role::Client, Config::default());
+    /// let mut server = Connection::new(Role::Server, Config::default());
+    /// server.fail(CloseCode::POLICY_VIOLATION, "no thanks").unwrap();
+    /// assert_eq!(server.state(), State::Closed);
+    /// client.recv_buf().extend_from_slice(&server.take_output());
+    /// let Some(Event::Message(Message::Close(Some(frame)))) = client.next_event().unwrap() else {
+    ///     panic!("expected the close frame");
+    /// };
+    /// assert_eq!((frame.code, frame.reason.as_str()), (CloseCode::POLICY_VIOLATION, "no thanks"));
+    /// ```
+    pub fn fail(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {
+        if !code.is_valid_on_wire() {
+            return Err(SendError::InvalidCloseCode(code.0));
+        }
+        if self.failed || self.close_received {
+            return Ok(());
+        }
+        self.fail_with(&CloseFrame::new(code, reason));
         Ok(())
     }
 
@@ -1122,14 +1159,30 @@ impl Connection {
         Ok(event)
     }
 
-    fn fail(&mut self, error: &ProtocolError) {
+    /// Fails the connection for the peer's protocol error: its close code, its message as the
+    /// reason (none for an unexpected end of stream, whose 1006 is never sent).
+    fn fail_on(&mut self, error: &ProtocolError) {
+        if *error == ProtocolError::UnexpectedEof {
+            self.stop_input();
+        } else {
+            let reason = error.to_string();
+            self.fail_with(&CloseFrame::new(error.close_code(), reason.as_str()));
+        }
+    }
+
+    /// Queues `frame` unless a close frame was sent already, and stops processing input.
+    fn fail_with(&mut self, frame: &CloseFrame) {
+        if !self.close_sent {
+            self.queue_close(Some(frame));
+        }
+        self.stop_input();
+    }
+
+    /// Nothing more is read: the frame and message being received are dropped.
+    fn stop_input(&mut self) {
         self.failed = true;
         self.frame = None;
         message_pool::give(self.message.take());
-        if !self.close_sent && *error != ProtocolError::UnexpectedEof {
-            let reason = error.to_string();
-            self.queue_close(Some(&CloseFrame::new(error.close_code(), reason.as_str())));
-        }
     }
 
     // ----- sending -----
