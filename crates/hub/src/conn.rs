@@ -2,7 +2,7 @@
 //! queue.
 //!
 //! Everything the server sends a client (replies, replays, fan-out) goes through the
-//! client's [`Outbox`] as encoded frames, so the order is the order of queuing. The task
+//! client's [`DeliveryQueue`] as encoded frames, so the order is the order of queuing. The task
 //! drains the whole queue at once and writes it as one batch (small frames are copied into
 //! one buffer, large ones are queued as they are) with one flush.
 
@@ -23,7 +23,7 @@ use fullduplex::{CloseCode, CloseFrame, Message};
 use crate::auth::Grants;
 use crate::engine::{BrokerError, ClientInfo};
 use crate::metrics::{inc, Transport, TransportGuard};
-use crate::outbox::{Control, Drained, Outbox};
+use crate::queue::{Control, DeliveryQueue, Drained};
 use crate::registry::{SubscribeError, SubscribeRequest};
 use crate::topic::Topic;
 use crate::wire::{self, ClientRequest};
@@ -121,7 +121,7 @@ impl RateLimit {
 struct Session {
     hub: Arc<Hub>,
     id: u64,
-    outbox: Arc<Outbox>,
+    queue: Arc<DeliveryQueue>,
     /// Subscribed topics, and whether the subscription is in the topic's presence.
     topics: HashMap<Topic, bool>,
     grants: Grants,
@@ -169,7 +169,9 @@ pub(crate) fn run(
     inc(&hub.metrics.connections_total);
     let mut session = Session {
         id: hub.next_conn_id(),
-        outbox: Arc::new(Outbox::new(hub.config.max_queued_bytes).with_deflate(ws.is_compressed())),
+        queue: Arc::new(
+            DeliveryQueue::new(hub.config.max_queued_bytes).with_deflate(ws.is_compressed()),
+        ),
         topics: HashMap::new(),
         grants,
         rate: RateLimit::new(hub.config.publish_rate),
@@ -191,7 +193,7 @@ pub(crate) fn run(
     session.hub.registry.add_session(
         session.id,
         session.grants.user().cloned(),
-        session.outbox.clone(),
+        session.queue.clone(),
     );
     async move {
         let end = session.drive(&mut ws).await;
@@ -218,7 +220,7 @@ impl Session {
         loop {
             // Before draining: a disconnect leaves what is queued to `finish`, which writes it
             // before the close frame.
-            for control in self.outbox.take_control() {
+            for control in self.queue.take_control() {
                 match control {
                     Control::Disconnect { code, reason } => return End::Disconnected(code, reason),
                     Control::Unsubscribe { topic } => {
@@ -226,13 +228,13 @@ impl Session {
                     }
                 }
             }
-            if self.outbox.drain(&mut frames) == Drained::Overflowed {
+            if self.queue.drain(&mut frames) == Drained::Overflowed {
                 return End::SlowConsumer;
             }
             if !frames.is_empty() {
                 tokio::select! {
                     biased;
-                    _ = self.outbox.overflowed() => return End::SlowConsumer,
+                    _ = self.queue.overflowed() => return End::SlowConsumer,
                     result = write_batch(ws, &mut frames) => {
                         if let Err(error) = result {
                             return End::Failed(error);
@@ -255,7 +257,7 @@ impl Session {
                         return End::Expired;
                     }
                 }
-                _ = self.outbox.wait() => {}
+                _ = self.queue.wait() => {}
                 message = ws.recv() => match message {
                     None => return End::Closed,
                     Some(Err(error)) => return End::Failed(error),
@@ -294,7 +296,7 @@ impl Session {
         };
         // Flush what is queued first, within the shutdown timeout.
         let mut frames = Vec::new();
-        if self.outbox.drain(&mut frames) == Drained::Frames && !frames.is_empty() {
+        if self.queue.drain(&mut frames) == Drained::Frames && !frames.is_empty() {
             let flushed = tokio::time::timeout(close_within, write_batch(ws, &mut frames)).await;
             if !matches!(flushed, Ok(Ok(()))) {
                 return;
@@ -449,7 +451,7 @@ impl Session {
         }
         let subscribed = self
             .hub
-            .subscribe(&topic, self.id, &self.outbox, request)
+            .subscribe(&topic, self.id, &self.queue, request)
             .await;
         match subscribed {
             Ok(_) => {
@@ -573,7 +575,7 @@ impl Session {
 
     /// Queues a reply; an overflow is noticed by the write loop.
     fn send(&self, frame: Bytes) {
-        let _ = self.outbox.push_reply(frame);
+        let _ = self.queue.push_reply(frame);
     }
 
     fn error(&self, code: &str, message: &str, topic: Option<&Topic>) {

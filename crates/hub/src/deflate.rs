@@ -16,7 +16,7 @@ use fullduplex::proto::connection::deflate_server_frame;
 use fullduplex::proto::deflate::{Compressor, DeflateConfig, DeflateParams};
 use fullduplex::proto::Role;
 
-use crate::outbox::Outbox;
+use crate::queue::DeliveryQueue;
 
 /// The window of the shared compressor, in bits: the smallest a peer may negotiate.
 pub const SHARED_WINDOW_BITS: u8 = 9;
@@ -82,11 +82,11 @@ impl<'a> FanOutFrame<'a> {
         }
     }
 
-    /// The frame for `outbox`'s connection: compressed if it negotiated compression and the
+    /// The frame for `queue`'s connection: compressed if it negotiated compression and the
     /// message is worth compressing, else the plain one.
-    pub fn for_outbox(&mut self, outbox: &Outbox) -> &Bytes {
+    pub fn for_queue(&mut self, queue: &DeliveryQueue) -> &Bytes {
         match self.deflate {
-            Some(deflate) if outbox.wants_deflate() => {
+            Some(deflate) if queue.wants_deflate() => {
                 let plain = self.plain;
                 self.deflated
                     .get_or_insert_with(|| deflate.compress(plain))
@@ -195,15 +195,15 @@ mod tests {
     fn subscribers_get_the_frame_they_negotiated() {
         let deflate = SharedDeflate::new(DEFAULT_THRESHOLD, 6);
         let plain = message_frame(&json(512));
-        let compressing = Outbox::new(1 << 20).with_deflate(true);
-        let plain_only = Outbox::new(1 << 20);
+        let compressing = DeliveryQueue::new(1 << 20).with_deflate(true);
+        let plain_only = DeliveryQueue::new(1 << 20);
         let mut frame = FanOutFrame::new(&plain, Some(&deflate));
-        assert_eq!(frame.for_outbox(&plain_only), &plain);
-        let compressed = frame.for_outbox(&compressing).clone();
+        assert_eq!(frame.for_queue(&plain_only), &plain);
+        let compressed = frame.for_queue(&compressing).clone();
         assert!(compressed.len() < plain.len());
         // Made once: the same bytes (the same allocation) for the next subscriber.
-        assert_eq!(frame.for_outbox(&compressing).as_ptr(), compressed.as_ptr());
+        assert_eq!(frame.for_queue(&compressing).as_ptr(), compressed.as_ptr());
         let mut off = FanOutFrame::new(&plain, None);
-        assert_eq!(off.for_outbox(&compressing), &plain);
+        assert_eq!(off.for_queue(&compressing), &plain);
     }
 }

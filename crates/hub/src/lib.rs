@@ -13,7 +13,7 @@
 //!   gets what it missed, in order, without duplicates, on any node; what is lost is told
 //!   with a `gap` event, never skipped silently.
 //! * Each connection has a bounded outgoing queue; a client that cannot keep up is closed
-//!   with 1013 and never slows anyone else down ([`outbox`]).
+//!   with 1013 and never slows anyone else down ([`queue`]).
 //! * Origin checks, tokens (HS256, RS256, ES256, JWKS) listing topics and refreshed before
 //!   they expire, backend hooks, an API key for HTTP publishing and the server API, limits on
 //!   connections, subscriptions, message size and publish rate ([`auth`]).
@@ -44,7 +44,7 @@ pub mod history;
 pub mod hooks;
 pub mod http;
 pub mod metrics;
-pub mod outbox;
+pub mod queue;
 pub mod registry;
 pub mod server;
 pub mod sse;
@@ -70,7 +70,7 @@ pub use registry::{ConnId, Registry, SubscribeError, SubscribeRequest, Subscribe
 pub use tokens::{TokenConfig, TokenError, TokenVerifier};
 pub use topic::{Topic, TopicError};
 
-use outbox::Outbox;
+use queue::DeliveryQueue;
 
 /// Everything `fdx serve` can set. `Default` gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -313,8 +313,8 @@ impl Hub {
         self.engine_for(topic).publish(topic, data).await
     }
 
-    /// Subscribes connection `id` (whose queue is `outbox`) to `topic`: the `subscribed`
-    /// reply, the replay of `since` and live messages are queued to `outbox` in order.
+    /// Subscribes connection `id` (whose delivery queue is `queue`) to `topic`: the `subscribed`
+    /// reply, the replay of `since` and live messages are queued to `queue` in order.
     ///
     /// # Errors
     /// [`SubscribeError`]: already subscribed, too many topics, the engine unavailable, the
@@ -326,7 +326,7 @@ impl Hub {
         &self,
         topic: &Topic,
         id: ConnId,
-        outbox: &Arc<Outbox>,
+        queue: &Arc<DeliveryQueue>,
         request: SubscribeRequest<'_>,
     ) -> Result<Subscribed, SubscribeError> {
         let engine = self.engine_for(topic);
@@ -344,7 +344,7 @@ impl Hub {
         for _ in 0..JOIN_ATTEMPTS {
             let (after, epoch) = self.registry.read_plan(topic, request.since, request.epoch);
             let snapshot = engine.read(topic, after, epoch.as_deref()).await?;
-            match self.registry.join(topic, id, outbox, request, &snapshot) {
+            match self.registry.join(topic, id, queue, request, &snapshot) {
                 Ok(subscribed) => return Ok(subscribed),
                 Err(registry::JoinError::Retry) => tokio::task::yield_now().await,
                 Err(registry::JoinError::Failed(error)) => return Err(error),

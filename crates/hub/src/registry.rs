@@ -6,7 +6,7 @@
 //! *position*, the epoch and offset of the last message it delivered, and checks every
 //! message against it:
 //! - the next offset is fanned out: the same `Bytes` frame is pushed into every
-//!   subscriber's [`Outbox`] without waiting;
+//!   subscriber's [`DeliveryQueue`] without waiting;
 //! - an offset at or below the position, or an older epoch, is a duplicate and is dropped;
 //! - a jump (messages this node never received) or a newer epoch asks the engine for a
 //!   repair ([`Delivery::Repair`]): it reads the missing range from the history and hands it
@@ -28,7 +28,7 @@ use tokio::sync::OnceCell;
 use crate::deflate::{FanOutFrame, SharedDeflate};
 use crate::engine::{epoch_is_newer, BrokerError, ControlCommand, Epoch, NodeInfo, Snapshot};
 use crate::metrics::{add, inc, Metrics};
-use crate::outbox::{Control, Outbox, Overflow};
+use crate::queue::{Control, DeliveryQueue, Overflow};
 use crate::topic::Topic;
 use crate::wire::{self, GapReason};
 
@@ -119,7 +119,7 @@ pub enum Applied {
 /// One subscriber on this node.
 #[derive(Debug)]
 struct Subscriber {
-    outbox: Arc<Outbox>,
+    queue: Arc<DeliveryQueue>,
     presence: bool,
 }
 
@@ -160,7 +160,7 @@ impl Reservation {
 #[derive(Debug)]
 struct Session {
     user: Option<Arc<str>>,
-    outbox: Arc<Outbox>,
+    queue: Arc<DeliveryQueue>,
 }
 
 /// This node's topics, subscribers and connections.
@@ -218,9 +218,9 @@ impl Registry {
         Arc::from(format!("{}-{id}", self.node))
     }
 
-    /// Registers connection `id` (of `user`, with queue `outbox`) for the server API.
-    pub fn add_session(&self, id: ConnId, user: Option<Arc<str>>, outbox: Arc<Outbox>) {
-        lock(&self.sessions).insert(id, Session { user, outbox });
+    /// Registers connection `id` (of `user`, with delivery queue `queue`) for the server API.
+    pub fn add_session(&self, id: ConnId, user: Option<Arc<str>>, queue: Arc<DeliveryQueue>) {
+        lock(&self.sessions).insert(id, Session { user, queue });
     }
 
     /// Forgets connection `id`.
@@ -246,7 +246,7 @@ impl Registry {
                 for (id, session) in sessions.iter() {
                     let by_user = user.is_some() && session.user.as_deref() == user.as_deref();
                     if by_user || conn == Some(*id) {
-                        session.outbox.control(Control::Disconnect {
+                        session.queue.control(Control::Disconnect {
                             code: *code,
                             reason: reason.clone(),
                         });
@@ -260,7 +260,7 @@ impl Registry {
                 };
                 for session in sessions.values() {
                     if session.user.as_deref() == Some(user.as_str()) {
-                        session.outbox.control(Control::Unsubscribe {
+                        session.queue.control(Control::Unsubscribe {
                             topic: topic.clone(),
                         });
                         count += 1;
@@ -369,7 +369,7 @@ impl Registry {
         &self,
         topic: &Topic,
         id: ConnId,
-        outbox: &Arc<Outbox>,
+        queue: &Arc<DeliveryQueue>,
         request: SubscribeRequest<'_>,
         snapshot: &Snapshot,
     ) -> Result<Subscribed, JoinError> {
@@ -401,7 +401,7 @@ impl Registry {
             return Err(JoinError::Retry);
         }
         let reply = wire::subscribed_frame(topic, last, &epoch, recovered, request.id);
-        outbox.push_reply(reply).map_err(SubscribeError::from)?;
+        queue.push_reply(reply).map_err(SubscribeError::from)?;
         let mut replayed = 0;
         if let Some(from) = replay_from {
             let mut bytes = 0;
@@ -410,9 +410,9 @@ impl Registry {
                     continue;
                 }
                 let mut frame = FanOutFrame::new(&stored.frame, self.deflate.as_ref());
-                let frame = frame.for_outbox(outbox);
+                let frame = frame.for_queue(queue);
                 bytes += frame.len();
-                outbox
+                queue
                     .push_reply(frame.clone())
                     .map_err(SubscribeError::from)?;
                 replayed += 1;
@@ -423,7 +423,7 @@ impl Registry {
         local.subscribers.insert(
             id,
             Subscriber {
-                outbox: outbox.clone(),
+                queue: queue.clone(),
                 presence: request.presence,
             },
         );
@@ -558,7 +558,7 @@ impl Registry {
         let local = lock(&local);
         for subscriber in local.subscribers.values().filter(|s| s.presence) {
             // An overflow closes that connection; the others go on.
-            let _ = subscriber.outbox.push(frame.clone());
+            let _ = subscriber.queue.push(frame.clone());
         }
     }
 
@@ -570,9 +570,9 @@ impl Registry {
         let mut frames = FanOutFrame::new(frame, self.deflate.as_ref());
         let mut bytes = 0;
         for (&id, subscriber) in &local.subscribers {
-            let frame = frames.for_outbox(&subscriber.outbox);
+            let frame = frames.for_queue(&subscriber.queue);
             bytes += frame.len();
-            if let Err(overflow) = subscriber.outbox.push(frame.clone()) {
+            if let Err(overflow) = subscriber.queue.push(frame.clone()) {
                 add(&self.metrics.drops, overflow.dropped as u64);
                 overflowed.push(id);
             }
@@ -627,7 +627,7 @@ pub enum JoinError {
 mod tests {
     use super::*;
     use crate::engine::Stored;
-    use crate::outbox::Drained;
+    use crate::queue::Drained;
 
     fn topic(name: &str) -> Topic {
         Topic::new(name).unwrap_or_else(|e| panic!("{e}"))
@@ -658,10 +658,10 @@ mod tests {
         }
     }
 
-    /// The JSON messages queued in `outbox`.
-    fn received(outbox: &Outbox) -> Vec<serde_json::Value> {
+    /// The JSON messages queued in `queue`.
+    fn received(queue: &DeliveryQueue) -> Vec<serde_json::Value> {
         let mut frames = Vec::new();
-        assert_eq!(outbox.drain(&mut frames), Drained::Frames);
+        assert_eq!(queue.drain(&mut frames), Drained::Frames);
         frames
             .iter()
             .map(|frame| {
@@ -687,7 +687,7 @@ mod tests {
         registry: &Registry,
         t: &Topic,
         id: ConnId,
-        outbox: &Arc<Outbox>,
+        queue: &Arc<DeliveryQueue>,
         since: Option<u64>,
         epoch: Option<&str>,
         snapshot: &Snapshot,
@@ -700,7 +700,7 @@ mod tests {
             presence: false,
             id: None,
         };
-        let joined = registry.join(t, id, outbox, request, snapshot);
+        let joined = registry.join(t, id, queue, request, snapshot);
         registry.release(t, |_| {});
         joined
     }
@@ -710,18 +710,18 @@ mod tests {
         registry: &Registry,
         t: &Topic,
         id: ConnId,
-        outbox: &Arc<Outbox>,
+        queue: &Arc<DeliveryQueue>,
         snapshot: &Snapshot,
     ) -> Result<Subscribed, JoinError> {
-        join(registry, t, id, outbox, None, None, snapshot)
+        join(registry, t, id, queue, None, None, snapshot)
     }
 
     #[test]
     fn live_messages_fan_out_once_in_order() {
         let registry = registry();
         let t = topic("t");
-        let a = Arc::new(Outbox::new(1 << 20));
-        let b = Arc::new(Outbox::new(1 << 20));
+        let a = Arc::new(DeliveryQueue::new(1 << 20));
+        let b = Arc::new(DeliveryQueue::new(1 << 20));
         subscribe(&registry, &t, 1, &a, &snapshot(&t, "e1", 0, 0..=0)).unwrap();
         subscribe(&registry, &t, 2, &b, &snapshot(&t, "e1", 0, 0..=0)).unwrap();
         received(&a);
@@ -753,7 +753,7 @@ mod tests {
     fn a_repair_delivers_the_missing_range_in_order() {
         let registry = registry();
         let t = topic("t");
-        let a = Arc::new(Outbox::new(1 << 20));
+        let a = Arc::new(DeliveryQueue::new(1 << 20));
         subscribe(&registry, &t, 1, &a, &snapshot(&t, "e1", 0, 1..=2)).unwrap();
         received(&a);
         // 3 and 4 were missed, 5 arrives: the engine reads after 2.
@@ -794,7 +794,7 @@ mod tests {
     fn lost_history_and_new_epochs_are_told_not_skipped() {
         let registry = registry();
         let t = topic("t");
-        let a = Arc::new(Outbox::new(1 << 20));
+        let a = Arc::new(DeliveryQueue::new(1 << 20));
         subscribe(&registry, &t, 1, &a, &snapshot(&t, "e1", 0, 1..=2)).unwrap();
         received(&a);
         // The history lost 3..=5; 6..=7 are held.
@@ -841,10 +841,10 @@ mod tests {
     fn join_replays_up_to_the_position_then_live() {
         let registry = registry();
         let t = topic("chat");
-        let first = Arc::new(Outbox::new(1 << 20));
+        let first = Arc::new(DeliveryQueue::new(1 << 20));
         subscribe(&registry, &t, 1, &first, &snapshot(&t, "e1", 0, 1..=5)).unwrap();
         // A second client recovers from 2: replay 3..=5, recovered.
-        let second = Arc::new(Outbox::new(1 << 20));
+        let second = Arc::new(DeliveryQueue::new(1 << 20));
         assert_eq!(
             registry.read_plan(&t, Some(2), Some("e1")),
             (2, Some(Arc::from("e1")))
@@ -875,7 +875,7 @@ mod tests {
             ]
         );
         // A snapshot older than the position: read again.
-        let third = Arc::new(Outbox::new(1 << 20));
+        let third = Arc::new(DeliveryQueue::new(1 << 20));
         assert!(matches!(
             join(
                 &registry,
@@ -902,7 +902,7 @@ mod tests {
         assert!(!joined.recovered);
         assert_eq!(joined.replayed, 3);
         // History that no longer reaches back: what is held, not recovered.
-        let fourth = Arc::new(Outbox::new(1 << 20));
+        let fourth = Arc::new(DeliveryQueue::new(1 << 20));
         let joined = join(
             &registry,
             &t,
@@ -932,14 +932,14 @@ mod tests {
     #[test]
     fn topics_are_forgotten_with_their_last_subscriber() {
         let registry = registry();
-        let outbox = Arc::new(Outbox::new(1 << 20));
+        let queue = Arc::new(DeliveryQueue::new(1 << 20));
         let mut unwatched = Vec::new();
         for name in ["a", "b", "c"] {
             subscribe(
                 &registry,
                 &topic(name),
                 1,
-                &outbox,
+                &queue,
                 &snapshot(&topic(name), "e", 0, 0..=0),
             )
             .unwrap();
@@ -959,8 +959,8 @@ mod tests {
     fn a_slow_subscriber_is_dropped_alone() {
         let registry = registry();
         let t = topic("t");
-        let slow = Arc::new(Outbox::new(200));
-        let fast = Arc::new(Outbox::new(1 << 20));
+        let slow = Arc::new(DeliveryQueue::new(200));
+        let fast = Arc::new(DeliveryQueue::new(1 << 20));
         subscribe(&registry, &t, 1, &slow, &snapshot(&t, "e", 0, 0..=0)).unwrap();
         subscribe(&registry, &t, 2, &fast, &snapshot(&t, "e", 0, 0..=0)).unwrap();
         received(&fast);

@@ -3,7 +3,7 @@
 //!
 //! A stream is a subscriber of the [`registry`](crate::registry) like a WebSocket
 //! connection: the same grants, hooks and limits, the same join with recovery, the same
-//! bounded [`Outbox`] and slow-consumer policy. The registry queues the same encoded frames
+//! bounded [`DeliveryQueue`] and slow-consumer policy. The registry queues the same encoded frames
 //! it queues to WebSockets; the stream takes the JSON text out of each frame (a slice of the
 //! same `Bytes`, no copy, no second serialisation) and writes it as one event:
 //!
@@ -36,7 +36,7 @@ use tokio::time::{Interval, MissedTickBehavior, Sleep};
 use crate::auth::Grants;
 use crate::engine::BrokerError;
 use crate::metrics::{inc, Transport, TransportGuard};
-use crate::outbox::{Control, Drained, Outbox};
+use crate::queue::{Control, DeliveryQueue, Drained};
 use crate::registry::{ConnId, SubscribeError, SubscribeRequest};
 use crate::topic::{Topic, TopicError};
 use crate::wire::{self, GapReason};
@@ -512,7 +512,7 @@ enum Phase {
 struct SseStream {
     hub: Arc<Hub>,
     id: ConnId,
-    outbox: Arc<Outbox>,
+    queue: Arc<DeliveryQueue>,
     topics: Vec<TopicState>,
     /// The token's expiry: the stream ends then (an event stream cannot be refreshed).
     expiry: Option<Pin<Box<Sleep>>>,
@@ -549,13 +549,13 @@ impl SseStream {
         topics: Vec<Topic>,
         abort: Option<Arc<tokio::sync::Notify>>,
     ) -> Self {
-        let mut outbox = Outbox::new(hub.config.max_queued_bytes);
+        let mut queue = DeliveryQueue::new(hub.config.max_queued_bytes);
         if let Some(abort) = abort {
-            outbox = outbox.with_overflow_signal(abort);
+            queue = queue.with_overflow_signal(abort);
         }
-        let outbox = Arc::new(outbox);
+        let queue = Arc::new(queue);
         hub.registry
-            .add_session(id, grants.user().cloned(), outbox.clone());
+            .add_session(id, grants.user().cloned(), queue.clone());
         let period = hub.config.sse_heartbeat.max(Duration::from_millis(10));
         let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -573,7 +573,7 @@ impl SseStream {
                     start: None,
                 })
                 .collect(),
-            outbox,
+            queue,
             heartbeat,
             phase: Phase::Start,
             frames: Vec::new(),
@@ -596,7 +596,7 @@ impl SseStream {
         };
         let subscribed = self
             .hub
-            .subscribe(&topic, self.id, &self.outbox, request)
+            .subscribe(&topic, self.id, &self.queue, request)
             .await
             .map_err(|error| match error {
                 SubscribeError::TooManyTopics
@@ -671,7 +671,7 @@ impl SseStream {
                 }
                 Phase::Open => {}
             }
-            for control in self.outbox.take_control() {
+            for control in self.queue.take_control() {
                 match control {
                     Control::Disconnect { code, reason } => self.end(code, &reason),
                     Control::Unsubscribe { topic } => self.unsubscribe(&topic),
@@ -680,7 +680,7 @@ impl SseStream {
             if self.phase == Phase::Done {
                 continue;
             }
-            if self.outbox.drain(&mut self.frames) == Drained::Overflowed {
+            if self.queue.drain(&mut self.frames) == Drained::Overflowed {
                 inc(&self.hub.metrics.slow_consumer_disconnects);
                 self.end(1013, "slow consumer");
                 continue;
@@ -692,7 +692,7 @@ impl SseStream {
             }
             let SseStream {
                 hub,
-                outbox,
+                queue,
                 expiry,
                 heartbeat,
                 ..
@@ -707,7 +707,7 @@ impl SseStream {
                         None => std::future::pending().await,
                     }
                 } => self.end(4001, "token expired"),
-                _ = outbox.wait() => {}
+                _ = queue.wait() => {}
                 _ = heartbeat.tick() => {
                     self.pending.push_back(Bytes::from_static(b": ping\n\n"));
                 }
@@ -722,7 +722,7 @@ impl SseStream {
             return;
         }
         // After an overflow nothing is left to write (the queue was discarded).
-        if self.outbox.drain(&mut self.frames) == Drained::Frames {
+        if self.queue.drain(&mut self.frames) == Drained::Frames {
             self.write_frames();
         }
         let data = serde_json::json!({ "code": code, "reason": reason });
@@ -742,9 +742,7 @@ impl SseStream {
         };
         state.subscribed = false;
         self.hub.unsubscribe(topic, self.id);
-        let _ = self
-            .outbox
-            .push_reply(wire::unsubscribed_frame(topic, None));
+        let _ = self.queue.push_reply(wire::unsubscribed_frame(topic, None));
     }
 
     /// Writes the drained frames as events.

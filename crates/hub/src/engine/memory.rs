@@ -439,7 +439,7 @@ impl Broker for MemoryBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::{Drained, Outbox};
+    use crate::queue::{DeliveryQueue, Drained};
     use crate::registry::SubscribeRequest;
     use std::time::Duration;
 
@@ -466,9 +466,9 @@ mod tests {
         )
     }
 
-    fn offsets(outbox: &Outbox) -> Vec<u64> {
+    fn offsets(queue: &DeliveryQueue) -> Vec<u64> {
         let mut frames = Vec::new();
-        assert_eq!(outbox.drain(&mut frames), Drained::Frames);
+        assert_eq!(queue.drain(&mut frames), Drained::Frames);
         frames
             .iter()
             .filter_map(|frame| {
@@ -485,7 +485,7 @@ mod tests {
         registry: &Registry,
         t: &Topic,
         id: u64,
-        outbox: &Arc<Outbox>,
+        queue: &Arc<DeliveryQueue>,
         since: Option<u64>,
         epoch: Option<&str>,
     ) -> crate::registry::Subscribed {
@@ -506,7 +506,7 @@ mod tests {
             let snapshot = engine
                 .read_now(t, after, hint.as_deref())
                 .unwrap_or_else(|e| panic!("{e}"));
-            joined = registry.join(t, id, outbox, request, &snapshot);
+            joined = registry.join(t, id, queue, request, &snapshot);
             if joined.is_ok() {
                 break;
             }
@@ -519,7 +519,7 @@ mod tests {
     fn recovery_replays_the_gap_then_live() {
         let (engine, registry) = engine(10, 10, Duration::from_secs(60));
         let chat = topic("chat");
-        let first = Arc::new(Outbox::new(1 << 20));
+        let first = Arc::new(DeliveryQueue::new(1 << 20));
         let sub = subscribe(&engine, &registry, &chat, 1, &first, None, None);
         assert_eq!((sub.offset, sub.recovered), (0, false));
         for n in 1..=3 {
@@ -530,7 +530,7 @@ mod tests {
         for n in 4..=5 {
             engine.publish_now(&chat, &n.to_string()).unwrap();
         }
-        let again = Arc::new(Outbox::new(1 << 20));
+        let again = Arc::new(DeliveryQueue::new(1 << 20));
         let sub = subscribe(
             &engine,
             &registry,
@@ -553,40 +553,40 @@ mod tests {
         for n in 1..=5 {
             engine.publish_now(&chat, &n.to_string()).unwrap();
         }
-        let outbox = Arc::new(Outbox::new(1 << 20));
+        let queue = Arc::new(DeliveryQueue::new(1 << 20));
         // Since 1: 2 and 3 are gone; 4 and 5 are replayed, recovered is false.
-        let sub = subscribe(&engine, &registry, &chat, 1, &outbox, Some(1), None);
+        let sub = subscribe(&engine, &registry, &chat, 1, &queue, Some(1), None);
         assert!(!sub.recovered);
-        assert_eq!(offsets(&outbox), [4, 5]);
+        assert_eq!(offsets(&queue), [4, 5]);
         registry.leave(&chat, 1, |t| engine.unwatch(t));
         // Up to date: nothing missed.
-        let sub = subscribe(&engine, &registry, &chat, 1, &outbox, Some(5), None);
+        let sub = subscribe(&engine, &registry, &chat, 1, &queue, Some(5), None);
         assert!(sub.recovered);
         assert_eq!(sub.replayed, 0);
         registry.leave(&chat, 1, |t| engine.unwatch(t));
-        received_nothing(&outbox);
+        received_nothing(&queue);
         // Another epoch: everything held is replayed, not recovered.
         let sub = subscribe(
             &engine,
             &registry,
             &chat,
             1,
-            &outbox,
+            &queue,
             Some(3),
             Some("old-epoch"),
         );
         assert!(!sub.recovered);
-        assert_eq!(offsets(&outbox), [4, 5]);
+        assert_eq!(offsets(&queue), [4, 5]);
         registry.leave(&chat, 1, |t| engine.unwatch(t));
         // Beyond the latest offset: treated like another epoch.
-        let sub = subscribe(&engine, &registry, &chat, 1, &outbox, Some(99), None);
+        let sub = subscribe(&engine, &registry, &chat, 1, &queue, Some(99), None);
         assert!(!sub.recovered);
-        assert_eq!(offsets(&outbox), [4, 5]);
+        assert_eq!(offsets(&queue), [4, 5]);
     }
 
-    fn received_nothing(outbox: &Outbox) {
+    fn received_nothing(queue: &DeliveryQueue) {
         let mut frames = Vec::new();
-        outbox.drain(&mut frames);
+        queue.drain(&mut frames);
     }
 
     #[test]
@@ -635,8 +635,8 @@ mod tests {
     #[test]
     fn limits_and_sweep() {
         let (engine, registry) = engine(10, 3, Duration::ZERO);
-        let outbox = Arc::new(Outbox::new(1 << 20));
-        subscribe(&engine, &registry, &topic("kept"), 1, &outbox, None, None);
+        let queue = Arc::new(DeliveryQueue::new(1 << 20));
+        subscribe(&engine, &registry, &topic("kept"), 1, &queue, None, None);
         engine.publish_now(&topic("b"), "1").unwrap();
         engine.publish_now(&topic("c"), "1").unwrap();
         assert!(matches!(
@@ -656,10 +656,10 @@ mod tests {
     #[test]
     fn topics_that_hold_nothing_are_reclaimed_when_their_last_subscriber_leaves() {
         let (engine, registry) = engine(10, 3, Duration::from_secs(300));
-        let outbox = Arc::new(Outbox::new(1 << 20));
+        let queue = Arc::new(DeliveryQueue::new(1 << 20));
         let names = ["a", "b", "c"].map(topic);
         for t in &names {
-            subscribe(&engine, &registry, t, 1, &outbox, None, None);
+            subscribe(&engine, &registry, t, 1, &queue, None, None);
         }
         assert_eq!((engine.topic_count(), registry.topic_count()), (3, 3));
         assert!(matches!(
@@ -678,13 +678,13 @@ mod tests {
         let kept = engine.read_now(&names[2], 0, None).unwrap();
         assert_eq!(kept.messages.len(), 1);
         // Without a new topic, `reclaim_now` (and the sweep) do the same.
-        subscribe(&engine, &registry, &topic("d"), 2, &outbox, None, None);
+        subscribe(&engine, &registry, &topic("d"), 2, &queue, None, None);
         assert_eq!(engine.topic_count(), 3);
         assert!(registry.leave(&topic("d"), 2, |t| engine.unwatch(t)));
         engine.reclaim_now();
         assert_eq!(engine.topic_count(), 2);
         // A topic somebody still subscribes to is not reclaimed, whatever was queued.
-        subscribe(&engine, &registry, &topic("e"), 3, &outbox, None, None);
+        subscribe(&engine, &registry, &topic("e"), 3, &queue, None, None);
         engine.unwatch(&topic("e"));
         engine.reclaim_now();
         engine.sweep();
@@ -695,7 +695,7 @@ mod tests {
     fn presence_lists_clients_and_tells_presence_subscribers() {
         let (engine, registry) = engine(10, 10, Duration::from_secs(60));
         let room = topic("room");
-        let watcher = Arc::new(Outbox::new(1 << 20));
+        let watcher = Arc::new(DeliveryQueue::new(1 << 20));
         registry.reserve(&room).unwrap_or_else(|e| panic!("{e}"));
         engine.with_topic(&room, |_| ()).unwrap();
         let snapshot = engine.read_now(&room, 0, None).unwrap();

@@ -40,9 +40,9 @@ pub struct Overflow {
     pub dropped: usize,
 }
 
-/// A bounded queue of encoded frames for one connection.
+/// A connection's delivery queue: encoded frames waiting to be written, bounded in bytes.
 #[derive(Debug)]
-pub struct Outbox {
+pub struct DeliveryQueue {
     state: Mutex<State>,
     ready: Notify,
     limit: usize,
@@ -62,7 +62,7 @@ struct State {
     control: Vec<Control>,
 }
 
-/// What [`Outbox::drain`] found.
+/// What [`DeliveryQueue::drain`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Drained {
     /// Frames to write (possibly none), in order.
@@ -71,10 +71,10 @@ pub enum Drained {
     Overflowed,
 }
 
-impl Outbox {
+impl DeliveryQueue {
     /// An empty queue that holds at most `limit` bytes.
-    pub fn new(limit: usize) -> Outbox {
-        Outbox {
+    pub fn new(limit: usize) -> DeliveryQueue {
+        DeliveryQueue {
             state: Mutex::new(State::default()),
             ready: Notify::new(),
             limit: limit.max(1),
@@ -87,14 +87,14 @@ impl Outbox {
     /// The same queue, which also notifies `signal` when it overflows: for a consumer that
     /// is not always listening, such as an HTTP response body that hyper polls only while the
     /// client reads.
-    pub fn with_overflow_signal(mut self, signal: Arc<Notify>) -> Outbox {
+    pub fn with_overflow_signal(mut self, signal: Arc<Notify>) -> DeliveryQueue {
         self.overflow_signal = Some(signal);
         self
     }
 
     /// The same queue for a connection that takes compressed message frames (`true`: it
     /// negotiated permessage-deflate with the hub's terms, see [`crate::deflate`]).
-    pub fn with_deflate(mut self, deflate: bool) -> Outbox {
+    pub fn with_deflate(mut self, deflate: bool) -> DeliveryQueue {
         self.deflate = deflate;
         self
     }
@@ -230,45 +230,45 @@ mod tests {
 
     #[tokio::test]
     async fn queue_drain_and_overflow() {
-        let outbox = Outbox::new(10);
-        assert_eq!(outbox.push(Bytes::from_static(b"abcd")), Ok(()));
-        assert_eq!(outbox.push(Bytes::from_static(b"efgh")), Ok(()));
-        assert_eq!(outbox.queued_bytes(), 8);
+        let queue = DeliveryQueue::new(10);
+        assert_eq!(queue.push(Bytes::from_static(b"abcd")), Ok(()));
+        assert_eq!(queue.push(Bytes::from_static(b"efgh")), Ok(()));
+        assert_eq!(queue.queued_bytes(), 8);
         // The first push left a wake-up behind.
-        tokio::time::timeout(std::time::Duration::from_secs(1), outbox.wait())
+        tokio::time::timeout(std::time::Duration::from_secs(1), queue.wait())
             .await
             .expect("woken");
         let mut frames = Vec::new();
-        assert_eq!(outbox.drain(&mut frames), Drained::Frames);
+        assert_eq!(queue.drain(&mut frames), Drained::Frames);
         assert_eq!(frames, [&b"abcd"[..], &b"efgh"[..]]);
-        assert_eq!(outbox.queued_bytes(), 0);
+        assert_eq!(queue.queued_bytes(), 0);
 
-        assert_eq!(outbox.push_reply(Bytes::from(vec![b'r'; 100])), Ok(()));
-        assert_eq!(outbox.push(Bytes::from_static(b"0123456789")), Ok(()));
+        assert_eq!(queue.push_reply(Bytes::from(vec![b'r'; 100])), Ok(()));
+        assert_eq!(queue.push(Bytes::from_static(b"0123456789")), Ok(()));
         assert_eq!(
-            outbox.push(Bytes::from_static(b"x")),
+            queue.push(Bytes::from_static(b"x")),
             Err(Overflow { dropped: 3 })
         );
-        assert!(outbox.is_overflowed());
+        assert!(queue.is_overflowed());
         assert_eq!(
-            outbox.push(Bytes::from_static(b"y")),
+            queue.push(Bytes::from_static(b"y")),
             Err(Overflow { dropped: 1 })
         );
-        assert_eq!(outbox.drain(&mut frames), Drained::Overflowed);
-        tokio::time::timeout(std::time::Duration::from_secs(1), outbox.overflowed())
+        assert_eq!(queue.drain(&mut frames), Drained::Overflowed);
+        tokio::time::timeout(std::time::Duration::from_secs(1), queue.overflowed())
             .await
             .expect("overflow seen");
     }
 
     #[tokio::test]
     async fn overflow_wakes_a_waiting_writer() {
-        let outbox = std::sync::Arc::new(Outbox::new(4));
+        let queue = std::sync::Arc::new(DeliveryQueue::new(4));
         let waiter = tokio::spawn({
-            let outbox = outbox.clone();
-            async move { outbox.overflowed().await }
+            let queue = queue.clone();
+            async move { queue.overflowed().await }
         });
         tokio::task::yield_now().await;
-        let _ = outbox.push(Bytes::from_static(b"12345"));
+        let _ = queue.push(Bytes::from_static(b"12345"));
         tokio::time::timeout(std::time::Duration::from_secs(1), waiter)
             .await
             .expect("woken")
