@@ -18,7 +18,7 @@ use tokio::time::Sleep;
 
 use bytes::{Bytes, BytesMut};
 use fullduplex::hyper::HyperWebSocket;
-use fullduplex::{CloseCode, CloseFrame, Message};
+use fullduplex::{CloseCode, CloseFrame, Message, PollSocket};
 
 use crate::auth::Grants;
 use crate::engine::{BrokerError, ClientInfo};

@@ -4,8 +4,8 @@
 //! cargo run --release -p fullduplex --example echo_server -- 127.0.0.1:9001 [--streaming | --set] [--borrowed]
 //! ```
 //!
-//! This is the Autobahn server testee. With `--streaming` it receives in
-//! `ReceiveMode::Streaming` and echoes every piece as soon as it arrives, as a frame of a
+//! This is the Autobahn server testee. With `--streaming` it receives messages in pieces
+//! (`WebSocket::into_streaming`) and echoes every piece as soon as it arrives, as a frame of a
 //! fragmented reply (the conformance run covers that mode too), with a write buffer limit
 //! large enough for a whole message of a peer that does not read while it sends. With `--set`
 //! all connections live in one `WebSocketSet`, driven by the main task. With `--borrowed` the
@@ -23,7 +23,7 @@
 
 use fullduplex::proto::deflate::DeflateConfig;
 use fullduplex::set::Key;
-use fullduplex::{Config, Event, MessageRef, Outbox, ReceiveMode, WebSocketSet};
+use fullduplex::{Config, Event, MessageRef, Outbox, WebSocketSet};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
@@ -135,8 +135,8 @@ async fn echo(tcp: TcpStream, streaming: bool, borrowed: bool) -> Result<(), ful
     }
     let mut ws = fullduplex::accept_with(tcp, config, |_| Ok(fullduplex::Accept::new())).await?;
     if streaming {
-        ws.set_receive_mode(ReceiveMode::Streaming);
-        while let Some(event) = ws.recv_event().await {
+        let mut ws = ws.into_streaming();
+        while let Some(event) = ws.recv().await {
             if let Event::Fragment(piece) = event? {
                 ws.feed_fragment(piece.kind, piece.payload, piece.is_last)
                     .await?;

@@ -6,8 +6,10 @@
 //!   subprotocols; accept or reject with any status) over any `AsyncRead + AsyncWrite`.
 //! * Client: [`connect`] and [`connect_with`] for `ws://` and `wss://` (rustls), directly or
 //!   through an HTTP `CONNECT` or SOCKS5 [`Proxy`] (explicit, or from `https_proxy` & co.).
-//! * [`WebSocket`]: `recv`/`send`/`feed`/`flush`/`close`, `Stream` and `Sink`, [`split`]
-//!   halves, keepalive, idle, close and handshake timeouts.
+//! * [`WebSocket`]: `recv`/`send`/`feed`/`flush`/`close`, `Stream` and `Sink`; `recv_many`,
+//!   the borrowed fast path; [`split`] halves; [`Fragments`] for messages received piece by
+//!   piece; [`PollSocket`] for code that polls connections itself; keepalive, idle, close and
+//!   handshake timeouts.
 //! * HTTP/2 (RFC 8441, features `hyper` and `http2`): WebSockets as streams of an HTTP/2
 //!   connection, accepted in a hyper service or by `http2::serve_connection`, opened by
 //!   `connect` over `wss://` when the server offers it, or many on one `http2::Http2Connection`.
@@ -42,11 +44,13 @@
 mod client;
 mod config;
 mod error;
+mod fragments;
 mod head;
 #[cfg(feature = "http2")]
 pub mod http2;
 #[cfg(feature = "hyper")]
 pub mod hyper;
+mod poll;
 mod proxy;
 mod server;
 pub mod set;
@@ -62,8 +66,10 @@ pub use client::{
 };
 pub use config::{Config, Keepalive};
 pub use error::{Error, TimeoutKind};
+pub use fragments::Fragments;
 #[cfg(feature = "http2")]
 pub use http2::Http2Policy;
+pub use poll::PollSocket;
 pub use proxy::{
     no_proxy_matches, Proxy, ProxyEnv, ProxyError, ProxyKind, ProxySetting, Socks5Reply,
     DEFAULT_PROXY_PORT, MAX_CONNECT_RESPONSE,
@@ -79,7 +85,7 @@ pub use fullduplex_proto as proto;
 pub use fullduplex_proto::handshake::UpgradeRequest;
 pub use fullduplex_proto::{
     CloseCode, CloseFrame, DataKind, Event, EventRef, Fragment, FragmentRef, Message, MessageRef,
-    Outbox, ReceiveMode, Role, State, Utf8Bytes,
+    Outbox, Role, State, Utf8Bytes,
 };
 
 /// The README's examples, compiled as doctests so they stay true.

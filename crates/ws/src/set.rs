@@ -6,12 +6,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 
 use bytes::Bytes;
-use fullduplex_proto::{CloseFrame, DataKind, Event, Message, MessageRef, Outbox};
+use fullduplex_proto::{CloseFrame, DataKind, Message, MessageRef, Outbox};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::coop;
 
 use crate::error::Error;
-use crate::socket::{into_message, WebSocket};
+use crate::poll::PollSocket;
+use crate::socket::WebSocket;
 
 /// How many events in a row one connection may deliver before the others get their turn.
 const STREAK: u32 = 32;
@@ -261,8 +262,8 @@ where
         slot.entry.as_ref().map(|entry| &entry.ws)
     }
 
-    /// The connection behind `key`, to change its settings (its receive mode, say). The set
-    /// polls it again afterwards. Do not await its I/O methods here: the set drives its I/O.
+    /// The connection behind `key`, mutably. The set polls it again afterwards. Do not await
+    /// its I/O methods here: the set drives its I/O.
     pub fn get_mut(&mut self, key: Key) -> Option<&mut WebSocket<S>> {
         self.slot_mut(key)?.entry.as_ref()?;
         self.schedule(key.index);
@@ -357,36 +358,19 @@ where
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
-    /// Receives the next event of any connection (for connections in
-    /// [`ReceiveMode::Fragments`](crate::ReceiveMode::Fragments) or
-    /// [`ReceiveMode::Streaming`](crate::ReceiveMode::Streaming)), with its key.
-    ///
-    /// # Errors
-    ///
-    /// `(key, Some(Err(_)))` for that connection: [`Error::Protocol`], [`Error::Io`] or [`Error::Timeout`] as for
-    /// [`WebSocket::recv`]; the next
-    /// result for that key is `(key, None)`, when it has left the set.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: nothing is lost; every connection keeps what it has read.
-    pub async fn recv_event(&mut self) -> (Key, Option<Result<Event, Error>>) {
-        poll_fn(|cx| self.poll_next_event(cx)).await
-    }
-
-    /// Polls for the next message of any connection (see [`recv`](WebSocketSet::recv)).
+    /// Polls for the next message of any connection (see [`recv`](WebSocketSet::recv)), for
+    /// a loop that polls the set by hand.
     pub fn poll_recv(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<(Key, Option<Result<Message, Error>>)> {
-        self.poll_next_event(cx)
-            .map(|(key, event)| (key, event.map(|result| result.and_then(into_message))))
+        self.poll_with(cx, |_, ws, cx| ws.poll_recv(cx))
     }
 
-    /// Receives the next message of any connection borrowed, and hands it to `handler` with
-    /// the connection's key and an [`Outbox`] for its replies (see
-    /// [`WebSocket::recv_with`]): returns the key and what `handler` returned, or `(key,
-    /// None)` when the connection has ended and left the set. Cancel-safe.
+    /// The one-message form of [`recv_many`](WebSocketSet::recv_many): lends the next
+    /// message of any connection to `handler` with the connection's key and an [`Outbox`]
+    /// for its replies (see [`WebSocket::recv_with`]), and returns the key and what `handler`
+    /// returned, or `(key, None)` when the connection has ended and left the set.
     ///
     /// ```no_run
     /// # async fn demo(mut set: fullduplex::WebSocketSet<tokio::net::TcpStream>) {
@@ -428,7 +412,7 @@ where
     /// Polls for the next message of any connection, borrowed (see
     /// [`recv_with`](WebSocketSet::recv_with)). `handler` is taken out of its `Option` and
     /// called once a message is there.
-    pub fn poll_recv_with<R, F>(
+    fn poll_recv_with<R, F>(
         &mut self,
         cx: &mut Context<'_>,
         handler: &mut Option<F>,
@@ -493,7 +477,7 @@ where
     }
 
     /// Polls for the messages that have arrived on one connection, borrowed (see
-    /// [`recv_many`](WebSocketSet::recv_many)).
+    /// [`recv_many`](WebSocketSet::recv_many)), for a loop that polls the set by hand.
     pub fn poll_recv_many<E, F>(
         &mut self,
         cx: &mut Context<'_>,
@@ -510,16 +494,7 @@ where
         })
     }
 
-    /// Polls for the next event of any connection (see
-    /// [`recv_event`](WebSocketSet::recv_event)).
-    pub fn poll_next_event(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<(Key, Option<Result<Event, Error>>)> {
-        self.poll_with(cx, |_, ws, cx| ws.poll_next_event(cx))
-    }
-
-    /// The scheduler behind [`poll_next_event`](WebSocketSet::poll_next_event),
+    /// The scheduler behind [`poll_recv`](WebSocketSet::poll_recv),
     /// [`poll_recv_with`](WebSocketSet::poll_recv_with) and
     /// [`poll_recv_many`](WebSocketSet::poll_recv_many): `poll_one` polls one ready
     /// connection for what it delivers (a message, or a batch of them).

@@ -8,8 +8,8 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use fullduplex_proto::{
-    CloseFrame, Connection, DataKind, Event, EventRef, Message, MessageRef, Outbox, ProtocolError,
-    ReceiveMode, Role, State,
+    CloseCode, CloseFrame, Connection, DataKind, Event, EventRef, Message, MessageRef, Outbox,
+    ProtocolError, ReceiveMode, Role, State, Timeout, TransportAction,
 };
 use futures_core::Stream;
 use futures_sink::Sink;
@@ -17,8 +17,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::io::poll_read_buf;
 
 use crate::config::Config;
-use crate::error::{Error, TimeoutKind};
-use crate::timers::Timers;
+use crate::error::Error;
+use crate::poll::PollSocket;
+use crate::timers::{self, Timers};
 
 /// How many buffers one vectored write may carry.
 const MAX_IOVECS: usize = 64;
@@ -66,10 +67,11 @@ pub struct WebSocket<S> {
     /// while one runs).
     close_timeout_ms: u32,
     protocol: Option<Box<str>>,
-    /// The transport reported end of stream.
-    read_closed: bool,
     /// The stream of events has ended; nothing more is read.
     done: bool,
+    /// The code of the peer's close frame once it arrived (1005 when it had none), 0 before.
+    /// A bare `u16`: it fits in the padding after the flags, so a connection is no larger.
+    peer_close_code: u16,
     /// The error that failed the connection, reported once the close frame is out.
     pending_error: Option<Box<Error>>,
 }
@@ -90,7 +92,9 @@ where
         } else {
             BytesMut::from(&leftover[..])
         };
-        let conn = Connection::with_leftover(role, config.protocol.clone(), leftover);
+        let mut conn = Connection::with_leftover(role, config.protocol.clone(), leftover);
+        // Whole messages: pieces are received through `into_fragments`, which sets the mode.
+        conn.set_receive_mode(ReceiveMode::Messages);
         WebSocket {
             stream,
             conn,
@@ -101,8 +105,8 @@ where
             close_timeout_ms: u32::try_from(config.close_timeout.as_micros().div_ceil(1000))
                 .unwrap_or(u32::MAX),
             protocol: None,
-            read_closed: false,
             done: false,
+            peer_close_code: 0,
             pending_error: None,
         }
     }
@@ -145,8 +149,18 @@ where
         self.conn.state()
     }
 
-    /// Switches between whole messages and fragments, from the next message on.
-    pub fn set_receive_mode(&mut self, mode: ReceiveMode) {
+    /// The code of the close frame the peer sent, once it has arrived: after
+    /// [`recv`](WebSocket::recv) returned `None`, this tells a normal close
+    /// ([`CloseCode::NORMAL`]) from a peer's failure ([`CloseCode::INTERNAL_ERROR`], say).
+    /// [`CloseCode::NO_STATUS`] when the frame carried no code; `None` when no close frame
+    /// arrived (the connection is open, or it ended without one: an error was returned then).
+    /// The frame itself, with its reason, was delivered as `Message::Close`.
+    pub fn peer_close_code(&self) -> Option<CloseCode> {
+        (self.peer_close_code != 0).then_some(CloseCode(self.peer_close_code))
+    }
+
+    /// Switches the core's receive mode (for [`Fragments`](crate::Fragments)).
+    pub(crate) fn set_receive_mode(&mut self, mode: ReceiveMode) {
         self.conn.set_receive_mode(mode);
     }
 
@@ -160,46 +174,9 @@ where
     /// Receives the next message: `None` once the connection has closed normally.
     ///
     /// Pings are answered automatically (unless turned off) and still delivered; the close
-    /// frame is delivered as `Message::Close`, then the stream ends. In
-    /// [`ReceiveMode::Fragments`] and [`ReceiveMode::Streaming`] use
-    /// [`recv_event`](WebSocket::recv_event) instead.
-    ///
-    /// # Errors
-    ///
-    /// `Some(Err(_))`: [`Error::Protocol`] when the peer broke the protocol (the connection
-    /// then sends the matching close code and ends), [`Error::Io`] when the transport
-    /// failed, [`Error::Timeout`] when keepalive, the idle timeout or the close timeout
-    /// expired, [`Error::FragmentMode`] in a fragment receive mode. After an error the next call returns `None`.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: dropping the future before it completes loses nothing; bytes read so far
-    /// stay in the connection and the next call continues from them.
-    pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
-        poll_fn(|cx| self.poll_recv(cx)).await
-    }
-
-    /// Receives the next event: a message, or in [`ReceiveMode::Fragments`] and
-    /// [`ReceiveMode::Streaming`] a piece of a data message ([`Event::Fragment`]).
-    ///
-    /// A relay that passes large messages on while they arrive, holding at most one read of
-    /// each (the pieces go out as the frames of a fragmented message). Like a TCP echo, an echo
-    /// written this way needs a peer that reads while it sends: `feed_fragment` waits while
-    /// the write buffer is full, and meanwhile nothing is read. For peers that read only once
-    /// they have sent a whole message, raise [`Config::write_buffer_limit`] above the largest
-    /// message.
-    ///
-    /// ```no_run
-    /// # async fn demo(mut ws: fullduplex::WebSocket<tokio::net::TcpStream>) -> Result<(), fullduplex::Error> {
-    /// use fullduplex::{Event, ReceiveMode};
-    /// ws.set_receive_mode(ReceiveMode::Streaming);
-    /// while let Some(event) = ws.recv_event().await {
-    ///     if let Event::Fragment(piece) = event? {
-    ///         ws.feed_fragment(piece.kind, piece.payload, piece.is_last).await?;
-    ///     }
-    /// }
-    /// # Ok(()) }
-    /// ```
+    /// frame is delivered as `Message::Close`, then the stream ends
+    /// ([`peer_close_code`](WebSocket::peer_close_code) tells its code afterwards). To receive
+    /// large messages piece by piece, see [`into_fragments`](WebSocket::into_fragments).
     ///
     /// # Errors
     ///
@@ -212,24 +189,25 @@ where
     ///
     /// Cancel safe: dropping the future before it completes loses nothing; bytes read so far
     /// stay in the connection and the next call continues from them.
-    pub async fn recv_event(&mut self) -> Option<Result<Event, Error>> {
+    pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
+        poll_fn(|cx| self.poll_next_message(cx)).await
+    }
+
+    /// Receives the next event: a message, or a piece of one in the fragment receive modes
+    /// (for [`Fragments`](crate::Fragments) and [`close`](WebSocket::close)).
+    pub(crate) async fn recv_event(&mut self) -> Option<Result<Event, Error>> {
         poll_fn(|cx| self.poll_next_event(cx)).await
     }
 
-    /// Receives the next message borrowed, and hands it to `handler` together with an
-    /// [`Outbox`] for replies: returns what `handler` returned, and `None` once the connection
-    /// has closed normally. Replies leave as [`feed`](WebSocket::feed)'s do: in one write when
-    /// the connection next waits for its peer (or at the next flush), and a new message is
-    /// handed out only while the write buffer is below its limit.
+    /// The one-message form of [`recv_many`](WebSocket::recv_many): lends the next message
+    /// to `handler` together with an [`Outbox`] for replies, and returns what `handler`
+    /// returned (any type, not only a `Result`), or `None` once the connection has closed
+    /// normally. For a handler that produces a value per message, or a loop that must look
+    /// at something else between two messages; `recv_many` costs one call per batch instead.
     ///
-    /// The message is a view into the receive buffer, where it was unmasked and validated:
-    /// nothing is allocated or reference-counted for it, and replies are copied from it into
-    /// the write buffer (a message of 2 KiB or more is lent from a shared slice instead, and
-    /// what is sent from it is queued by reference). A fast way to answer small messages, and
-    /// [`recv_many`](WebSocket::recv_many) the fastest; use [`recv`](WebSocket::recv) to keep
-    /// a message beyond the handler without copying it.
-    /// Pings are answered automatically (unless turned off) and still handed out, as with
-    /// `recv`; only [`ReceiveMode::Messages`] is supported (else [`Error::FragmentMode`]).
+    /// The message is lent as `recv_many` lends it (a view into the receive buffer; replies
+    /// leave as [`feed`](WebSocket::feed)'s do). Pings are answered automatically (unless
+    /// turned off) and still handed out, as with `recv`.
     ///
     /// ```no_run
     /// # async fn demo(mut ws: fullduplex::WebSocket<tokio::net::TcpStream>) -> Result<(), fullduplex::Error> {
@@ -253,7 +231,7 @@ where
     /// `Some(Err(_))`: [`Error::Protocol`] when the peer broke the protocol (the connection
     /// then sends the matching close code and ends), [`Error::Io`] when the transport
     /// failed, [`Error::Timeout`] when keepalive, the idle timeout or the close timeout
-    /// expired, [`Error::FragmentMode`] in a fragment receive mode. After an error the next call returns `None`.
+    /// expired. After an error the next call returns `None`.
     ///
     /// # Cancel safety
     ///
@@ -270,7 +248,7 @@ where
 
     /// Polls for the next message, borrowed (see [`recv_with`](WebSocket::recv_with)).
     /// `handler` is taken out of its `Option` and called once a message is there.
-    pub fn poll_recv_with<R, F>(
+    pub(crate) fn poll_recv_with<R, F>(
         &mut self,
         cx: &mut Context<'_>,
         handler: &mut Option<F>,
@@ -284,37 +262,52 @@ where
         let delivered = self.poll_event_with(cx, |conn| {
             conn.next_event_with(|event, out| match event {
                 EventRef::Message(message) => {
-                    let is_pong = matches!(message, MessageRef::Pong(_));
+                    let seen = Seen::of(&message);
                     let result = handler.take().map(|handler| handler(message, out));
-                    Delivered { result, is_pong }
+                    Delivered { result, seen }
                 }
-                // Checked above: the mode changes only between calls.
+                // Not in `ReceiveMode::Messages`, the only mode of a `WebSocket`.
                 EventRef::Fragment(_) => Delivered {
                     result: None,
-                    is_pong: false,
+                    seen: Seen::Other,
                 },
             })
         });
-        let Poll::Ready(Some(Ok(Some(result)))) = delivered else {
-            return delivered
-                .map(|event| event.map(|result| result.and_then(|_| Err(Error::FragmentMode))));
+        let result = match delivered {
+            Poll::Ready(Some(Ok(Some(result)))) => result,
+            Poll::Ready(Some(Ok(None))) => {
+                // A piece of a message, which this mode never delivers: look again.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error))),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
         };
         // The handler may have closed through its outbox.
         self.start_close_timer_if_closing();
         Poll::Ready(Some(Ok(result)))
     }
 
-    /// Receives every message that has arrived, borrowed, and hands each to `handler` with an
-    /// [`Outbox`] for replies, as [`recv_with`](WebSocket::recv_with) does for one: waits for
-    /// the first message, then goes on through the messages already in the receive buffer
-    /// without reading again. Returns how many messages were handled, the first error
-    /// `handler` returned (the messages after it stay for the next call), and `None` once the
-    /// connection has closed normally.
+    /// The borrowed fast path: lends every message that has arrived to `handler` with an
+    /// [`Outbox`] for replies. Waits for the first message, then goes on through the messages
+    /// already in the receive buffer without reading again. Returns how many messages were
+    /// handled, the first error `handler` returned (the messages after it stay for the next
+    /// call), and `None` once the connection has closed normally.
     ///
-    /// One call per batch of messages instead of one per message: the cheapest way to answer
-    /// a busy connection's small messages (the way µWebSockets calls its message handler from
-    /// its read loop). The batch also ends when the write buffer reaches its limit, when a
-    /// close has been sent, and before a protocol error, which the next call returns.
+    /// A message is a view into the receive buffer, where it was unmasked and validated:
+    /// nothing is allocated or reference-counted for it, and replies are copied from it into
+    /// the write buffer (a message of 2 KiB or more is lent from a shared slice instead, and
+    /// what is sent from it is queued by reference). Replies leave as
+    /// [`feed`](WebSocket::feed)'s do: in one write when the connection next waits for its
+    /// peer (or at the next flush). Use [`recv`](WebSocket::recv) to keep a message beyond
+    /// the handler without copying it, and [`recv_with`](WebSocket::recv_with) for one
+    /// message per call.
+    ///
+    /// The batch ends when the write buffer reaches its limit (a new batch starts only once
+    /// it is below), when a close has been sent, and before a protocol error, which the next
+    /// call returns. Pings are answered automatically (unless turned off) and still handed
+    /// out.
     ///
     /// ```no_run
     /// # async fn demo(mut ws: fullduplex::WebSocket<tokio::net::TcpStream>) -> Result<(), fullduplex::Error> {
@@ -337,8 +330,7 @@ where
     ///
     /// `Some(Err(e))`: the first error `handler` returned (the messages before it were
     /// handled), or a connection error converted with `From<Error>`: [`Error::Protocol`],
-    /// [`Error::Io`], [`Error::Timeout`] as for [`recv`](WebSocket::recv), and
-    /// [`Error::FragmentMode`] in a fragment receive mode.
+    /// [`Error::Io`], [`Error::Timeout`] as for [`recv`](WebSocket::recv).
     ///
     /// # Cancel safety
     ///
@@ -349,12 +341,13 @@ where
         F: FnMut(MessageRef<'_>, &mut Outbox<'_>) -> Result<(), E>,
         E: From<Error>,
     {
-        poll_fn(move |cx| self.poll_recv_many(cx, &mut handler)).await
+        poll_fn(move |cx| self.poll_lend_many(cx, &mut handler)).await
     }
 
     /// Polls for the messages that have arrived, borrowed (see
     /// [`recv_many`](WebSocket::recv_many)).
-    pub fn poll_recv_many<E, F>(
+    #[inline]
+    fn poll_lend_many<E, F>(
         &mut self,
         cx: &mut Context<'_>,
         handler: &mut F,
@@ -369,14 +362,19 @@ where
         let limit = self.write_limit as usize;
         let mut deferred = None;
         let delivered = self.poll_event_with(cx, |conn| {
-            let (mut handled, mut is_pong) = (0, false);
+            let (mut handled, mut seen) = (0, Seen::Other);
             loop {
                 let next = conn.next_event_with(|event, out| match event {
                     EventRef::Message(message) => {
-                        is_pong |= matches!(message, MessageRef::Pong(_));
+                        // A close ends the batch (it is sent back, or ours was sent before),
+                        // so it is the last one seen; a pong before it is noted at once.
+                        match Seen::of(&message) {
+                            Seen::Other => {}
+                            other => seen = seen.and(other),
+                        }
                         handler(message, out)
                     }
-                    // Checked above: the mode changes only between calls.
+                    // Not in `ReceiveMode::Messages`, the only mode of a `WebSocket`.
                     EventRef::Fragment(_) => Ok(()),
                 });
                 match next {
@@ -384,7 +382,7 @@ where
                     Ok(Some(Err(error))) => {
                         return Ok(Some(Delivered {
                             result: Err(error),
-                            is_pong,
+                            seen,
                         }))
                     }
                     Ok(None) => break,
@@ -405,7 +403,7 @@ where
             }
             Ok((handled > 0).then_some(Delivered {
                 result: Ok(handled),
-                is_pong,
+                seen,
             }))
         });
         if let Some(error) = deferred {
@@ -422,13 +420,10 @@ where
         })
     }
 
-    /// Before messages are lent: only in [`ReceiveMode::Messages`], and once the write buffer
-    /// is below its limit (the handler's replies wait here, as `feed`'s would).
+    /// Before messages are lent: once the write buffer is below its limit (the handler's
+    /// replies wait here, as `feed`'s would).
     #[inline]
     fn poll_ready_to_lend(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        if self.conn.config().receive_mode != ReceiveMode::Messages {
-            return Poll::Ready(Err(Error::FragmentMode));
-        }
         if !self.done && self.conn.output_len() >= self.write_limit as usize {
             if let Err(error) = ready!(self.poll_write_out_or_time_out(cx)) {
                 return Poll::Ready(Err(self.abort(cx, error)));
@@ -457,23 +452,43 @@ where
         }
     }
 
-    /// Polls for the next message (the `Stream` implementation).
-    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
-        self.poll_next_event(cx)
-            .map(|event| event.map(|result| result.and_then(into_message)))
+    /// Polls for the next message: [`poll_next_event`](WebSocket::poll_next_event) for the
+    /// mode of a `WebSocket`, where every event is a message.
+    #[inline]
+    fn poll_next_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
+        loop {
+            return match ready!(self.poll_next_event(cx)) {
+                Some(Ok(Event::Message(message))) => Poll::Ready(Some(Ok(message))),
+                // Not in `ReceiveMode::Messages`, the only mode of a `WebSocket`.
+                Some(Ok(Event::Fragment(_))) => continue,
+                Some(Err(error)) => Poll::Ready(Some(Err(error))),
+                None => Poll::Ready(None),
+            };
+        }
     }
 
     /// Polls for the next event. The engine of the connection: it delivers what the core has
     /// parsed, writes what the core has queued (pongs, close echoes, and anything fed), runs
     /// the timers, and reads from the transport only when the core needs more bytes.
-    pub fn poll_next_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event, Error>>> {
+    pub(crate) fn poll_next_event(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Event, Error>>> {
         self.poll_event_with(cx, |conn| {
             conn.next_event().map(|event| {
                 event.map(|event| {
-                    let is_pong = matches!(event, Event::Message(Message::Pong(_)));
+                    let seen = match &event {
+                        Event::Message(Message::Pong(_)) => Seen::Pong,
+                        Event::Message(Message::Close(frame)) => Seen::Close(
+                            frame
+                                .as_ref()
+                                .map_or(CloseCode::NO_STATUS.0, |frame| frame.code.0),
+                        ),
+                        _ => Seen::Other,
+                    };
                     Delivered {
                         result: event,
-                        is_pong,
+                        seen,
                     }
                 })
             })
@@ -495,8 +510,9 @@ where
         loop {
             match next(&mut self.conn) {
                 Ok(Some(delivered)) => {
-                    if delivered.is_pong {
-                        self.timers.pong_received();
+                    match delivered.seen {
+                        Seen::Other => {}
+                        seen => self.note(seen),
                     }
                     return Poll::Ready(Some(Ok(delivered.result)));
                 }
@@ -585,42 +601,73 @@ where
                 }
                 return Poll::Pending;
             }
-            Poll::Ready(Ok(0)) => {
-                self.read_closed = true;
-                self.conn.recv_eof();
-            }
+            Poll::Ready(Ok(0)) => self.conn.recv_eof(),
             Poll::Ready(Ok(_)) => self.timers.received(),
             Poll::Ready(Err(error)) => return Poll::Ready(Err(error.into())),
         }
         Poll::Ready(Ok(()))
     }
 
-    /// The close handshake is over (or the connection failed): write what is queued, then
-    /// close the transport. A server closes TCP first; a client waits for the server to do it
-    /// (RFC 6455 section 7.1.1), within the close timeout.
+    /// The close handshake is over (or the connection failed): close the transport as the core
+    /// says ([`Connection::transport`]: a server closes TCP first, a client waits for the
+    /// server to do it, RFC 6455 section 7.1.1), within the close timeout, whose expiry is
+    /// reported to the core.
     fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.conn.output().is_empty() {
-            match self.poll_write_out(cx) {
-                Poll::Ready(_) => {}
-                Poll::Pending if self.timers.close_expired(cx) => {}
-                Poll::Pending => return Poll::Pending,
+        loop {
+            let action = self.conn.transport();
+            if action == TransportAction::Abort {
+                self.abort_transport(cx);
+                return Poll::Ready(());
             }
-        }
-        if self.conn.role() == Role::Client {
-            while !self.read_closed {
-                self.conn.recv_buf().clear();
-                match poll_read_buf(Pin::new(&mut self.stream), cx, self.conn.recv_buf()) {
-                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => self.read_closed = true,
-                    Poll::Ready(Ok(_)) => {}
-                    Poll::Pending if self.timers.close_expired(cx) => break,
+            // Errors here change nothing: the connection is over either way.
+            if !self.conn.output().is_empty() {
+                match self.poll_write_out(cx) {
+                    Poll::Ready(_) => {}
+                    Poll::Pending if self.timers.close_expired(cx) => {
+                        self.conn.on_timeout(Timeout::CloseHandshake);
+                        continue;
+                    }
                     Poll::Pending => return Poll::Pending,
                 }
             }
+            if action == TransportAction::AwaitClose {
+                self.conn.recv_buf().clear();
+                match poll_read_buf(Pin::new(&mut self.stream), cx, self.conn.recv_buf()) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => self.conn.recv_eof(),
+                    Poll::Ready(Ok(_)) => {}
+                    Poll::Pending if self.timers.close_expired(cx) => {
+                        self.conn.on_timeout(Timeout::CloseHandshake);
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+                continue;
+            }
+            return match Pin::new(&mut self.stream).poll_shutdown(cx) {
+                Poll::Pending if !self.timers.close_expired(cx) => Poll::Pending,
+                _ => Poll::Ready(()),
+            };
         }
-        // Errors here change nothing: the connection is over either way.
-        match Pin::new(&mut self.stream).poll_shutdown(cx) {
-            Poll::Pending if !self.timers.close_expired(cx) => Poll::Pending,
-            _ => Poll::Ready(()),
+    }
+
+    /// Closes the transport without waiting ([`TransportAction::Abort`]): one attempt to
+    /// write what is queued (a failed connection's close frame) and one to shut it down.
+    fn abort_transport(&mut self, cx: &mut Context<'_>) {
+        if !self.conn.output().is_empty() {
+            let _ = self.poll_write_out(cx);
+        }
+        let _ = Pin::new(&mut self.stream).poll_shutdown(cx);
+    }
+
+    /// Notes a pong or the peer's close code.
+    fn note(&mut self, seen: Seen) {
+        match seen {
+            Seen::Other => {}
+            Seen::Pong => self.timers.pong_received(),
+            Seen::Close(code) => self.peer_close_code = code,
+            Seen::PongThenClose(code) => {
+                self.timers.pong_received();
+                self.peer_close_code = code;
+            }
         }
     }
 
@@ -638,24 +685,14 @@ where
         Ok(())
     }
 
-    /// Ends the connection after a local failure (I/O error, timeout): one attempt to push out
-    /// a close frame, then the stream is over.
+    /// Ends the connection after a local failure (I/O error, timeout): the stream is over. A
+    /// timeout is reported to the core, which fails the connection with the close code the
+    /// timeout calls for and has the transport aborted.
     fn abort(&mut self, cx: &mut Context<'_>, error: Error) -> Error {
         self.done = true;
-        let code = match &error {
-            Error::Timeout(TimeoutKind::Keepalive) => Some(1011),
-            Error::Timeout(TimeoutKind::Idle) => Some(1001),
-            _ => None,
-        };
-        if let Some(code) = code {
-            let reason = error.to_string();
-            if self
-                .conn
-                .close(Some(CloseFrame::new(code.into(), reason.as_str())))
-                .is_ok()
-            {
-                let _ = self.poll_write_out(cx);
-            }
+        if let Error::Timeout(kind) = &error {
+            self.conn.on_timeout(timers::core_timeout(*kind));
+            self.abort_transport(cx);
         }
         error
     }
@@ -827,10 +864,8 @@ where
         self.flush().await
     }
 
-    /// Queues frames encoded once for many connections (after
-    /// [`poll_ready_send`](WebSocket::poll_ready_send)); see
-    /// [`send_encoded`](WebSocket::send_encoded).
-    pub fn start_send_encoded(&mut self, frames: Bytes) -> Result<(), Error> {
+    /// Queues frames encoded once for many connections (after `poll_ready_send`).
+    pub(crate) fn start_send_encoded(&mut self, frames: Bytes) -> Result<(), Error> {
         self.ensure_open()?;
         Ok(self.conn.send_encoded(frames)?)
     }
@@ -860,7 +895,7 @@ where
     }
 
     /// Waits until another message can be queued (the write buffer is below its limit).
-    pub fn poll_ready_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+    pub(crate) fn poll_ready_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         if self.conn.output().len() < self.write_limit as usize {
             return Poll::Ready(Ok(()));
         }
@@ -894,8 +929,8 @@ where
         }
     }
 
-    /// Queues a message (after [`poll_ready_send`](WebSocket::poll_ready_send)).
-    pub fn start_send_message(&mut self, message: Message) -> Result<(), Error> {
+    /// Queues a message (after `poll_ready_send`).
+    pub(crate) fn start_send_message(&mut self, message: Message) -> Result<(), Error> {
         self.ensure_open()?;
         match message {
             Message::Close(frame) => self.start_close(frame),
@@ -903,9 +938,8 @@ where
         }
     }
 
-    /// Queues one frame of a fragmented message (after
-    /// [`poll_ready_send`](WebSocket::poll_ready_send)).
-    pub fn start_send_fragment(
+    /// Queues one frame of a fragmented message (after `poll_ready_send`).
+    pub(crate) fn start_send_fragment(
         &mut self,
         kind: DataKind,
         payload: Bytes,
@@ -936,7 +970,7 @@ where
     }
 
     /// Writes all queued bytes with vectored writes, then flushes the transport.
-    pub fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+    pub(crate) fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let vectored = self.stream.is_write_vectored();
         loop {
             let out = self.conn.output();
@@ -971,19 +1005,96 @@ where
     }
 }
 
-/// The message of an event, for `recv`: a piece of a message (in a receive mode that hands
-/// out pieces) is an error there.
-/// What the core delivered, and whether it was a pong (for the keepalive timer).
+/// What the core delivered, and what the shell notes of it.
 struct Delivered<T> {
     result: T,
-    is_pong: bool,
+    seen: Seen,
 }
 
-#[inline]
-pub(crate) fn into_message(event: Event) -> Result<Message, Error> {
-    match event {
-        Event::Message(message) => Ok(message),
-        Event::Fragment(_) => Err(Error::FragmentMode),
+/// What the shell notes of delivered messages: pongs (for the keepalive timer) and the peer's
+/// close code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// Nothing to note.
+    Other,
+    Pong,
+    /// The peer's close frame, with its code.
+    Close(u16),
+    /// A pong, then the peer's close frame (in one batch).
+    PongThenClose(u16),
+}
+
+impl Seen {
+    #[inline]
+    fn of(message: &MessageRef<'_>) -> Seen {
+        match message {
+            MessageRef::Pong(_) => Seen::Pong,
+            MessageRef::Close(frame) => {
+                Seen::Close(frame.map_or(CloseCode::NO_STATUS.0, |frame| frame.code.0))
+            }
+            _ => Seen::Other,
+        }
+    }
+
+    /// Both of a batch's notes.
+    fn and(self, later: Seen) -> Seen {
+        match (self, later) {
+            (Seen::Pong | Seen::PongThenClose(_), Seen::Close(code)) => Seen::PongThenClose(code),
+            (Seen::Other, later) => later,
+            (earlier, _) => earlier,
+        }
+    }
+}
+
+impl<S> PollSocket for WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    #[inline]
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
+        self.poll_next_message(cx)
+    }
+
+    #[inline]
+    fn poll_recv_many<E, F>(
+        &mut self,
+        cx: &mut Context<'_>,
+        handler: &mut F,
+    ) -> Poll<Option<Result<usize, E>>>
+    where
+        F: FnMut(MessageRef<'_>, &mut Outbox<'_>) -> Result<(), E>,
+        E: From<Error>,
+    {
+        self.poll_lend_many(cx, handler)
+    }
+
+    #[inline]
+    fn poll_ready_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        WebSocket::poll_ready_send(self, cx)
+    }
+
+    #[inline]
+    fn start_send_message(&mut self, message: Message) -> Result<(), Error> {
+        WebSocket::start_send_message(self, message)
+    }
+
+    fn start_send_fragment(
+        &mut self,
+        kind: DataKind,
+        payload: Bytes,
+        is_last: bool,
+    ) -> Result<(), Error> {
+        WebSocket::start_send_fragment(self, kind, payload, is_last)
+    }
+
+    #[inline]
+    fn start_send_encoded(&mut self, frames: Bytes) -> Result<(), Error> {
+        WebSocket::start_send_encoded(self, frames)
+    }
+
+    #[inline]
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        WebSocket::poll_write_out(self, cx)
     }
 }
 
@@ -994,7 +1105,7 @@ where
     type Item = Result<Message, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.get_mut().poll_recv(cx)
+        self.get_mut().poll_next_message(cx)
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 
 use bytes::Bytes;
-use fullduplex_proto::{CloseFrame, DataKind, Event, Message};
+use fullduplex_proto::{CloseCode, CloseFrame, DataKind, Message, MessageRef, Outbox};
 use futures_core::Stream;
 use futures_sink::Sink;
 use std::future::poll_fn;
@@ -19,6 +19,7 @@ use std::pin::Pin;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::error::Error;
+use crate::poll::PollSocket;
 use crate::socket::WebSocket;
 
 /// The wakers of the two halves; waking it wakes both.
@@ -71,7 +72,8 @@ impl<S> Shared<S> {
     }
 }
 
-/// The receiving half: a `Stream` of messages, and `recv`.
+/// The receiving half: a `Stream` of messages, `recv`, and the borrowed `recv_many` and
+/// `recv_with`, as on a [`WebSocket`].
 #[derive(Debug)]
 pub struct ReadHalf<S> {
     shared: Arc<Shared<S>>,
@@ -147,20 +149,50 @@ where
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
-    /// Receives the next event (messages, or fragments in fragment mode).
+    /// Lends every message that has arrived to `handler`, with an [`Outbox`] for replies
+    /// (see [`WebSocket::recv_many`]). The replies are queued on the shared connection and
+    /// leave with the next write of either half.
     ///
     /// # Errors
     ///
-    /// As [`WebSocket::recv`]: `Some(Err(_))` with [`Error::Protocol`], [`Error::Io`] or
+    /// As [`WebSocket::recv_many`]: `Some(Err(_))` with the first error `handler` returned,
+    /// or [`Error::Protocol`], [`Error::Io`] or [`Error::Timeout`] converted with `From`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`WebSocket::recv_many`].
+    pub async fn recv_many<E, F>(&mut self, mut handler: F) -> Option<Result<usize, E>>
+    where
+        F: FnMut(MessageRef<'_>, &mut Outbox<'_>) -> Result<(), E>,
+        E: From<Error>,
+    {
+        poll_fn(|cx| {
+            with_socket(&self.shared, &self.shared.wakers.read, cx, |ws, cx| {
+                ws.poll_recv_many(cx, &mut handler)
+            })
+        })
+        .await
+    }
+
+    /// Lends the next message to `handler`, with an [`Outbox`] for replies: the one-message
+    /// form of [`recv_many`](ReadHalf::recv_many) (see [`WebSocket::recv_with`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`WebSocket::recv_with`]: `Some(Err(_))` with [`Error::Protocol`], [`Error::Io`] or
     /// [`Error::Timeout`].
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe, as [`WebSocket::recv`].
-    pub async fn recv_event(&mut self) -> Option<Result<Event, Error>> {
+    /// Cancel safe, as [`WebSocket::recv_with`].
+    pub async fn recv_with<R>(
+        &mut self,
+        handler: impl FnOnce(MessageRef<'_>, &mut Outbox<'_>) -> R,
+    ) -> Option<Result<R, Error>> {
+        let mut handler = Some(handler);
         poll_fn(|cx| {
             with_socket(&self.shared, &self.shared.wakers.read, cx, |ws, cx| {
-                ws.poll_next_event(cx)
+                ws.poll_recv_with(cx, &mut handler)
             })
         })
         .await
@@ -170,6 +202,12 @@ where
         with_socket(&self.shared, &self.shared.wakers.read, cx, |ws, cx| {
             ws.poll_recv(cx)
         })
+    }
+
+    /// The code of the peer's close frame once it has arrived (see
+    /// [`WebSocket::peer_close_code`]).
+    pub fn peer_close_code(&self) -> Option<CloseCode> {
+        self.shared.lock().peer_close_code()
     }
 
     /// True if both halves come from the same `split`.

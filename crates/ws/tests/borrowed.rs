@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,7 +15,7 @@ use std::task::{Context, Poll};
 use common::{client_frame, tcp_pair, upgrade_request};
 use fullduplex::proto::ProtocolError;
 use fullduplex::{
-    CloseCode, CloseFrame, Config, Error, Message, MessageRef, ReceiveMode, Role, WebSocket,
+    CloseCode, CloseFrame, Config, Error, Message, MessageRef, PollSocket, Role, WebSocket,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -83,7 +84,7 @@ impl AsyncWrite for Scripted {
 fn poll_echo(ws: &mut WebSocket<Scripted>) -> Poll<Option<Result<usize, Error>>> {
     let waker = std::task::Waker::noop();
     let mut cx = Context::from_waker(waker);
-    let mut handler = Some(
+    let recv = ws.recv_with(
         |message: MessageRef<'_>, out: &mut fullduplex::Outbox<'_>| {
             if message.is_data() {
                 out.send_ref(message).unwrap();
@@ -91,7 +92,7 @@ fn poll_echo(ws: &mut WebSocket<Scripted>) -> Poll<Option<Result<usize, Error>>>
             message.payload().len()
         },
     );
-    ws.poll_recv_with(&mut cx, &mut handler)
+    std::pin::pin!(recv).poll(&mut cx)
 }
 
 #[test]
@@ -225,14 +226,16 @@ async fn the_handler_can_close_through_its_outbox() {
     assert_eq!(closer.await.unwrap(), 2);
 }
 
+/// Lending works again on a `WebSocket` taken back from a fragment receiver.
 #[tokio::test]
-async fn fragment_modes_are_refused() {
-    let (_client, mut server) = tcp_pair(Config::default(), Config::default()).await;
-    server.set_receive_mode(ReceiveMode::Streaming);
-    assert!(matches!(
-        server.recv_with(|_, _| ()).await,
-        Some(Err(Error::FragmentMode))
-    ));
+async fn lends_whole_messages_after_fragments_into_inner() {
+    let (mut client, server) = tcp_pair(Config::default(), Config::default()).await;
+    let mut server = server.into_streaming().into_inner().unwrap();
+    client.send(Message::text("whole")).await.unwrap();
+    let text = server
+        .recv_with(|message, _| message.as_text().map(str::to_owned))
+        .await;
+    assert_eq!(text.unwrap().unwrap().as_deref(), Some("whole"));
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{client_frame, duplex_pair, tcp_pair, upgrade_request};
-use fullduplex::{CloseCode, CloseFrame, Config, DataKind, Event, Message, ReceiveMode, State};
+use fullduplex::{CloseCode, CloseFrame, Config, DataKind, Event, Message, State};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -334,8 +334,8 @@ async fn send_applies_backpressure() {
 
 #[tokio::test]
 async fn fragments_stream_a_large_message() {
-    let (mut client, mut server) = tcp_pair(Config::default(), Config::default()).await;
-    server.set_receive_mode(ReceiveMode::Fragments);
+    let (mut client, server) = tcp_pair(Config::default(), Config::default()).await;
+    let mut server = server.into_fragments();
     let parts = ["Hel", "lo, ", "wor", "ld"];
     for (i, part) in parts.iter().enumerate() {
         client
@@ -348,7 +348,7 @@ async fn fragments_stream_a_large_message() {
         .await
         .unwrap();
     for (i, part) in parts.iter().enumerate() {
-        match server.recv_event().await.unwrap().unwrap() {
+        match server.recv().await.unwrap().unwrap() {
             Event::Fragment(fragment) => {
                 assert_eq!(fragment.kind, DataKind::Text);
                 assert_eq!(fragment.payload, part.as_bytes());
@@ -359,15 +359,181 @@ async fn fragments_stream_a_large_message() {
         }
     }
     assert_eq!(
-        server.recv_event().await.unwrap().unwrap(),
+        server.recv().await.unwrap().unwrap(),
         Event::Message(Message::Ping(Bytes::from_static(b"p")))
     );
-    // recv (whole messages) refuses to hand out fragments.
+    // Back to whole messages between two messages.
+    let mut server = server.into_inner().unwrap();
     client.send(Message::text("x")).await.unwrap();
+    assert_eq!(server.recv().await.unwrap().unwrap(), Message::text("x"));
+}
+
+/// `into_fragments`: a 3 MiB binary message sent in 48 frames of 64 KiB arrives frame by
+/// frame (never whole, so above the 1 MiB message limit it would still be one piece per
+/// frame), `into_inner` is refused in the middle of it, and after its last piece the
+/// `WebSocket` receives the next (fragmented) message whole.
+#[tokio::test]
+async fn fragments_wrapper_then_whole_messages_after_into_inner() {
+    const FRAME: usize = 64 << 10;
+    const FRAMES: usize = 48;
+    let config = Config::default().max_message_size(4 << 20);
+    let (client, server) = tcp_pair(config.clone(), config).await;
+    let mut fragments = server.into_fragments();
+    let sender = tokio::spawn(async move {
+        let mut client = client;
+        for i in 0..FRAMES {
+            let payload = Bytes::from(vec![(i % 251) as u8; FRAME]);
+            client
+                .send_fragment(DataKind::Binary, payload, i == FRAMES - 1)
+                .await
+                .unwrap();
+        }
+        let parts = ["whole ", "after ", "into_inner"];
+        for (i, part) in parts.iter().enumerate() {
+            client
+                .send_fragment(DataKind::Text, Bytes::from_static(part.as_bytes()), i == 2)
+                .await
+                .unwrap();
+        }
+        client
+    });
+    for i in 0..FRAMES {
+        match fragments.recv().await.unwrap().unwrap() {
+            Event::Fragment(piece) => {
+                assert_eq!(piece.kind, DataKind::Binary);
+                assert_eq!(piece.payload.len(), FRAME);
+                assert!(piece.payload.iter().all(|&b| b == (i % 251) as u8));
+                assert_eq!((piece.is_first, piece.is_last), (i == 0, i == FRAMES - 1));
+            }
+            other => panic!("expected a fragment, got {other:?}"),
+        }
+        if i == 0 {
+            // In the middle of a message: refused, and nothing is lost.
+            fragments = fragments.into_inner().unwrap_err();
+        }
+    }
+    let mut server = fragments.into_inner().unwrap();
+    assert_eq!(
+        server.recv().await.unwrap().unwrap(),
+        Message::text("whole after into_inner")
+    );
+    let mut client = sender.await.unwrap();
+    let closing = tokio::spawn(async move { client.close(None).await.unwrap() });
     assert!(matches!(
-        server.recv().await,
-        Some(Err(fullduplex::Error::FragmentMode))
+        server.recv().await.unwrap().unwrap(),
+        Message::Close(_)
     ));
+    assert!(server.recv().await.is_none());
+    closing.await.unwrap();
+}
+
+/// After `recv` returned `None`, `peer_close_code` tells a peer's 1011 from a normal close.
+#[tokio::test]
+async fn peer_close_code_after_the_stream_ended() {
+    for code in [CloseCode::INTERNAL_ERROR, CloseCode::NORMAL] {
+        let (mut client, mut server) = tcp_pair(Config::default(), Config::default()).await;
+        assert_eq!(client.peer_close_code(), None);
+        let closing = tokio::spawn(async move {
+            server
+                .close(Some(CloseFrame::new(code, "server side failure")))
+                .await
+                .unwrap();
+            server
+        });
+        while let Some(message) = client.recv().await {
+            message.unwrap();
+        }
+        assert_eq!(client.peer_close_code(), Some(code));
+        // The server got the client's echo (same code).
+        let server = closing.await.unwrap();
+        assert_eq!(server.peer_close_code(), Some(code));
+    }
+    // A close frame without a code reads as 1005 (no status).
+    let (mut client, mut server) = tcp_pair(Config::default(), Config::default()).await;
+    let closing = tokio::spawn(async move {
+        server.close(None).await.unwrap();
+    });
+    while let Some(message) = client.recv().await {
+        message.unwrap();
+    }
+    assert_eq!(client.peer_close_code(), Some(CloseCode::NO_STATUS));
+    closing.await.unwrap();
+}
+
+/// The same through `recv_many` and a split reader.
+#[tokio::test]
+async fn peer_close_code_through_recv_many_and_split_reader() {
+    let (client, mut server) = tcp_pair(Config::default(), Config::default()).await;
+    let (mut reader, _writer) = client.split();
+    let closing = tokio::spawn(async move {
+        server.send(Message::text("last")).await.unwrap();
+        server
+            .close(Some(CloseFrame::new(CloseCode::INTERNAL_ERROR, "")))
+            .await
+            .unwrap();
+    });
+    let mut seen = Vec::new();
+    while let Some(handled) = reader
+        .recv_many(|message, _| {
+            seen.push(message.to_message());
+            Ok::<_, fullduplex::Error>(())
+        })
+        .await
+    {
+        handled.unwrap();
+    }
+    assert_eq!(seen[0], Message::text("last"));
+    assert!(matches!(seen[1], Message::Close(_)));
+    assert_eq!(reader.peer_close_code(), Some(CloseCode::INTERNAL_ERROR));
+    closing.await.unwrap();
+}
+
+/// A split reader lends messages with `recv_many` and answers through the outbox while the
+/// writer half sends from another task.
+#[tokio::test]
+async fn split_reader_recv_many_echoes_beside_the_writer() {
+    let (client, server) = tcp_pair(Config::default(), Config::default()).await;
+    let (mut reader, mut writer) = server.split();
+    let echo = tokio::spawn(async move {
+        let mut echoed = 0;
+        while let Some(handled) = reader
+            .recv_many(|message, out| {
+                if message.is_data() {
+                    out.send_ref(message)?;
+                }
+                Ok::<_, fullduplex::Error>(())
+            })
+            .await
+        {
+            echoed += handled.unwrap();
+        }
+        echoed
+    });
+    writer.send(Message::text("from the writer")).await.unwrap();
+    let (mut client_reader, mut client_writer) = client.split();
+    for i in 0..100 {
+        client_writer
+            .feed(Message::text(format!("m{i}")))
+            .await
+            .unwrap();
+    }
+    client_writer.flush().await.unwrap();
+    assert_eq!(
+        client_reader.recv().await.unwrap().unwrap(),
+        Message::text("from the writer")
+    );
+    for i in 0..100 {
+        assert_eq!(
+            client_reader.recv().await.unwrap().unwrap(),
+            Message::text(format!("m{i}"))
+        );
+    }
+    client_writer.close(None).await.unwrap();
+    while let Some(message) = client_reader.recv().await {
+        message.unwrap();
+    }
+    // The 100 messages and the client's close frame.
+    assert_eq!(echo.await.unwrap(), 101);
 }
 
 /// A streaming relay: the server echoes a 16 MiB message piece by piece while it is still
@@ -383,12 +549,12 @@ async fn streaming_relay_echoes_a_large_message_while_it_arrives() {
             .compression(compress)
             .max_message_size(16 << 20)
             .close_timeout(Duration::from_secs(60));
-        let (client, mut server) = tcp_pair(config.clone(), config).await;
+        let (client, server) = tcp_pair(config.clone(), config).await;
         assert_eq!(client.is_compressed(), compress);
-        server.set_receive_mode(ReceiveMode::Streaming);
+        let mut server = server.into_streaming();
         let relay = tokio::spawn(async move {
             let (mut pieces, mut largest) = (0usize, 0usize);
-            while let Some(event) = server.recv_event().await {
+            while let Some(event) = server.recv().await {
                 if let Event::Fragment(piece) = event.unwrap() {
                     pieces += 1;
                     largest = largest.max(piece.payload.len());
