@@ -2,10 +2,10 @@
 
 use std::time::{Duration, Instant};
 
+use fullduplex_loadgen::LoadReport as Report;
 use serde::{Deserialize, Serialize};
 
 use crate::generator::{Generator, Kind, Line};
-use crate::load::Report;
 use crate::procfs;
 use crate::servers::{self, ServerSpec};
 

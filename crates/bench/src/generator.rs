@@ -5,7 +5,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::load::Report;
+use fullduplex_loadgen::LoadReport as Report;
 
 /// A line the generator printed.
 #[derive(Debug)]

@@ -12,8 +12,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use fullduplex_loadgen::{LatencySummary, LoadMode, LoadReport};
 use hdrhistogram::Histogram;
-use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
@@ -60,64 +60,6 @@ pub struct LoadArgs {
     /// Measure handshakes per second (connect, upgrade, close).
     #[arg(long)]
     pub handshakes: bool,
-}
-
-/// Latency percentiles in microseconds.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Latency {
-    /// Median.
-    pub p50: f64,
-    /// 90th percentile.
-    pub p90: f64,
-    /// 99th percentile.
-    pub p99: f64,
-    /// 99.9th percentile.
-    pub p999: f64,
-    /// Largest.
-    pub max: f64,
-    /// Mean.
-    pub mean: f64,
-}
-
-/// The final object (the schema of `fdx bench --json`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Report {
-    /// `echo`, `idle` or `handshakes`.
-    pub mode: String,
-    /// The target.
-    pub url: String,
-    /// Connections.
-    pub connections: u64,
-    /// Payload bytes.
-    pub size: u64,
-    /// Messages in flight per connection.
-    pub pipeline: u64,
-    /// Binary messages.
-    pub binary: bool,
-    /// Compressed messages.
-    pub compress: bool,
-    /// Measured seconds.
-    pub duration_s: f64,
-    /// Echoes completed in the window.
-    pub messages: u64,
-    /// Payload bytes echoed in the window (one way).
-    pub bytes: u64,
-    /// Echoes per second.
-    pub messages_per_s: f64,
-    /// Payload megabytes per second (one way).
-    pub mb_per_s: f64,
-    /// Round trip per message: from the write of its batch to its echo.
-    pub latency_us: Latency,
-    /// Failed connections or bad echoes.
-    pub errors: u64,
-    /// Always 0: the generator does not reconnect.
-    pub reconnects: u64,
-    /// Handshakes completed in the window.
-    pub handshakes: u64,
-    /// Handshakes per second.
-    pub handshakes_per_s: f64,
-    /// Connections open at the end (idle mode).
-    pub connections_open: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -276,7 +218,7 @@ fn batches(args: &LoadArgs) -> Vec<Vec<u8>> {
         .collect()
 }
 
-async fn echo(args: LoadArgs) -> Result<Report, String> {
+async fn echo(args: LoadArgs) -> Result<LoadReport, String> {
     let (addr, host) = target(&args.url)?;
     let shared = Shared::new();
     if args.messages.is_some() {
@@ -342,8 +284,8 @@ async fn echo(args: LoadArgs) -> Result<Report, String> {
     let messages = shared.messages.get();
     let bytes = messages * args.size as u64;
     let latency = shared.latency.borrow();
-    Ok(Report {
-        mode: "echo".into(),
+    Ok(LoadReport {
+        mode: LoadMode::Echo,
         url: args.url.clone(),
         connections: args.connections as u64,
         size: args.size as u64,
@@ -355,7 +297,7 @@ async fn echo(args: LoadArgs) -> Result<Report, String> {
         bytes,
         messages_per_s: messages as f64 / seconds,
         mb_per_s: bytes as f64 / seconds / 1e6,
-        latency_us: Latency {
+        latency_us: LatencySummary {
             p50: latency.value_at_quantile(0.5) as f64,
             p90: latency.value_at_quantile(0.9) as f64,
             p99: latency.value_at_quantile(0.99) as f64,
@@ -368,6 +310,7 @@ async fn echo(args: LoadArgs) -> Result<Report, String> {
         handshakes: 0,
         handshakes_per_s: 0.0,
         connections_open: 0,
+        first_error: None,
     })
 }
 
@@ -481,7 +424,7 @@ async fn echo_loop(
 
 /// Opens `--idle` connections, reports `idle_ready`, echoes one message on each when stdin
 /// says `echo`, and exits at stdin EOF.
-async fn idle(args: LoadArgs) -> Result<Report, String> {
+async fn idle(args: LoadArgs) -> Result<LoadReport, String> {
     let (addr, host) = target(&args.url)?;
     let count = args.idle.unwrap_or(0);
     let shared = Shared::new();
@@ -534,14 +477,14 @@ async fn idle(args: LoadArgs) -> Result<Report, String> {
         emit(&serde_json::json!({"event": "echo_done", "echoed": echoed}));
     }
     let open_count = connections.borrow().len() as u64;
-    Ok(Report {
-        mode: "idle".into(),
+    Ok(LoadReport {
+        mode: LoadMode::Idle,
         url: args.url.clone(),
         connections: count as u64,
         size: args.size as u64,
         errors: shared.errors.get(),
         connections_open: open_count,
-        ..Report::default()
+        ..LoadReport::default()
     })
 }
 
@@ -564,7 +507,7 @@ async fn one_echo(tcp: &mut TcpStream, frame: &[u8]) -> Result<(), String> {
 
 /// Connect, upgrade, close, in `--connections` concurrent loops, from 16 source addresses
 /// (127.0.0.1-16) so that ephemeral ports last.
-async fn handshakes(args: LoadArgs) -> Result<Report, String> {
+async fn handshakes(args: LoadArgs) -> Result<LoadReport, String> {
     let (addr, host) = target(&args.url)?;
     let shared = Shared::new();
     let mut tasks = Vec::new();
@@ -612,14 +555,14 @@ async fn handshakes(args: LoadArgs) -> Result<Report, String> {
         eprintln!("load: {} errors, first: {error}", shared.errors.get());
     }
     let handshakes = shared.handshakes.get();
-    Ok(Report {
-        mode: "handshakes".into(),
+    Ok(LoadReport {
+        mode: LoadMode::Handshakes,
         url: args.url.clone(),
         connections: args.connections as u64,
         duration_s: seconds,
         errors: shared.errors.get(),
         handshakes,
         handshakes_per_s: handshakes as f64 / seconds,
-        ..Report::default()
+        ..LoadReport::default()
     })
 }

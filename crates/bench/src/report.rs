@@ -711,7 +711,7 @@ mod tests {
             cell: "16B-100".into(),
             server: server.into(),
             round: 1,
-            report: crate::load::Report {
+            report: fullduplex_loadgen::LoadReport {
                 messages_per_s: rate,
                 messages: rate as u64,
                 ..Default::default()
@@ -770,7 +770,7 @@ mod tests {
 
     #[test]
     fn the_echo_table_shows_the_worst_latency_of_any_round() {
-        let latency = |p50: f64, p99: f64, max: f64| crate::load::Latency {
+        let latency = |p50: f64, p99: f64, max: f64| fullduplex_loadgen::LatencySummary {
             p50,
             p99,
             max,

@@ -9,16 +9,17 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fullduplex::proto::OpCode;
 use fullduplex::{Config, Message, Utf8Bytes, WebSocket};
+use fullduplex_loadgen::LoadReport;
 use tokio::net::TcpStream;
 
 use super::args::BenchArgs;
 use super::connect::{open_all, open_failure, ConnectError, Target};
+use super::finish::finish_echo;
 use super::frames::{payload, Style, DISTINCT};
 use super::parser::ParseError;
 use super::progress::{self, Progress};
 use super::raw::{DriveError, CLOSE_WAIT, RETRY_PAUSE};
-use super::report::Report;
-use super::stats::{finish_echo, Counts, Samples, Shared, Window};
+use super::stats::{Counts, Samples, Shared, Window};
 use crate::Failure;
 
 type Socket = WebSocket<TcpStream>;
@@ -35,7 +36,7 @@ struct Plan {
 }
 
 /// Runs compressed echo mode and reports.
-pub async fn run(args: &BenchArgs, target: Arc<Target>) -> Result<Report, Failure> {
+pub async fn run(args: &BenchArgs, target: Arc<Target>) -> Result<LoadReport, Failure> {
     let connections = args.connections;
     let max_message = args.size.max(1 << 20);
     let opened = {

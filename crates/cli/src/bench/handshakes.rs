@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use fullduplex::proto::frame::OpCode;
+use fullduplex_loadgen::{LoadMode, LoadReport};
 
 use super::args::BenchArgs;
 use super::connect::{open_failure, Target, Upgraded};
@@ -14,12 +15,11 @@ use super::frames::{Expected, Style};
 use super::parser::EchoParser;
 use super::progress::{self, Progress};
 use super::raw::{close, RETRY_PAUSE};
-use super::report::{Mode, Report};
 use super::stats::{Counts, Samples, Shared, Window};
 use crate::Failure;
 
 /// Runs handshake mode and reports.
-pub async fn run(args: &BenchArgs, target: Arc<Target>) -> Result<Report, Failure> {
+pub async fn run(args: &BenchArgs, target: Arc<Target>) -> Result<LoadReport, Failure> {
     // One connection first, so that a wrong target fails at once with a clear reason.
     let expected = Arc::new(Expected::new(OpCode::Binary, 0, Style::Plain));
     let first = target
@@ -49,7 +49,7 @@ pub async fn run(args: &BenchArgs, target: Arc<Target>) -> Result<Report, Failur
     if let Some(progress) = progress {
         progress.finish();
     }
-    let mut report = Report::new(Mode::Handshakes, &args.url);
+    let mut report = LoadReport::new(LoadMode::Handshakes, &args.url);
     report.connections = args.connections as u64;
     report.duration_s = args.duration.as_secs_f64();
     report.latency_us = shared.latency();

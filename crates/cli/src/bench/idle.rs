@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use fullduplex::proto::frame::OpCode;
+use fullduplex_loadgen::{LoadMode, LoadReport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -15,7 +16,6 @@ use super::connect::{open_all, open_failure, ConnectError, Target};
 use super::frames::{masked_frame, payload, Expected, Style};
 use super::parser::{EchoParser, ParseError};
 use super::raw::{close, DriveError, RETRY_PAUSE};
-use super::report::{Mode, Report};
 use super::stats::{Counts, Shared};
 use crate::Failure;
 
@@ -33,7 +33,11 @@ struct Held {
 }
 
 /// Runs idle mode and reports.
-pub async fn run(args: &BenchArgs, target: Arc<Target>, count: usize) -> Result<Report, Failure> {
+pub async fn run(
+    args: &BenchArgs,
+    target: Arc<Target>,
+    count: usize,
+) -> Result<LoadReport, Failure> {
     let echo_size = args.idle_echo.unwrap_or(0);
     let plan = Arc::new(Plan {
         echo_frame: args
@@ -81,7 +85,7 @@ pub async fn run(args: &BenchArgs, target: Arc<Target>, count: usize) -> Result<
         }
     }
 
-    let mut report = Report::new(Mode::Idle, &args.url);
+    let mut report = LoadReport::new(LoadMode::Idle, &args.url);
     report.connections = count as u64;
     report.size = echo_size as u64;
     report.binary = args.idle_echo.is_some();

@@ -8,11 +8,13 @@
 //! * `--idle N`: open N connections and hold them ([`idle`]), to measure a server's memory.
 //! * `--handshakes`: open, upgrade and close connections in a loop ([`handshakes`]).
 //!
-//! Each mode ends with one [`report::Report`]: a short table, or one JSON object with `--json`.
+//! Each mode ends with one [`fullduplex_loadgen::LoadReport`]: a short table, or one JSON
+//! object with `--json` ([`report`]).
 
 mod args;
 mod compressed;
 mod connect;
+mod finish;
 mod frames;
 mod handshakes;
 mod idle;
@@ -61,6 +63,6 @@ async fn run(args: BenchArgs) -> Result<(), Failure> {
     } else {
         raw::run(&args, target).await?
     };
-    report.print(args.json)
+    report::print(&report, args.json)
 }
 

@@ -14,16 +14,17 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use fullduplex::proto::frame::OpCode;
+use fullduplex_loadgen::LoadReport;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::args::BenchArgs;
 use super::connect::{open_all, open_failure, Target, Upgraded};
+use super::finish::finish_echo;
 use super::frames::{close_frame, Expected, FrameSet, Style, DISTINCT};
 use super::parser::{EchoParser, ParseError};
 use super::progress::{self, Progress};
-use super::report::Report;
-use super::stats::{finish_echo, Counts, Samples, Shared, Window};
+use super::stats::{Counts, Samples, Shared, Window};
 use crate::Failure;
 
 /// How long the close handshake after the run may take per connection.
@@ -64,7 +65,7 @@ pub enum DriveError {
 }
 
 /// Runs echo mode on raw streams and reports.
-pub async fn run(args: &BenchArgs, target: Arc<Target>) -> Result<Report, Failure> {
+pub async fn run(args: &BenchArgs, target: Arc<Target>) -> Result<LoadReport, Failure> {
     let opcode = if args.binary {
         OpCode::Binary
     } else {

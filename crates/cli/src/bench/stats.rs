@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use fullduplex_loadgen::LatencySummary;
 use hdrhistogram::Histogram;
 
 /// Latency samples a connection keeps before adding them to the shared histogram.
@@ -39,23 +40,6 @@ impl Counts {
         self.reconnects += other.reconnects;
         self.handshakes += other.handshakes;
     }
-}
-
-/// Percentiles of the recorded latencies, in microseconds.
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
-pub struct LatencySummary {
-    /// Median.
-    pub p50: f64,
-    /// 90th percentile.
-    pub p90: f64,
-    /// 99th percentile.
-    pub p99: f64,
-    /// 99.9th percentile.
-    pub p999: f64,
-    /// The largest.
-    pub max: f64,
-    /// The mean.
-    pub mean: f64,
 }
 
 /// What all connections of a run share.
@@ -233,43 +217,4 @@ impl Window {
     pub fn counts(&self, now: Instant) -> bool {
         now >= self.measure && now < self.end
     }
-}
-
-/// Waits for every connection task of an echo run (each gives its counts and whether it was
-/// open at the end), stops the progress bar, and builds the echo report.
-pub async fn finish_echo(
-    tasks: Vec<tokio::task::JoinHandle<(Counts, bool)>>,
-    progress: Option<super::progress::Progress>,
-    shared: &Shared,
-    args: &super::args::BenchArgs,
-    connections: usize,
-    compress: bool,
-) -> super::report::Report {
-    let mut counts = Counts::default();
-    let mut open_at_end = 0;
-    for task in tasks {
-        if let Ok((c, open)) = task.await {
-            counts.add(&c);
-            open_at_end += u64::from(open);
-        }
-    }
-    if let Some(progress) = progress {
-        progress.finish();
-    }
-    let mut report = super::report::Report::new(super::report::Mode::Echo, &args.url);
-    report.connections = connections as u64;
-    report.size = args.size as u64;
-    report.pipeline = args.pipeline as u64;
-    report.binary = args.binary;
-    report.compress = compress;
-    report.duration_s = args.duration.as_secs_f64();
-    report.messages = counts.messages;
-    report.bytes = counts.bytes;
-    report.latency_us = shared.latency();
-    report.errors = counts.errors;
-    report.reconnects = counts.reconnects;
-    report.connections_open = open_at_end;
-    report.first_error = shared.first_error();
-    report.compute_rates();
-    report
 }
