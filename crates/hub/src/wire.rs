@@ -1,6 +1,6 @@
 //! The JSON messages of the hub protocol (see PROTOCOL.md): parsing what clients send,
 //! encoding what the server sends. Server messages are encoded straight into WebSocket frames
-//! (unmasked, uncompressed), ready for [`fullduplex::WebSocket::send_encoded`].
+//! (unmasked, uncompressed), ready for [`fullduplex::WebSocket::feed_encoded`].
 
 use bytes::Bytes;
 use fullduplex::proto::connection::encode_server_message;

@@ -68,7 +68,7 @@ pub trait PollSocket {
     ) -> Result<(), Error>;
 
     /// Queues complete frames encoded once for many connections (see
-    /// [`WebSocket::send_encoded`](crate::WebSocket::send_encoded)).
+    /// [`WebSocket::feed_encoded`](crate::WebSocket::feed_encoded)).
     fn start_send_encoded(&mut self, frames: Bytes) -> Result<(), Error>;
 
     /// Writes everything queued and flushes the transport.

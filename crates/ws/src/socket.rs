@@ -34,10 +34,16 @@ const STREAM_READ_STEP: usize = 256 << 10;
 /// A WebSocket connection over a transport `S` (a `TcpStream`, a TLS stream, anything
 /// `AsyncRead + AsyncWrite + Unpin`).
 ///
-/// Receive with [`recv`](WebSocket::recv) or as a [`Stream`] of messages; send with
-/// [`send`](WebSocket::send) (queue and flush), [`feed`](WebSocket::feed) (queue only; what is
-/// queued leaves in one write at the next flush or when the connection next waits to read) or
-/// as a [`Sink`]. A normal close ends the stream (`None`); it is not an error.
+/// Receive with [`recv`](WebSocket::recv) or as a [`Stream`] of messages, or borrowed with
+/// [`recv_many`](WebSocket::recv_many), the fast path; [`into_fragments`](WebSocket::into_fragments)
+/// and [`into_streaming`](WebSocket::into_streaming) receive large messages in pieces. Send
+/// with [`send`](WebSocket::send) (queue and flush), [`feed`](WebSocket::feed) (queue only;
+/// what is queued leaves in one write at the next [`flush`](WebSocket::flush) or when the
+/// connection next waits to read), [`close`](WebSocket::close), or as a [`Sink`]; three
+/// `feed_*` methods queue what a [`Message`] cannot say (a fragment, frames encoded once for
+/// many connections, a message exempt from compression). A normal close ends the stream
+/// (`None`); it is not an error, and [`peer_close_code`](WebSocket::peer_close_code) tells
+/// the peer's code. [`PollSocket`] is the same at the poll level.
 ///
 /// Everything the connection needs lives in this struct, not in futures: dropping a `recv()`
 /// future (in `tokio::select!`, say) loses no data.
@@ -746,59 +752,6 @@ where
         })
     }
 
-    /// Queues one frame of a fragmented message without flushing (see
-    /// [`send_fragment`](WebSocket::send_fragment) and [`feed`](WebSocket::feed)): a relay
-    /// in [`ReceiveMode::Streaming`] feeds every piece it receives, and what is queued leaves
-    /// when `recv_event` next waits for the peer.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Closed`] after a close frame was sent, [`Error::Send`] for what the protocol
-    /// does not allow (see [`fullduplex_proto::SendError`]), [`Error::Io`] when the transport
-    /// failed.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe in the sense that matters: cancelled while it waits for room, nothing was
-    /// queued; once it completes, the message is queued whole.
-    pub fn feed_fragment(
-        &mut self,
-        kind: DataKind,
-        payload: Bytes,
-        is_last: bool,
-    ) -> impl Future<Output = Result<(), Error>> + '_ {
-        // Hand-written for the same reason as `feed`: the payload is held once.
-        let mut payload = Some(payload);
-        poll_fn(move |cx| {
-            ready!(self.poll_ready_send(cx))?;
-            match payload.take() {
-                Some(payload) => Poll::Ready(self.start_send_fragment(kind, payload, is_last)),
-                None => Poll::Ready(Ok(())),
-            }
-        })
-    }
-
-    /// Queues a message uncompressed even when permessage-deflate is on, and flushes.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Closed`] after a close frame was sent, [`Error::Send`] for what the protocol
-    /// does not allow (see [`fullduplex_proto::SendError`]), [`Error::Io`] when the transport
-    /// failed.
-    ///
-    /// # Cancel safety
-    ///
-    /// Not cancel safe: once the message is queued, cancelling stops only the write; what
-    /// is queued leaves with the next write (`flush`, `send` or `recv`), possibly in part
-    /// already. Cancelled before it was queued (while the write buffer was full), nothing was
-    /// queued.
-    pub async fn send_uncompressed(&mut self, message: Message) -> Result<(), Error> {
-        poll_fn(|cx| self.poll_ready_send(cx)).await?;
-        self.ensure_open()?;
-        self.conn.send_uncompressed(message)?;
-        self.flush().await
-    }
-
     /// Writes everything queued.
     ///
     /// # Errors
@@ -817,9 +770,17 @@ where
         .await
     }
 
-    /// Sends one frame of a fragmented message (see
-    /// [`Connection::send_fragment`](fullduplex_proto::Connection::send_fragment)), and
-    /// flushes.
+    // ----- sending what `feed` cannot express -----
+    //
+    // Each queues like `feed` (waiting first while the write buffer is full) and leaves the
+    // writing to `flush` or to the next receive that waits for the peer.
+
+    /// Queues one frame of a fragmented message (see
+    /// [`Connection::send_fragment`](fullduplex_proto::Connection::send_fragment)): for a
+    /// message whose length is not known when it starts (a relay passing on the pieces a
+    /// [`Fragments`](crate::Fragments) receiver hands out, a producer of a large upload).
+    /// The first call starts a message of `kind`; the one with `is_last` ends it; other
+    /// messages may not be sent in between (control messages may).
     ///
     /// # Errors
     ///
@@ -829,22 +790,28 @@ where
     ///
     /// # Cancel safety
     ///
-    /// Not cancel safe: once the message is queued, cancelling stops only the write; what
-    /// is queued leaves with the next write (`flush`, `send` or `recv`), possibly in part
-    /// already. Cancelled before it was queued (while the write buffer was full), nothing was
-    /// queued.
-    pub async fn send_fragment(
+    /// Cancel safe in the sense that matters: cancelled while it waits for room, nothing was
+    /// queued; once it completes, the frame is queued whole.
+    pub fn feed_fragment(
         &mut self,
         kind: DataKind,
         payload: Bytes,
         is_last: bool,
-    ) -> Result<(), Error> {
-        self.feed_fragment(kind, payload, is_last).await?;
-        self.flush().await
+    ) -> impl Future<Output = Result<(), Error>> + '_ {
+        // Hand-written for the same reason as `feed`: the payload is held once.
+        let mut payload = Some(payload);
+        poll_fn(move |cx| {
+            ready!(self.poll_ready_send(cx))?;
+            match payload.take() {
+                Some(payload) => Poll::Ready(self.start_send_fragment(kind, payload, is_last)),
+                None => Poll::Ready(Ok(())),
+            }
+        })
     }
 
-    /// Queues one or more complete server frames encoded once for many connections (see
-    /// [`fullduplex_proto::connection::encode_server_message`]), and flushes.
+    /// Queues complete server frames encoded once for many connections (see
+    /// [`fullduplex_proto::connection::encode_server_message`]): a broadcast encodes a
+    /// message once and queues the same bytes on every connection, by reference.
     ///
     /// # Errors
     ///
@@ -854,14 +821,54 @@ where
     ///
     /// # Cancel safety
     ///
-    /// Not cancel safe: once the message is queued, cancelling stops only the write; what
-    /// is queued leaves with the next write (`flush`, `send` or `recv`), possibly in part
-    /// already. Cancelled before it was queued (while the write buffer was full), nothing was
-    /// queued.
-    pub async fn send_encoded(&mut self, frames: Bytes) -> Result<(), Error> {
-        poll_fn(|cx| self.poll_ready_send(cx)).await?;
-        self.start_send_encoded(frames)?;
-        self.flush().await
+    /// Cancel safe in the sense that matters: cancelled while it waits for room, nothing was
+    /// queued; once it completes, the frames are queued whole.
+    pub fn feed_encoded(&mut self, frames: Bytes) -> impl Future<Output = Result<(), Error>> + '_ {
+        let mut frames = Some(frames);
+        poll_fn(move |cx| {
+            ready!(self.poll_ready_send(cx))?;
+            match frames.take() {
+                Some(frames) => Poll::Ready(self.start_send_encoded(frames)),
+                None => Poll::Ready(Ok(())),
+            }
+        })
+    }
+
+    /// Queues a message uncompressed even when permessage-deflate is on: for payloads that
+    /// do not compress (already compressed images or archives), where deflating only costs
+    /// time.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] after a close frame was sent, [`Error::Send`] for what the protocol
+    /// does not allow (see [`fullduplex_proto::SendError`]), [`Error::Io`] when the transport
+    /// failed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe in the sense that matters: cancelled while it waits for room, nothing was
+    /// queued; once it completes, the message is queued whole.
+    pub fn feed_uncompressed(
+        &mut self,
+        message: Message,
+    ) -> impl Future<Output = Result<(), Error>> + '_ {
+        let mut message = Some(message);
+        poll_fn(move |cx| {
+            ready!(self.poll_ready_send(cx))?;
+            match message.take() {
+                Some(message) => Poll::Ready(self.start_send_uncompressed(message)),
+                None => Poll::Ready(Ok(())),
+            }
+        })
+    }
+
+    /// Queues a message uncompressed (after `poll_ready_send`).
+    pub(crate) fn start_send_uncompressed(&mut self, message: Message) -> Result<(), Error> {
+        self.ensure_open()?;
+        match message {
+            Message::Close(frame) => self.start_close(frame),
+            message => Ok(self.conn.send_uncompressed(message)?),
+        }
     }
 
     /// Queues frames encoded once for many connections (after `poll_ready_send`).

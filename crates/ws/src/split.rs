@@ -79,7 +79,8 @@ pub struct ReadHalf<S> {
     shared: Arc<Shared<S>>,
 }
 
-/// The sending half: a `Sink` of messages, and `send`, `feed`, `flush`, `close`.
+/// The sending half: a `Sink` of messages, `send`, `feed`, `flush`, `close`, and the special
+/// cases `feed_fragment`, `feed_encoded`, `feed_uncompressed`, as on a [`WebSocket`].
 #[derive(Debug)]
 pub struct WriteHalf<S> {
     shared: Arc<Shared<S>>,
@@ -273,8 +274,7 @@ where
         self.shared.lock().start_send_message(message)
     }
 
-    /// Queues one frame of a fragmented message without flushing (waits while the write
-    /// buffer is full).
+    /// Queues one frame of a fragmented message (see [`WebSocket::feed_fragment`]).
     ///
     /// # Errors
     ///
@@ -295,23 +295,32 @@ where
             .start_send_fragment(kind, payload, is_last)
     }
 
-    /// Sends one frame of a fragmented message and flushes.
+    /// Queues frames encoded once for many connections (see [`WebSocket::feed_encoded`]).
     ///
     /// # Errors
     ///
-    /// As [`WebSocket::send_fragment`]: [`Error::Closed`], [`Error::Send`], [`Error::Io`].
+    /// As [`WebSocket::feed_encoded`]: [`Error::Closed`], [`Error::Send`], [`Error::Io`].
     ///
     /// # Cancel safety
     ///
-    /// As [`WebSocket::send_fragment`].
-    pub async fn send_fragment(
-        &mut self,
-        kind: DataKind,
-        payload: Bytes,
-        is_last: bool,
-    ) -> Result<(), Error> {
-        self.feed_fragment(kind, payload, is_last).await?;
-        self.flush().await
+    /// As [`WebSocket::feed_encoded`].
+    pub async fn feed_encoded(&mut self, frames: Bytes) -> Result<(), Error> {
+        poll_fn(|cx| self.poll_with(cx, |ws, cx| ws.poll_ready_send(cx))).await?;
+        self.shared.lock().start_send_encoded(frames)
+    }
+
+    /// Queues a message uncompressed (see [`WebSocket::feed_uncompressed`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`WebSocket::feed_uncompressed`]: [`Error::Closed`], [`Error::Send`], [`Error::Io`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`WebSocket::feed_uncompressed`].
+    pub async fn feed_uncompressed(&mut self, message: Message) -> Result<(), Error> {
+        poll_fn(|cx| self.poll_with(cx, |ws, cx| ws.poll_ready_send(cx))).await?;
+        self.shared.lock().start_send_uncompressed(message)
     }
 
     /// Writes everything queued.

@@ -232,10 +232,10 @@ where
             Some("fragment-me") => {
                 async {
                     for (piece, last) in [("frag", false), ("ment", false), ("ed", true)] {
-                        ws.send_fragment(DataKind::Text, Bytes::from(piece), last)
+                        ws.feed_fragment(DataKind::Text, Bytes::from(piece), last)
                             .await?;
                     }
-                    Ok(())
+                    ws.flush().await
                 }
                 .await
             }
@@ -320,10 +320,11 @@ where
         assert_eq!(next(ws).await, text, "text of {size} bytes");
     }
     for (piece, last) in [("one ", false), ("two ", false), ("three", true)] {
-        ws.send_fragment(DataKind::Text, Bytes::from(piece), last)
+        ws.feed_fragment(DataKind::Text, Bytes::from(piece), last)
             .await
             .unwrap();
     }
+    ws.flush().await.unwrap();
     assert_eq!(next(ws).await, Message::text("one two three"));
     ws.send(Message::text("fragment-me")).await.unwrap();
     assert_eq!(next(ws).await, Message::text("fragmented"));

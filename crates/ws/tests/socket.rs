@@ -339,10 +339,11 @@ async fn fragments_stream_a_large_message() {
     let parts = ["Hel", "lo, ", "wor", "ld"];
     for (i, part) in parts.iter().enumerate() {
         client
-            .send_fragment(DataKind::Text, Bytes::from_static(part.as_bytes()), i == 3)
+            .feed_fragment(DataKind::Text, Bytes::from_static(part.as_bytes()), i == 3)
             .await
             .unwrap();
     }
+    client.flush().await.unwrap();
     client
         .send(Message::Ping(Bytes::from_static(b"p")))
         .await
@@ -384,17 +385,18 @@ async fn fragments_wrapper_then_whole_messages_after_into_inner() {
         for i in 0..FRAMES {
             let payload = Bytes::from(vec![(i % 251) as u8; FRAME]);
             client
-                .send_fragment(DataKind::Binary, payload, i == FRAMES - 1)
+                .feed_fragment(DataKind::Binary, payload, i == FRAMES - 1)
                 .await
                 .unwrap();
         }
         let parts = ["whole ", "after ", "into_inner"];
         for (i, part) in parts.iter().enumerate() {
             client
-                .send_fragment(DataKind::Text, Bytes::from_static(part.as_bytes()), i == 2)
+                .feed_fragment(DataKind::Text, Bytes::from_static(part.as_bytes()), i == 2)
                 .await
                 .unwrap();
         }
+        client.flush().await.unwrap();
         client
     });
     for i in 0..FRAMES {
@@ -689,4 +691,44 @@ fn a_websocket_stays_small() {
     assert!(size - tcp <= 224, "WebSocket<TcpStream> is {size} bytes");
     let size = std::mem::size_of::<fullduplex::proto::Connection>();
     assert!(size <= 176, "Connection is {size} bytes");
+}
+
+/// The `feed_*` special cases: frames encoded once (as for a broadcast) and a message exempt
+/// from compression arrive as ordinary messages, from a `WebSocket` and from a write half.
+#[tokio::test]
+async fn feed_encoded_and_feed_uncompressed_arrive_whole() {
+    use fullduplex::proto::connection::encode_server_message;
+    let config = Config::default().compression(true);
+    let (mut client, mut server) = tcp_pair(config.clone(), config).await;
+    assert!(server.is_compressed());
+    let frame = encode_server_message(&Message::text("encoded once"));
+    server.feed_encoded(frame.clone()).await.unwrap();
+    server
+        .feed_uncompressed(Message::binary(vec![7u8; 4096]))
+        .await
+        .unwrap();
+    server.flush().await.unwrap();
+    assert_eq!(
+        client.recv().await.unwrap().unwrap(),
+        Message::text("encoded once")
+    );
+    assert_eq!(
+        client.recv().await.unwrap().unwrap(),
+        Message::binary(vec![7u8; 4096])
+    );
+    let (_reader, mut writer) = server.split();
+    writer.feed_encoded(frame).await.unwrap();
+    writer
+        .feed_uncompressed(Message::text("as is"))
+        .await
+        .unwrap();
+    writer.flush().await.unwrap();
+    assert_eq!(
+        client.recv().await.unwrap().unwrap(),
+        Message::text("encoded once")
+    );
+    assert_eq!(
+        client.recv().await.unwrap().unwrap(),
+        Message::text("as is")
+    );
 }

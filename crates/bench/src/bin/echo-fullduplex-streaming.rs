@@ -1,7 +1,8 @@
 //! Echo server on fullduplex receiving in pieces (`WebSocket::into_streaming`): every piece of
 //! a message goes back as soon as it has arrived (as a frame of a fragmented echo), the way a
-//! relay or proxy is written, instead of waiting for the whole message. Small messages that arrive whole go back
-//! as one frame, exactly as in `echo-fullduplex`. Default configuration otherwise.
+//! relay or proxy is written, instead of waiting for the whole message. Small messages that
+//! arrive whole go back as one frame, exactly as in `echo-fullduplex`. Default configuration
+//! otherwise.
 
 use fullduplex::Event;
 
