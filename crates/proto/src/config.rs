@@ -1,5 +1,7 @@
 //! Protocol limits and behaviour switches.
 
+use std::num::NonZeroU32;
+
 use crate::deflate::DeflateConfig;
 
 /// How the core delivers data messages.
@@ -71,8 +73,9 @@ pub struct Config {
     /// Seed of a client's masking-key generator. Default `None`: seeded from the operating
     /// system, as RFC 6455 section 5.3 asks (keys a peer cannot predict). `Some(seed)` makes
     /// the keys, and so every byte a client sends, the same on every run: for tests and
-    /// fuzzing only. Servers do not mask and ignore it.
-    pub mask_seed: Option<u64>,
+    /// fuzzing only. Servers do not mask and ignore it. (32 bits, non-zero: it fits in the
+    /// padding of a `Config`, which every connection holds.)
+    pub mask_seed: Option<NonZeroU32>,
 }
 
 impl Default for Config {
@@ -121,7 +124,14 @@ impl Config {
     }
 
     /// Sets [`Config::mask_seed`] (`Some` only in tests: predictable masking keys).
-    pub fn mask_seed(mut self, seed: Option<u64>) -> Config {
+    ///
+    /// ```
+    /// use std::num::NonZeroU32;
+    /// use fullduplex_proto::Config;
+    /// let config = Config::default().mask_seed(NonZeroU32::new(42));
+    /// assert_eq!(config.mask_seed.map(NonZeroU32::get), Some(42));
+    /// ```
+    pub fn mask_seed(mut self, seed: Option<NonZeroU32>) -> Config {
         self.mask_seed = seed;
         self
     }

@@ -64,8 +64,62 @@ pub enum State {
     /// We sent a close frame and wait for the peer's. Received messages are still delivered.
     Closing,
     /// The close handshake is done, or the connection failed: only the transport is left to
-    /// close (the server closes TCP first; a client waits for it).
+    /// close, as [`Connection::transport`] says (the server closes TCP first; a client waits
+    /// for it).
     Closed,
+}
+
+/// A timer of the shell that ran out, reported with [`Connection::on_timeout`]. The shell
+/// keeps the clock; the core decides what the expiry means for the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Timeout {
+    /// No pong came back within the keepalive timeout after a ping: the peer is gone or
+    /// stuck. Fails the connection with 1011 (internal error) and aborts the transport.
+    Keepalive,
+    /// Nothing was received within the idle timeout. Fails the connection with 1001 (going
+    /// away) and aborts the transport.
+    Idle,
+    /// The close handshake did not finish within the close timeout, or, once it is over,
+    /// writing the rest or waiting for the peer to close the transport did not. No close
+    /// frame is sent; what is still queued is dropped and the transport aborted.
+    CloseHandshake,
+}
+
+impl Timeout {
+    /// The close frame this timeout fails the connection with, if any.
+    fn close_frame(self) -> Option<CloseFrame> {
+        match self {
+            Timeout::Keepalive => Some(CloseFrame::new(
+                CloseCode::INTERNAL_ERROR,
+                "Keepalive timeout",
+            )),
+            Timeout::Idle => Some(CloseFrame::new(CloseCode::GOING_AWAY, "Idle timeout")),
+            Timeout::CloseHandshake => None,
+        }
+    }
+}
+
+/// What the shell does with the transport, from [`Connection::transport`]. The core orders
+/// the end of the connection as RFC 6455 section 7.1.1 asks: after the close handshake (or a
+/// failure) the server closes the TCP connection first, and a client waits for it, within the
+/// shell's close timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransportAction {
+    /// Keep reading and writing.
+    Open,
+    /// The connection is closed and this end is a client: write what is queued, then read
+    /// (discarding the bytes) until the server closes the transport, and report that with
+    /// [`Connection::recv_eof`] (a read error counts as such). The shell bounds this by its
+    /// close timeout and reports the expiry with [`Timeout::CloseHandshake`].
+    AwaitClose,
+    /// Write what is queued, then close the transport: shut its writing side down (a TCP FIN)
+    /// and release it. Bounded by the close timeout as for [`AwaitClose`](Self::AwaitClose).
+    Close,
+    /// Close the transport without waiting for anything: at most one write of what is queued
+    /// (the close frame of a failed connection) and one shut-down attempt that do not wait,
+    /// then release it. The peer hung up without a close frame, or a timer ran out.
+    Abort,
 }
 
 /// A piece of a data message: one frame of it in [`ReceiveMode::Fragments`], what has arrived
@@ -163,11 +217,14 @@ struct OutgoingMessage {
 ///
 /// Methods come in three groups, as in `quinn-proto`:
 /// * **inputs**: [`recv_buf`](Connection::recv_buf) (append received bytes),
-///   [`recv_eof`](Connection::recv_eof);
+///   [`recv_eof`](Connection::recv_eof), [`on_timeout`](Connection::on_timeout) (a timer
+///   of the shell ran out);
 /// * **outputs**: [`next_event`](Connection::next_event), [`output`](Connection::output)
-///   (bytes to write), [`state`](Connection::state);
+///   (bytes to write), [`transport`](Connection::transport) (when to close the transport),
+///   [`state`](Connection::state);
 /// * **commands**: [`send`](Connection::send), [`send_fragment`](Connection::send_fragment),
-///   [`send_encoded`](Connection::send_encoded), [`close`](Connection::close).
+///   [`send_encoded`](Connection::send_encoded), [`close`](Connection::close),
+///   [`fail`](Connection::fail).
 ///
 /// Parsing never panics on any input: a protocol violation queues a close frame with the right
 /// code, is returned once as a [`ProtocolError`], and the connection delivers nothing more.
@@ -199,6 +256,8 @@ pub struct Connection {
     close_received: bool,
     failed: bool,
     eof: bool,
+    /// The transport is to be dropped without waiting ([`TransportAction::Abort`]).
+    aborted: bool,
     /// The pong for the latest ping, held back while the output is backed up
     /// ([`PONG_BACKLOG`]).
     pending_pong: Option<Box<Bytes>>,
@@ -213,7 +272,7 @@ impl Connection {
     /// A connection in the open state.
     pub fn new(role: Role, config: Config) -> Connection {
         let rng = match (role, config.mask_seed) {
-            (Role::Client, Some(seed)) => Some(Box::new(StdRng::seed_from_u64(seed))),
+            (Role::Client, Some(seed)) => Some(Box::new(StdRng::seed_from_u64(seed.get().into()))),
             (Role::Client, None) => Some(Box::new(StdRng::from_os_rng())),
             (Role::Server, _) => None,
         };
@@ -229,6 +288,7 @@ impl Connection {
             close_received: false,
             failed: false,
             eof: false,
+            aborted: false,
             pending_pong: None,
             rng,
             deflate: None,
@@ -372,6 +432,7 @@ impl Connection {
             Ok(Some(event)) => Ok(Some(event)),
             Ok(None) if self.eof && !self.has_pending_work() => {
                 self.failed = true;
+                self.aborted = true;
                 Err(ProtocolError::UnexpectedEof)
             }
             Ok(None) => Ok(None),
@@ -715,6 +776,67 @@ impl Connection {
         }
         self.fail_with(&CloseFrame::new(code, reason));
         Ok(())
+    }
+
+    /// A timer of the shell ran out: the core fails the connection as the [`Timeout`] says
+    /// (a close frame with its code unless one was sent already, no more input processed,
+    /// state [`State::Closed`]) and [`transport`](Connection::transport) becomes
+    /// [`TransportAction::Abort`]. For [`Timeout::CloseHandshake`] what is still queued is
+    /// dropped: the transport will not take it.
+    ///
+    /// ```
+    /// use fullduplex_proto::{Config, Connection, Role, State, Timeout, TransportAction};
+    /// let mut server = Connection::new(Role::Server, Config::default());
+    /// server.on_timeout(Timeout::Keepalive);
+    /// assert_eq!(server.state(), State::Closed);
+    /// assert_eq!(server.transport(), TransportAction::Abort);
+    /// let close = server.take_output();
+    /// assert_eq!(&close[2..4], &1011u16.to_be_bytes()); // a close frame with 1011
+    /// ```
+    pub fn on_timeout(&mut self, timeout: Timeout) {
+        match timeout.close_frame() {
+            Some(frame) if !self.failed && !self.close_received => self.fail_with(&frame),
+            _ => self.stop_input(),
+        }
+        if timeout == Timeout::CloseHandshake {
+            self.pending_pong = None;
+            let queued = self.out.len();
+            self.out.advance(queued);
+        }
+        self.aborted = true;
+    }
+
+    /// What the shell does with the transport now (see [`TransportAction`]): keep it open
+    /// while the connection is open or closing; once it is closed, a server closes the
+    /// transport and a client waits for the server to close it (then closes its end); after
+    /// an end of stream without a close frame or a timeout, abort it.
+    ///
+    /// ```
+    /// use fullduplex_proto::{Config, Connection, Role, TransportAction};
+    /// let mut client = Connection::new(Role::Client, Config::default());
+    /// let mut server = Connection::new(Role::Server, Config::default());
+    /// client.close(None).unwrap();
+    /// assert_eq!(client.transport(), TransportAction::Open); // waits for the server's close
+    /// server.recv_buf().extend_from_slice(&client.take_output());
+    /// server.next_event().unwrap(); // the close, echoed
+    /// assert_eq!(server.transport(), TransportAction::Close); // the server closes TCP first
+    /// client.recv_buf().extend_from_slice(&server.take_output());
+    /// client.next_event().unwrap();
+    /// assert_eq!(client.transport(), TransportAction::AwaitClose);
+    /// client.recv_eof(); // the server closed TCP
+    /// assert_eq!(client.transport(), TransportAction::Close);
+    /// ```
+    #[inline]
+    pub fn transport(&self) -> TransportAction {
+        if self.aborted {
+            TransportAction::Abort
+        } else if self.state() != State::Closed {
+            TransportAction::Open
+        } else if self.role == Role::Server || self.eof {
+            TransportAction::Close
+        } else {
+            TransportAction::AwaitClose
+        }
     }
 
     // ----- receiving -----

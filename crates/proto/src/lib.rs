@@ -35,7 +35,7 @@ pub mod utf8;
 pub use borrowed::{EventRef, FragmentRef, MessageRef, Outbox};
 pub use close::{CloseCode, CloseFrame};
 pub use config::{Config, ReceiveMode};
-pub use connection::{Connection, Event, Fragment, Role, State};
+pub use connection::{Connection, Event, Fragment, Role, State, Timeout, TransportAction};
 pub use error::{ProtocolError, SendError};
 pub use frame::{FrameHeader, OpCode};
 pub use message::{DataKind, Message, Utf8Bytes};

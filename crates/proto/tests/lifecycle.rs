@@ -1,5 +1,7 @@
 //! What the core decides for its shell, in memory and without a runtime: failing the
-//! connection on the application's or the shell's behalf ([`Connection::fail`]).
+//! connection on the application's or the shell's behalf ([`Connection::fail`]), what a
+//! shell's expired timer means ([`Connection::on_timeout`]), and when the shell closes the
+//! transport ([`Connection::transport`]).
 //!
 //! RFC 6455 section 7.1.7: "_Fail the WebSocket Connection_ ... the endpoint MUST NOT continue
 //! to attempt to process data (including a responding Close frame) from the remote endpoint".
@@ -8,6 +10,7 @@ mod support;
 
 use fullduplex_proto::{
     CloseCode, Config, Connection, DataKind, Message, ProtocolError, Role, SendError, State,
+    Timeout, TransportAction,
 };
 use support::*;
 
@@ -140,10 +143,248 @@ mod fail {
     #[test]
     fn a_seeded_client_fails_with_the_same_bytes() {
         let run = || {
-            let mut client = Connection::new(Role::Client, Config::default().mask_seed(Some(7)));
+            let mut client = Connection::new(
+                Role::Client,
+                Config::default().mask_seed(std::num::NonZeroU32::new(7)),
+            );
             client.fail(CloseCode::INTERNAL_ERROR, "x").unwrap();
             take_bytes(&mut client)
         };
         assert_eq!(run(), run());
+    }
+}
+
+mod timeouts {
+    use super::*;
+
+    /// Keepalive: 1011 "Keepalive timeout"; idle: 1001 "Idle timeout"; either role; the
+    /// connection is failed (no more input) and the transport aborted.
+    #[test]
+    fn each_timeout_fails_with_its_code() {
+        for (timeout, code, reason) in [
+            (Timeout::Keepalive, 1011, &b"Keepalive timeout"[..]),
+            (Timeout::Idle, 1001, &b"Idle timeout"[..]),
+        ] {
+            for role in ROLES {
+                let mut conn = conn(role);
+                conn.on_timeout(timeout);
+                assert_eq!(conn.state(), State::Closed, "{timeout:?} {role:?}");
+                assert_eq!(conn.transport(), TransportAction::Abort);
+                assert_eq!(conn.send(Message::text("x")), Err(SendError::Closed));
+                let more = frame_to(role, true, op::PING, b"p");
+                assert_eq!(feed(&mut conn, &more), Outcome::default());
+                let frames = take_frames(&mut conn);
+                assert_eq!(frames.len(), 1, "the close only, no pong");
+                assert_eq!(frames[0].close_code(), Some(code));
+                assert_eq!(frames[0].close_reason(), reason);
+            }
+        }
+    }
+
+    /// The close timeout sends nothing (a close frame is already out, or the handshake is
+    /// over) and drops what is still queued: the transport is aborted and will not take it.
+    #[test]
+    fn the_close_timeout_drops_the_output_and_aborts() {
+        for role in ROLES {
+            let mut conn = conn(role);
+            conn.send(Message::binary(vec![1u8; 10_000])).unwrap();
+            conn.close(None).unwrap();
+            assert_eq!(conn.transport(), TransportAction::Open);
+            conn.on_timeout(Timeout::CloseHandshake);
+            assert_eq!(conn.state(), State::Closed);
+            assert_eq!(conn.transport(), TransportAction::Abort);
+            assert_eq!(conn.output_len(), 0);
+            assert_eq!(
+                feed(&mut conn, &frame_to(role, true, op::CLOSE, b"")),
+                Outcome::default()
+            );
+            assert!(!conn.is_close_received());
+        }
+    }
+
+    /// A held-back pong (output backed up) is dropped with the rest by the close timeout.
+    #[test]
+    fn the_close_timeout_drops_a_held_back_pong() {
+        let mut server = conn(Role::Server);
+        server.send(Message::binary(vec![0u8; 20 << 10])).unwrap();
+        feed(&mut server, &client_frame(op::PING, b"p"));
+        assert!(server.output_len() > 20 << 10);
+        server.on_timeout(Timeout::CloseHandshake);
+        assert_eq!(server.output_len(), 0);
+        assert_eq!(take_bytes(&mut server), b"");
+    }
+
+    /// A keepalive or idle timeout while our close is in flight, or after the close handshake,
+    /// queues no second close frame; the transport is aborted either way.
+    #[test]
+    fn no_second_close_frame() {
+        for timeout in [Timeout::Keepalive, Timeout::Idle] {
+            let mut closing = conn(Role::Client);
+            closing.close(None).unwrap();
+            closing.on_timeout(timeout);
+            let frames = take_frames(&mut closing);
+            assert_eq!(frames.len(), 1);
+            assert_eq!(frames[0].close_code(), None);
+            assert_eq!(closing.transport(), TransportAction::Abort);
+
+            let mut pair = Pair::new();
+            pair.server.close(None).unwrap();
+            pair.server_to_client().ok_messages();
+            assert_eq!(pair.client.state(), State::Closed);
+            take_frames(&mut pair.client);
+            pair.client.on_timeout(timeout);
+            assert_eq!(pair.client.output_len(), 0);
+            assert_eq!(pair.client.transport(), TransportAction::Abort);
+        }
+    }
+}
+
+/// 7.1.1: "The underlying TCP connection, in most normal cases, SHOULD be closed first by the
+/// server, so that it holds the TIME_WAIT state and not the client". 7.1.1 also: "the client
+/// SHOULD wait for the server to close the connection but MAY close the connection at any time
+/// after sending and receiving a Close message, e.g., if it has not received a TCP Close from
+/// the server in a reasonable time period" (that period is the shell's close timeout,
+/// reported as `Timeout::CloseHandshake`).
+mod transport {
+    use super::*;
+
+    fn actions(pair: &Pair) -> (TransportAction, TransportAction) {
+        (pair.client.transport(), pair.server.transport())
+    }
+
+    use TransportAction::{Abort, AwaitClose, Close, Open};
+
+    /// The client closes first: both stay open until the server has the client's close; the
+    /// server then closes the transport at once, and the client waits for that.
+    #[test]
+    fn client_closes_first() {
+        let mut pair = Pair::new();
+        assert_eq!(actions(&pair), (Open, Open));
+        pair.client.close(None).unwrap();
+        assert_eq!(actions(&pair), (Open, Open));
+        pair.client_to_server().ok_messages();
+        assert_eq!(pair.server.state(), State::Closed);
+        assert_eq!(actions(&pair), (Open, Close), "the server closes TCP first");
+        pair.server_to_client().ok_messages();
+        assert_eq!(
+            actions(&pair),
+            (AwaitClose, Close),
+            "the client waits for it"
+        );
+        pair.client.recv_eof();
+        assert_eq!(
+            pair.client.next_event(),
+            Ok(None),
+            "not an error after the handshake"
+        );
+        assert_eq!(actions(&pair), (Close, Close));
+    }
+
+    /// The server closes first: it keeps the transport open until the client's echo; the
+    /// client, closed as soon as it has the server's close, still waits for the server's TCP
+    /// close.
+    #[test]
+    fn server_closes_first() {
+        let mut pair = Pair::new();
+        pair.server.close(None).unwrap();
+        pair.server_to_client().ok_messages();
+        assert_eq!(pair.client.state(), State::Closed);
+        assert_eq!(actions(&pair), (AwaitClose, Open));
+        pair.client_to_server().ok_messages();
+        assert_eq!(actions(&pair), (AwaitClose, Close));
+        pair.client.recv_eof();
+        assert_eq!(actions(&pair), (Close, Close));
+    }
+
+    /// Both close at the same time: each receives the other's close; the same rule.
+    #[test]
+    fn both_close_at_once() {
+        let mut pair = Pair::new();
+        pair.client.close(None).unwrap();
+        pair.server.close(None).unwrap();
+        pair.client_to_server().ok_messages();
+        pair.server_to_client().ok_messages();
+        assert_eq!(actions(&pair), (AwaitClose, Close));
+    }
+
+    /// A client that closes the transport first (against the RFC's advice) after the
+    /// handshake: the server's end of stream is no error, and the server closes its end.
+    #[test]
+    fn the_client_hangs_up_first_after_the_handshake() {
+        let mut pair = Pair::new();
+        pair.client.close(None).unwrap();
+        pair.client_to_server().ok_messages();
+        pair.server.recv_eof();
+        assert_eq!(pair.server.next_event(), Ok(None));
+        assert_eq!(pair.server.transport(), Close);
+    }
+
+    /// A failure (the peer's protocol error, or `fail`): the server closes the transport after
+    /// writing its close frame, a client writes it and waits for the server.
+    #[test]
+    fn after_a_failure_the_server_closes_and_the_client_waits() {
+        for role in ROLES {
+            let mut conn = conn(role);
+            let junk = frame_to(role, true, 0x3, b"");
+            assert!(matches!(
+                feed(&mut conn, &junk).err(),
+                ProtocolError::Frame(_)
+            ));
+            let expected = if role == Role::Server {
+                Close
+            } else {
+                AwaitClose
+            };
+            assert_eq!(conn.transport(), expected, "{role:?}");
+            assert_eq!(take_frames(&mut conn)[0].close_code(), Some(1002));
+
+            let mut conn = conn_of(role);
+            conn.fail(CloseCode::POLICY_VIOLATION, "").unwrap();
+            assert_eq!(conn.transport(), expected, "{role:?} after fail");
+            conn.recv_eof();
+            assert_eq!(conn.transport(), Close);
+        }
+    }
+
+    /// The peer hangs up without a close frame (1006, 7.1.5): abort, nothing more to write.
+    #[test]
+    fn an_unexpected_end_of_stream_aborts() {
+        for role in ROLES {
+            let mut conn = conn(role);
+            conn.recv_eof();
+            assert_eq!(
+                conn.transport(),
+                Open,
+                "{role:?}: the event is not read yet"
+            );
+            assert_eq!(conn.next_event(), Err(ProtocolError::UnexpectedEof));
+            assert_eq!(conn.transport(), Abort);
+            // While our close is in flight too.
+            let mut closing = conn_of(role);
+            closing.close(None).unwrap();
+            closing.recv_eof();
+            assert_eq!(closing.next_event(), Err(ProtocolError::UnexpectedEof));
+            assert_eq!(closing.transport(), Abort);
+        }
+    }
+
+    /// A client waiting for the server's TCP close gives up after the close timeout.
+    #[test]
+    fn a_client_stops_waiting_at_the_close_timeout() {
+        let mut pair = Pair::new();
+        pair.server.close(None).unwrap();
+        pair.server_to_client().ok_messages();
+        assert_eq!(pair.client.transport(), AwaitClose);
+        pair.client.on_timeout(Timeout::CloseHandshake);
+        assert_eq!(pair.client.transport(), Abort);
+        assert_eq!(
+            pair.client.output_len(),
+            0,
+            "the echo is dropped with the transport"
+        );
+    }
+
+    fn conn_of(role: Role) -> Connection {
+        Connection::new(role, Config::default())
     }
 }

@@ -336,8 +336,11 @@ mod masking {
     /// default (no seed) stays random, as the test above checks.
     #[test]
     fn a_seeded_client_sends_the_same_bytes_every_time() {
-        let run = |seed: u64| {
-            let mut client = Connection::new(Role::Client, Config::default().mask_seed(Some(seed)));
+        let run = |seed: u32| {
+            let mut client = Connection::new(
+                Role::Client,
+                Config::default().mask_seed(std::num::NonZeroU32::new(seed)),
+            );
             client.send(Message::text("hello")).unwrap();
             client.send(Message::binary(vec![7u8; 70_000])).unwrap();
             client.send(Message::Ping("p".into())).unwrap();
@@ -348,7 +351,10 @@ mod masking {
         };
         assert_eq!(run(42), run(42));
         assert_ne!(run(42), run(43));
-        let mut server = Connection::new(Role::Server, Config::default().mask_seed(Some(42)));
+        let mut server = Connection::new(
+            Role::Server,
+            Config::default().mask_seed(std::num::NonZeroU32::new(42)),
+        );
         server.send(Message::text("hello")).unwrap();
         assert!(take_frames(&mut server).iter().all(|f| f.mask.is_none()));
     }
