@@ -11,8 +11,21 @@ use std::future::Future;
 
 use tokio::time::{Instant, Sleep};
 
+use fullduplex_proto::Timeout;
+
 use crate::config::{Config, Keepalive};
 use crate::error::{Error, TimeoutKind};
+
+/// The core's name for a timer that ran out: the core decides what its expiry means
+/// ([`fullduplex_proto::Connection::on_timeout`]). The handshake timeout ends a connection
+/// that has no core yet; here it counts as the close timeout (no close frame, abort).
+pub(crate) fn core_timeout(kind: TimeoutKind) -> Timeout {
+    match kind {
+        TimeoutKind::Keepalive => Timeout::Keepalive,
+        TimeoutKind::Idle => Timeout::Idle,
+        TimeoutKind::Close | TimeoutKind::Handshake => Timeout::CloseHandshake,
+    }
+}
 
 /// What the timers ask the connection to do.
 #[derive(Debug, Default)]
