@@ -1,7 +1,10 @@
-//! The load generator's wire format: masked client frames encoded once, and a parser that
-//! counts the echoed frames without copying their payloads.
+//! The load generator's wire format: masked client frames encoded once (with the kit's
+//! builder), payloads, and compressed messages. Echoes are read with the kit's
+//! [`FrameCounter`](fullduplex_loadgen::FrameCounter).
 
 use flate2::{Compress, Compression, FlushCompress};
+use fullduplex_loadgen::frame::masked_frame_with_key;
+use fullduplex_proto::frame::OpCode;
 
 /// The mask key of every generated frame (the servers must unmask; its value is irrelevant).
 const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
@@ -14,23 +17,13 @@ pub const BINARY: u8 = 2;
 pub const CLOSE: u8 = 8;
 
 /// One masked client frame with FIN set; `rsv1` marks a permessage-deflate payload.
+///
+/// # Panics
+///
+/// If `opcode` is not one of RFC 6455's (callers pass this module's constants).
 pub fn client_frame(opcode: u8, rsv1: bool, payload: &[u8]) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(payload.len() + 14);
-    frame.push(0x80 | (u8::from(rsv1) << 6) | opcode);
-    match payload.len() {
-        n @ 0..=125 => frame.push(0x80 | n as u8),
-        n @ 126..=0xffff => {
-            frame.push(0x80 | 126);
-            frame.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            frame.push(0x80 | 127);
-            frame.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    frame.extend_from_slice(&MASK);
-    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
-    frame
+    let opcode = OpCode::from_u8(opcode).expect("client_frame: an RFC 6455 opcode");
+    masked_frame_with_key(opcode, rsv1, payload, MASK)
 }
 
 /// A payload of `size` bytes: ASCII text (valid UTF-8) for text messages, every byte value
@@ -90,120 +83,20 @@ pub fn deflate_message(data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A frame the parser completed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EchoFrame {
-    /// The opcode.
-    pub opcode: u8,
-    /// FIN.
-    pub fin: bool,
-    /// The payload length.
-    pub len: u64,
-}
-
-/// Parses frames from the bytes read, skipping payloads (an echo server's answers, or, from
-/// the TCP floor, our own masked frames).
-#[derive(Debug, Default)]
-pub struct EchoParser {
-    header: [u8; 14],
-    header_len: usize,
-    /// Payload bytes of the current frame still to skip.
-    skip: u64,
-    current: Option<EchoFrame>,
-}
-
-/// The server sent something that is not a frame the generator expects.
-#[derive(Debug)]
-pub struct BadFrame;
-
-impl EchoParser {
-    /// Feeds `data`; calls `on_frame` for every frame that completes in it.
-    pub fn feed(
-        &mut self,
-        mut data: &[u8],
-        mut on_frame: impl FnMut(EchoFrame),
-    ) -> Result<(), BadFrame> {
-        while !data.is_empty() {
-            if let Some(frame) = self.current {
-                let n = (self.skip.min(data.len() as u64)) as usize;
-                self.skip -= n as u64;
-                data = &data[n..];
-                if self.skip == 0 {
-                    self.current = None;
-                    on_frame(frame);
-                }
-                continue;
-            }
-            // Collect the header, then the payload.
-            let needed = self.needed_header_len();
-            let take = (needed - self.header_len).min(data.len());
-            self.header[self.header_len..self.header_len + take].copy_from_slice(&data[..take]);
-            self.header_len += take;
-            data = &data[take..];
-            if self.header_len < self.needed_header_len() {
-                continue;
-            }
-            let frame = self.parse_header()?;
-            self.header_len = 0;
-            if frame.len == 0 {
-                on_frame(frame);
-            } else {
-                self.skip = frame.len;
-                self.current = Some(frame);
-            }
-        }
-        Ok(())
-    }
-
-    fn needed_header_len(&self) -> usize {
-        if self.header_len < 2 {
-            return 2;
-        }
-        let masked = self.header[1] & 0x80 != 0;
-        let extended = match self.header[1] & 0x7f {
-            126 => 2,
-            127 => 8,
-            _ => 0,
-        };
-        2 + extended + if masked { 4 } else { 0 }
-    }
-
-    fn parse_header(&self) -> Result<EchoFrame, BadFrame> {
-        let h = &self.header;
-        let len = match h[1] & 0x7f {
-            126 => u16::from_be_bytes([h[2], h[3]]) as u64,
-            127 => u64::from_be_bytes(h[2..10].try_into().map_err(|_| BadFrame)?),
-            n => n as u64,
-        };
-        if h[0] & 0x30 != 0 {
-            return Err(BadFrame);
-        }
-        Ok(EchoFrame {
-            opcode: h[0] & 0x0f,
-            fin: h[0] & 0x80 != 0,
-            len,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The generator's mask key is RFC 6455's example key: its masked "Hello" (section 5.7).
     #[test]
-    fn parser_counts_frames_split_at_every_offset() {
-        let mut stream = Vec::new();
-        for size in [0usize, 5, 125, 126, 300, 70_000] {
-            stream.extend(client_frame(BINARY, false, &payload(size, true)));
-        }
-        for step in [1, 2, 3, 7, 1000, stream.len()] {
-            let mut parser = EchoParser::default();
-            let mut lens = Vec::new();
-            for piece in stream.chunks(step) {
-                parser.feed(piece, |f| lens.push(f.len)).unwrap();
-            }
-            assert_eq!(lens, [0, 5, 125, 126, 300, 70_000], "step {step}");
-        }
+    fn client_frames_are_masked_with_the_fixed_key() {
+        assert_eq!(
+            client_frame(TEXT, false, b"Hello"),
+            [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
+        );
+        let compressed = client_frame(BINARY, true, &payload(300, true));
+        assert_eq!(compressed[..4], [0xc2, 0xfe, 0x01, 0x2c]);
+        assert_eq!(client_frame(CLOSE, false, &[])[..2], [0x88, 0x80]);
     }
 
     #[test]

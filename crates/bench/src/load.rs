@@ -12,14 +12,15 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use fullduplex_loadgen::{LatencySummary, LoadMode, LoadReport};
+use fullduplex_loadgen::{FrameCounter, LatencySummary, LoadMode, LoadReport};
+use fullduplex_proto::frame::OpCode;
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::LocalSet;
 
-use crate::frames::{self, EchoParser};
+use crate::frames;
 
 /// What to generate.
 #[derive(Debug, Clone, clap::Args)]
@@ -325,7 +326,7 @@ async fn echo_loop(
     let depth = args.pipeline.max(1);
     let batch_len = batches[0].len();
     let mut buf = vec![0u8; batch_len.clamp(4096, 256 << 10)];
-    let mut parser = EchoParser::default();
+    let mut parser = FrameCounter::new();
     let mut pending = leftover;
     let mut sent = 0u64;
     let mut round = 0usize;
@@ -368,12 +369,12 @@ async fn echo_loop(
                 let now = Instant::now();
                 parser
                     .feed(&buf[..n], |frame| {
-                        if frame.opcode == frames::CLOSE {
+                        if frame.opcode == OpCode::Close {
                             bad = Some(frame);
                         }
                         // Pings and pongs are not echoes; a fragmented echo counts once, with
                         // the length of all its frames.
-                        if frame.opcode > frames::BINARY {
+                        if frame.opcode.is_control() {
                             return;
                         }
                         echo_len += frame.len;
@@ -490,7 +491,7 @@ async fn idle(args: LoadArgs) -> Result<LoadReport, String> {
 
 async fn one_echo(tcp: &mut TcpStream, frame: &[u8]) -> Result<(), String> {
     tcp.write_all(frame).await.map_err(|e| e.to_string())?;
-    let mut parser = EchoParser::default();
+    let mut parser = FrameCounter::new();
     let mut buf = vec![0u8; 2048];
     let mut done = false;
     while !done {

@@ -7,7 +7,16 @@
 //! under test; it reads frames with the core's [`FrameReader`](fullduplex_proto::frame::FrameReader).
 //!
 //! * [`report`]: the load report (`fdx bench --json`, `fullduplex-bench load`) and its table.
+//! * [`frame`]: masked client frames.
+//! * [`message`]: tagged messages, their frames built once, and what their echoes must be.
+//! * [`echo`]: reading the echoes: checked ([`EchoParser`]) or only counted
+//!   ([`FrameCounter`]).
 
+pub mod echo;
+pub mod frame;
+pub mod message;
 pub mod report;
+
+pub use echo::{EchoParser, FrameCounter};
 
 pub use report::{LatencySummary, LoadMode, LoadReport};

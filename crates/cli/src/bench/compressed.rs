@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fullduplex::proto::OpCode;
 use fullduplex::{Config, Message, Utf8Bytes, WebSocket};
+use fullduplex_loadgen::echo::ParseError;
+use fullduplex_loadgen::message::{payload, Style, DISTINCT};
 use fullduplex_loadgen::LoadReport;
 use tokio::net::TcpStream;
 
 use super::args::BenchArgs;
 use super::connect::{open_all, open_failure, ConnectError, Target};
 use super::finish::finish_echo;
-use super::frames::{payload, Style, DISTINCT};
-use super::parser::ParseError;
 use super::progress::{self, Progress};
 use super::raw::{DriveError, CLOSE_WAIT, RETRY_PAUSE};
 use super::stats::{Counts, Samples, Shared, Window};

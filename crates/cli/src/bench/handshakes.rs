@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use fullduplex::proto::frame::OpCode;
+use fullduplex_loadgen::echo::{EchoParser, ParseError};
+use fullduplex_loadgen::message::{Expected, Style};
 use fullduplex_loadgen::{LoadMode, LoadReport};
 
 use super::args::BenchArgs;
 use super::connect::{open_failure, Target, Upgraded};
-use super::frames::{Expected, Style};
-use super::parser::EchoParser;
 use super::progress::{self, Progress};
 use super::raw::{close, RETRY_PAUSE};
 use super::stats::{Counts, Samples, Shared, Window};
@@ -111,7 +111,7 @@ async fn finish(upgraded: Upgraded, expected: &Expected) -> Result<(), super::ra
     parser.drain();
     match parser.feed(expected, &leftover) {
         // The server closed right away: nothing more to do.
-        Err(super::parser::ParseError::Closed { .. }) => return Ok(()),
+        Err(ParseError::Closed { .. }) => return Ok(()),
         Err(error) => return Err(error.into()),
         Ok(_) => {}
     }

@@ -7,14 +7,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use fullduplex::proto::frame::OpCode;
+use fullduplex_loadgen::echo::{EchoParser, ParseError};
+use fullduplex_loadgen::frame::masked_frame;
+use fullduplex_loadgen::message::{payload, Expected, Style};
 use fullduplex_loadgen::{LoadMode, LoadReport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::args::BenchArgs;
 use super::connect::{open_all, open_failure, ConnectError, Target};
-use super::frames::{masked_frame, payload, Expected, Style};
-use super::parser::{EchoParser, ParseError};
 use super::raw::{close, DriveError, RETRY_PAUSE};
 use super::stats::{Counts, Shared};
 use crate::Failure;

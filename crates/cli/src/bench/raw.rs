@@ -14,6 +14,9 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use fullduplex::proto::frame::OpCode;
+use fullduplex_loadgen::echo::{EchoParser, ParseError};
+use fullduplex_loadgen::frame::close_frame;
+use fullduplex_loadgen::message::{Expected, FrameSet, Style, DISTINCT};
 use fullduplex_loadgen::LoadReport;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -21,8 +24,6 @@ use tokio::net::TcpStream;
 use super::args::BenchArgs;
 use super::connect::{open_all, open_failure, Target, Upgraded};
 use super::finish::finish_echo;
-use super::frames::{close_frame, Expected, FrameSet, Style, DISTINCT};
-use super::parser::{EchoParser, ParseError};
 use super::progress::{self, Progress};
 use super::stats::{Counts, Samples, Shared, Window};
 use crate::Failure;

@@ -1,8 +1,11 @@
-//! Messages built once: payloads that carry a per-message tag, client frames masked ahead of
-//! time with random keys, and what a correct echo must look like.
+//! Tagged messages built once: payloads that carry a per-message tag, their client frames
+//! masked ahead of time with random keys ([`FrameSet`]), and what a correct echo of each must
+//! look like ([`Expected`]).
 
-use fullduplex::proto::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
-use fullduplex::proto::mask::apply_mask;
+use fullduplex_proto::frame::OpCode;
+use fullduplex_proto::mask::apply_mask;
+
+use crate::frame::masked_frame_with_key;
 
 /// How many distinct messages a connection cycles through (each with its own tag).
 pub const DISTINCT: usize = 64;
@@ -62,32 +65,6 @@ pub fn payload(index: usize, size: usize, style: Style) -> Vec<u8> {
     out
 }
 
-/// A client frame (masked with a random key) for `payload`.
-pub fn masked_frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
-    let mut key = [0u8; 4];
-    // A zero key is still a valid mask; failing to get randomness must not stop the run.
-    let _ = getrandom::fill(&mut key);
-    masked_frame_with_key(opcode, payload, key)
-}
-
-fn masked_frame_with_key(opcode: OpCode, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
-    let mut header = FrameHeader::new(opcode, payload.len() as u64);
-    header.mask = Some(key);
-    let mut head = [0u8; MAX_HEADER_LEN];
-    let n = header.encode(&mut head);
-    let mut frame = Vec::with_capacity(n + payload.len());
-    frame.extend_from_slice(&head[..n]);
-    let start = frame.len();
-    frame.extend_from_slice(payload);
-    apply_mask(&mut frame[start..], key, 0);
-    frame
-}
-
-/// A masked close frame with code 1000.
-pub fn close_frame() -> Vec<u8> {
-    masked_frame(OpCode::Close, &1000u16.to_be_bytes())
-}
-
 /// Frames masked ahead of time: `DISTINCT + pipeline` frames back to back, so that any run of
 /// up to `pipeline` consecutive messages (starting at any of the first `DISTINCT`) is one
 /// contiguous slice, written with one call.
@@ -113,7 +90,7 @@ impl FrameSet {
                 keys[4 * k + 2],
                 keys[4 * k + 3],
             ];
-            let frame = masked_frame_with_key(opcode, &payloads[k % DISTINCT], key);
+            let frame = masked_frame_with_key(opcode, false, &payloads[k % DISTINCT], key);
             frame_len = frame.len();
             if bytes.is_empty() {
                 bytes.reserve_exact(frame_len * count);
@@ -226,6 +203,7 @@ fn same(got: &[u8], expected: &[u8], mask: Option<[u8; 4]>, mask_offset: u64) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fullduplex_proto::frame::FrameHeader;
 
     #[test]
     fn payloads_have_the_size_and_are_ascii() {

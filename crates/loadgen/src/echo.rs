@@ -1,16 +1,20 @@
-//! A streaming reader of the server's frames on the raw path: counts complete echoes and checks
-//! them cheaply (opcode, length, both ends), answers pings, reports the close frame.
+//! Reading an echo server's answers as they stream past, with the core's
+//! [`FrameReader`]: payloads are never buffered, so messages of any size run through a small
+//! read buffer.
 //!
-//! It never buffers a payload: bytes are checked as they pass, so messages of any size run
-//! through a small read buffer. Only control payloads (at most 125 bytes) are collected.
+//! * [`EchoParser`] checks every echo cheaply against the [`Expected`] tagged messages
+//!   (opcode, length, both ends), answers pings and reports the close frame (`fdx bench`).
+//! * [`FrameCounter`] only reports each frame's opcode, FIN bit and length, for a generator
+//!   that counts echoes and checks their lengths itself (`fullduplex-bench load`).
 
-use fullduplex::proto::frame::{FrameError, FrameHeader, OpCode, MAX_HEADER_LEN};
-use fullduplex::proto::mask::apply_mask;
+use fullduplex_proto::frame::{FrameError, FrameHeader, FrameItem, FrameReader, OpCode};
 
-use super::frames::{masked_frame, Expected, DISTINCT};
+use crate::frame::masked_frame;
+use crate::message::{Expected, DISTINCT};
 
 /// Why the stream of echoes stopped being acceptable.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ParseError {
     /// The frame header is invalid.
     #[error("invalid frame from the server: {0}")]
@@ -41,37 +45,19 @@ pub enum ParseError {
     },
 }
 
-/// Where the reader stands in the byte stream.
-#[derive(Debug, Clone, Copy)]
-enum State {
-    /// Between frames (part of a header may be stashed).
-    Header,
-    /// Inside a frame's payload.
-    Payload {
-        opcode: OpCode,
-        fin: bool,
-        mask: Option<[u8; 4]>,
-        /// Payload bytes still to come.
-        remaining: u64,
-        /// Payload bytes seen so far (the mask phase).
-        pos: u64,
-    },
-}
-
-/// The reader; see the module documentation.
-#[derive(Debug)]
+/// Checks the echoes of [`Expected`] messages, in order; see the module documentation.
+#[derive(Debug, Default)]
 pub struct EchoParser {
-    state: State,
-    /// A header split across reads.
-    head: [u8; MAX_HEADER_LEN],
-    head_len: usize,
+    reader: FrameReader,
+    /// The header of the frame whose payload is passing.
+    frame: Option<FrameHeader>,
     /// Inside a (possibly fragmented) echo.
     in_message: bool,
     /// Bytes of the current echo seen so far.
     offset: u64,
     /// Complete echoes so far: the next echo is of message `received % DISTINCT`.
     received: u64,
-    /// The payload of the control frame being received.
+    /// The payload of the control frame being received, unmasked.
     control: Vec<u8>,
     /// Frames to send back (pongs), masked.
     pub replies: Vec<u8>,
@@ -80,19 +66,9 @@ pub struct EchoParser {
 }
 
 impl EchoParser {
-    /// A reader at the start of the stream.
+    /// A parser at the start of the stream.
     pub fn new() -> EchoParser {
-        EchoParser {
-            state: State::Header,
-            head: [0; MAX_HEADER_LEN],
-            head_len: 0,
-            in_message: false,
-            offset: 0,
-            received: 0,
-            control: Vec::new(),
-            replies: Vec::new(),
-            skip_data: false,
-        }
+        EchoParser::default()
     }
 
     /// From now on, data frames are skipped unchecked: only the close frame matters.
@@ -100,84 +76,50 @@ impl EchoParser {
         self.skip_data = true;
     }
 
-    /// Reads `data`, returns how many echoes it completed.
+    /// Reads `data`, the next bytes from the server, and returns how many echoes it completed.
+    ///
+    /// # Errors
+    ///
+    /// The first [`ParseError`] in `data`: an invalid frame, a wrong echo or the server's close
+    /// frame. The stream is not acceptable after it.
     pub fn feed(&mut self, expected: &Expected, mut data: &[u8]) -> Result<usize, ParseError> {
         let mut echoes = 0;
-        while !data.is_empty() {
-            match self.state {
-                State::Header => {
-                    let (header, used) = if self.head_len == 0 {
-                        match FrameHeader::parse(data)? {
-                            Some(parsed) => parsed,
-                            None => {
-                                let n = data.len().min(MAX_HEADER_LEN);
-                                self.head[..n].copy_from_slice(&data[..n]);
-                                self.head_len = n;
-                                return Ok(echoes);
-                            }
-                        }
-                    } else {
-                        let old = self.head_len;
-                        let take = (MAX_HEADER_LEN - old).min(data.len());
-                        self.head[old..old + take].copy_from_slice(&data[..take]);
-                        match FrameHeader::parse(&self.head[..old + take])? {
-                            Some((header, len)) => {
-                                self.head_len = 0;
-                                (header, len - old)
-                            }
-                            None => {
-                                self.head_len = old + take;
-                                data = &data[take..];
-                                continue;
-                            }
-                        }
+        loop {
+            // A frame without payload ends with an empty chunk, which needs no input.
+            let frame_ends_empty =
+                self.reader.current_header().is_some() && self.reader.payload_remaining() == 0;
+            if data.is_empty() && !frame_ends_empty {
+                return Ok(echoes);
+            }
+            let (used, item) = self.reader.read(data)?;
+            data = &data[used..];
+            match item {
+                None => {}
+                Some(FrameItem::Header(header)) => self.start_frame(header, expected)?,
+                Some(FrameItem::Payload(chunk)) => {
+                    let Some(header) = self.frame else {
+                        continue;
                     };
-                    data = &data[used..];
-                    echoes += self.start_frame(header, expected)?;
-                }
-                State::Payload {
-                    opcode,
-                    fin,
-                    mask,
-                    remaining,
-                    pos,
-                } => {
-                    let n = remaining.min(data.len() as u64) as usize;
-                    let (chunk, rest) = data.split_at(n);
-                    data = rest;
-                    if opcode.is_control() {
-                        self.control.extend_from_slice(chunk);
+                    if header.opcode.is_control() {
+                        chunk.unmask_into(&mut self.control);
                     } else if !self.skip_data {
                         let index = (self.received % DISTINCT as u64) as usize;
-                        if !expected.check(index, self.offset, chunk, mask, pos) {
+                        if !expected.check(index, self.offset, chunk.data, chunk.mask, chunk.offset)
+                        {
                             return Err(ParseError::WrongContent);
                         }
-                        self.offset += n as u64;
+                        self.offset += chunk.data.len() as u64;
                     }
-                    let remaining = remaining - n as u64;
-                    self.state = State::Payload {
-                        opcode,
-                        fin,
-                        mask,
-                        remaining,
-                        pos: pos + n as u64,
-                    };
-                    if remaining == 0 {
-                        echoes += self.end_frame(expected)?;
+                    if chunk.is_last {
+                        echoes += self.end_frame(header, expected)?;
                     }
                 }
             }
         }
-        Ok(echoes)
     }
 
-    /// Checks a new frame's header against what may come; returns 1 if an empty frame
-    /// completed an echo.
-    fn start_frame(
-        &mut self,
-        header: FrameHeader,
-        expected: &Expected,
-    ) -> Result<usize, ParseError> {
+    /// Checks a new frame's header against what may come.
+    fn start_frame(&mut self, header: FrameHeader, expected: &Expected) -> Result<(), ParseError> {
         if header.rsv1 || header.rsv2 || header.rsv3 {
             return Err(ParseError::Reserved);
         }
@@ -203,33 +145,15 @@ impl EchoParser {
                 return Err(ParseError::WrongLength);
             }
         }
-        self.state = State::Payload {
-            opcode,
-            fin: header.fin,
-            mask: header.mask,
-            remaining: header.payload_len,
-            pos: 0,
-        };
-        if header.payload_len == 0 {
-            return self.end_frame(expected);
-        }
-        Ok(0)
+        self.frame = Some(header);
+        Ok(())
     }
 
     /// A frame's payload is complete; returns 1 if it completed an echo.
-    fn end_frame(&mut self, expected: &Expected) -> Result<usize, ParseError> {
-        let State::Payload {
-            opcode, fin, mask, ..
-        } = self.state
-        else {
-            return Ok(0);
-        };
-        self.state = State::Header;
-        if opcode.is_control() {
-            if let Some(key) = mask {
-                apply_mask(&mut self.control, key, 0);
-            }
-            return match opcode {
+    fn end_frame(&mut self, header: FrameHeader, expected: &Expected) -> Result<usize, ParseError> {
+        self.frame = None;
+        if header.opcode.is_control() {
+            return match header.opcode {
                 OpCode::Ping => {
                     self.replies
                         .extend_from_slice(&masked_frame(OpCode::Pong, &self.control));
@@ -245,7 +169,7 @@ impl EchoParser {
                 _ => Ok(0),
             };
         }
-        if self.skip_data || !fin {
+        if self.skip_data || !header.fin {
             return Ok(0);
         }
         self.in_message = false;
@@ -257,16 +181,88 @@ impl EchoParser {
     }
 }
 
-impl Default for EchoParser {
-    fn default() -> Self {
-        EchoParser::new()
+/// A frame a [`FrameCounter`] saw end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EchoFrame {
+    /// The opcode.
+    pub opcode: OpCode,
+    /// FIN.
+    pub fin: bool,
+    /// The payload length.
+    pub len: u64,
+}
+
+/// Why a [`FrameCounter`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CountError {
+    /// The frame header is invalid.
+    #[error("invalid frame from the server: {0}")]
+    Frame(#[from] FrameError),
+    /// RSV2 or RSV3 set (RSV1 is permessage-deflate's, and allowed).
+    #[error("frame from the server with RSV2 or RSV3 set")]
+    Reserved,
+}
+
+/// Reports the frames in a byte stream, skipping their payloads: an echo server's answers,
+/// or, from a plain TCP echo, the generator's own masked frames.
+#[derive(Debug, Default)]
+pub struct FrameCounter {
+    reader: FrameReader,
+    /// The header of the frame whose payload is passing.
+    frame: Option<FrameHeader>,
+}
+
+impl FrameCounter {
+    /// A counter at the start of the stream.
+    pub fn new() -> FrameCounter {
+        FrameCounter::default()
+    }
+
+    /// Reads `data`, the next bytes of the stream, and calls `on_frame` for every frame that
+    /// ends in it.
+    ///
+    /// # Errors
+    ///
+    /// [`CountError`] for an unparsable header or RSV2/RSV3; the stream is not acceptable
+    /// after it.
+    pub fn feed(
+        &mut self,
+        data: &[u8],
+        mut on_frame: impl FnMut(EchoFrame),
+    ) -> Result<(), CountError> {
+        let FrameCounter { reader, frame } = self;
+        for item in reader.feed(data) {
+            match item? {
+                FrameItem::Header(header) => {
+                    if header.rsv2 || header.rsv3 {
+                        return Err(CountError::Reserved);
+                    }
+                    *frame = Some(header);
+                }
+                FrameItem::Payload(chunk) if chunk.is_last => {
+                    if let Some(header) = frame.take() {
+                        on_frame(EchoFrame {
+                            opcode: header.opcode,
+                            fin: header.fin,
+                            len: header.payload_len,
+                        });
+                    }
+                }
+                FrameItem::Payload(_) => {}
+            }
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::frames::{payload, Style};
+    use crate::frame::masked_frame_with_key;
+    use crate::message::{payload, Style};
+    use fullduplex_proto::frame::MAX_HEADER_LEN;
+    use fullduplex_proto::mask::apply_mask;
 
     /// A server frame: unmasked unless `mask` is given.
     fn frame(opcode: OpCode, fin: bool, body: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
@@ -393,6 +389,61 @@ mod tests {
         assert!(matches!(
             parser.feed(&expected, &frame(OpCode::Close, true, &[], None)),
             Err(ParseError::Closed { code: None })
+        ));
+    }
+
+    #[test]
+    fn counter_reports_frames_split_at_every_offset() {
+        let key = [0x37, 0xfa, 0x21, 0x3d];
+        let mut stream = Vec::new();
+        for size in [0usize, 5, 125, 126, 300, 70_000] {
+            stream.extend(masked_frame_with_key(
+                OpCode::Binary,
+                false,
+                &vec![7; size],
+                key,
+            ));
+        }
+        stream.extend(frame(OpCode::Text, false, b"abc", None));
+        stream.extend(frame(OpCode::Close, true, &[], None));
+        for step in [1, 2, 3, 7, 1000, stream.len()] {
+            let mut counter = FrameCounter::new();
+            let mut frames = Vec::new();
+            for piece in stream.chunks(step) {
+                counter.feed(piece, |f| frames.push(f)).unwrap();
+            }
+            let lens: Vec<u64> = frames.iter().map(|f| f.len).collect();
+            assert_eq!(lens, [0, 5, 125, 126, 300, 70_000, 3, 0], "step {step}");
+            assert_eq!(
+                frames[6],
+                EchoFrame {
+                    opcode: OpCode::Text,
+                    fin: false,
+                    len: 3
+                }
+            );
+            assert_eq!(frames[7].opcode, OpCode::Close);
+        }
+    }
+
+    #[test]
+    fn counter_allows_rsv1_and_refuses_rsv2_rsv3_and_bad_headers() {
+        let mut compressed = frame(OpCode::Binary, true, b"xy", None);
+        compressed[0] |= 0x40;
+        let mut seen = 0;
+        FrameCounter::new()
+            .feed(&compressed, |_| seen += 1)
+            .unwrap();
+        assert_eq!(seen, 1);
+        for first in [0x82 | 0x20, 0x82 | 0x10] {
+            assert_eq!(
+                FrameCounter::new().feed(&[first, 0], |_| {}),
+                Err(CountError::Reserved)
+            );
+        }
+        assert!(matches!(
+            FrameCounter::new().feed(&[0x83, 0], |_| {}),
+            Err(CountError::Frame(_))
         ));
     }
 }
