@@ -141,6 +141,8 @@ impl Server {
     pub async fn run<H: Handler>(self, handler: H) -> Result<(), Failure> {
         println!("listening on {}", self.url()?);
         let handler = Arc::new(handler);
+        let open = crate::memory::OpenConnections::default();
+        tokio::spawn(open.clone().trim_after_drops());
         loop {
             let (tcp, peer) = match self.listener.accept().await {
                 Ok(accepted) => accepted,
@@ -155,7 +157,9 @@ impl Server {
             let tls = self.tls.clone();
             let policy = self.policy.clone();
             let handler = handler.clone();
+            let counted = open.open();
             tokio::spawn(async move {
+                let _counted = counted;
                 // One deadline from accept to the end of the HTTP/1.1 handshake, whatever
                 // comes before it (the h2c peek, TLS).
                 let deadline = tokio::time::Instant::now() + policy.config.handshake_timeout;

@@ -19,6 +19,7 @@ mod exec;
 mod inspect;
 mod interactive;
 mod listener;
+mod memory;
 mod output;
 mod rlimit;
 mod serve;

@@ -592,3 +592,39 @@ fn echo_closes_a_stalled_client_within_one_handshake_timeout() {
         );
     }
 }
+
+/// A server started from a shell with a small soft limit on open files raises it to the hard
+/// limit, so that its own connection limits, not the shell's default, decide.
+#[cfg(target_os = "linux")]
+#[test]
+fn servers_raise_their_open_file_limit() {
+    let fdx = env!("CARGO_BIN_EXE_fdx");
+    for args in [
+        "echo 127.0.0.1:0",
+        "serve --listen 127.0.0.1:0",
+    ] {
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("ulimit -Sn 64 && exec {fdx} {args}"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn sh");
+        let out = common::lines(child.stdout.take().expect("stdout"));
+        let ready = out.recv_timeout(Duration::from_secs(20));
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id()));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(ready.is_ok(), "fdx {args} did not start");
+        let limits = limits.expect("read /proc/PID/limits");
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .expect("Max open files line");
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // "Max open files  SOFT  HARD  files"
+        assert_eq!(fields[3], fields[4], "fdx {args}: {line}");
+        assert_ne!(fields[3], "64", "fdx {args}: {line}");
+    }
+}

@@ -165,7 +165,10 @@ pub(crate) fn run(
         headers,
         transport,
     } = admission;
-    hub.metrics.connections.fetch_add(1, Ordering::Relaxed);
+    let open = hub.metrics.connections.fetch_add(1, Ordering::Relaxed) + 1;
+    hub.metrics
+        .connections_peak
+        .fetch_max(open, Ordering::Relaxed);
     inc(&hub.metrics.connections_total);
     let mut session = Session {
         id: hub.next_conn_id(),

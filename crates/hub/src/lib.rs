@@ -33,6 +33,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod allocator;
 pub mod api;
 pub mod auth;
 pub mod clock;

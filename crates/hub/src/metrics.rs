@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 pub struct Metrics {
     /// Open WebSocket connections.
     pub connections: AtomicI64,
+    /// The most WebSocket connections open at once since memory was last given back to the
+    /// system (not exported; see [`crate::allocator::connections_dropped_enough`]).
+    pub connections_peak: AtomicI64,
     /// WebSocket connections accepted since start.
     pub connections_total: AtomicU64,
     /// Subscriptions held by open connections.

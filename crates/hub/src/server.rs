@@ -49,6 +49,9 @@ impl Hub {
                 .spawn(clock::run(self.clone(), self.config.clock_interval));
         }
         self.tasks().spawn(sweep(self.clone()));
+        if self.config.broker.return_memory {
+            self.tasks().spawn(return_memory_after_drops(self.clone()));
+        }
         let loopback = listener
             .local_addr()
             .is_ok_and(|addr| addr.ip().is_loopback());
@@ -213,6 +216,28 @@ impl HttpPermit {
             Err(poisoned) => poisoned.into_inner().take(),
         };
         drop(permit);
+    }
+}
+
+/// Every 5 s: once many connections have closed since the busiest moment
+/// ([`crate::allocator::connections_dropped_enough`]), asks the allocator to give free memory
+/// back, so the hub's resident size follows its connections down after a burst.
+async fn return_memory_after_drops(hub: Arc<Hub>) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(5));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = hub.shutdown_token().cancelled() => return,
+            _ = ticks.tick() => {
+                let now = hub.metrics.connections.load(std::sync::atomic::Ordering::Relaxed);
+                let peak = hub.metrics.connections_peak.load(std::sync::atomic::Ordering::Relaxed);
+                let as_count = |n: i64| usize::try_from(n).unwrap_or(0);
+                if crate::allocator::connections_dropped_enough(as_count(peak), as_count(now)) {
+                    hub.metrics.connections_peak.store(now, std::sync::atomic::Ordering::Relaxed);
+                    tokio::task::spawn_blocking(crate::allocator::return_free_memory);
+                }
+            }
+        }
     }
 }
 

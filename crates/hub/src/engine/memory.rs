@@ -67,22 +67,6 @@ pub struct MemoryBroker {
 /// How much history a sweep must forget before it asks the allocator to give memory back.
 const RETURN_MEMORY_AFTER: usize = 1 << 20;
 
-/// Asks the allocator to return free memory to the system: glibc keeps freed memory in its
-/// arenas (a flood of 60 KB messages left 1.4 GB resident after their history expired);
-/// `malloc_trim(0)` releases it (RELIABILITY.md has the figures). It walks the heap once,
-/// which is why the sweep calls it only after freeing a lot.
-#[cfg(target_env = "gnu")]
-fn return_free_memory() {
-    // SAFETY: malloc_trim only releases free memory of the allocator's own arenas.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-/// Other allocators return memory by themselves (or offer no such call).
-#[cfg(not(target_env = "gnu"))]
-fn return_free_memory() {}
-
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // No code path leaves the state half-updated across a panic that matters here.
     mutex
@@ -427,7 +411,7 @@ impl Broker for MemoryBroker {
         }
         let freed = held.saturating_sub(self.history_bytes());
         if self.config.return_memory && freed >= RETURN_MEMORY_AFTER {
-            return_free_memory();
+            crate::allocator::return_free_memory();
         }
     }
 
