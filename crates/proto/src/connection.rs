@@ -549,9 +549,17 @@ impl Connection {
         Ok(Some(result))
     }
 
-    /// The bytes waiting to be written. Write them (vectored) and `advance` by what was written;
-    /// call `output` again for what is left (a held-back pong joins the queue here once the
-    /// queue has drained below [`PONG_BACKLOG`]).
+    /// The bytes waiting to be written, as a read-only view: write them (vectored) and
+    /// `advance` by what was written; call `output` again for what is left (a held-back pong
+    /// joins the queue here once the queue has drained below [`PONG_BACKLOG`]). Only the
+    /// connection's commands queue bytes:
+    ///
+    /// ```compile_fail
+    /// use fullduplex_proto::{Config, Connection, Role};
+    /// let mut server = Connection::new(Role::Server, Config::default());
+    /// server.close(None).unwrap();
+    /// server.output().push_copy(b"\x81\x05after"); // not public: no frame after the close
+    /// ```
     #[inline]
     pub fn output(&mut self) -> &mut OutQueue {
         if self.pending_pong.is_some() && self.out.len() < PONG_BACKLOG {

@@ -34,24 +34,25 @@ const TAIL_STEP: usize = 4096;
 /// them from there. An idle connection costs nothing here, and a busy one allocates nothing
 /// per message.
 ///
-/// It implements [`bytes::Buf`]; a shell writes it with
-/// [`OutQueue::chunks_vectored`] and a vectored write, then calls [`Buf::advance`] with the
-/// number of bytes written.
+/// A shell sees it through [`Connection::output`](crate::Connection::output), as a read-only
+/// view: only the connection queues bytes (so nothing is queued past its state machine); the
+/// shell reads them through [`bytes::Buf`] (with [`OutQueue::chunks_vectored`] for a vectored
+/// write) and marks what it wrote with [`Buf::advance`].
 ///
 /// ```
 /// use bytes::{Buf, Bytes};
-/// use fullduplex_proto::OutQueue;
-/// let mut out = OutQueue::new();
-/// out.push_copy(b"head");
-/// out.push_bytes(Bytes::from(vec![7u8; 1000]));
-/// out.push_copy(b"tail");
-/// assert_eq!(out.remaining(), 1008);
+/// use fullduplex_proto::{Config, Connection, Message, Role};
+/// let mut server = Connection::new(Role::Server, Config::default());
+/// server.send(Message::binary(Bytes::from(vec![7u8; 4000]))).unwrap(); // queued by reference
+/// server.send(Message::text("tail")).unwrap();
+/// let out = server.output();
+/// assert_eq!(out.remaining(), 4 + 4000 + 2 + 4);
 /// let mut slices = [std::io::IoSlice::new(&[]); 8];
-/// assert_eq!(out.chunks_vectored(&mut slices), 3);
-/// out.advance(1006);
-/// assert_eq!(out.chunk(), b"il");
+/// assert_eq!(out.chunks_vectored(&mut slices), 3); // header, payload, tail
+/// out.advance(4 + 4000 + 2); // what the socket took
+/// assert_eq!(out.chunk(), b"tail");
 /// ```
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct OutQueue {
     len: usize,
     /// The buffers, only while something is queued: a drained queue hands them back to the
@@ -83,8 +84,8 @@ impl Buffers {
 
 impl OutQueue {
     /// An empty queue. Allocates nothing until bytes are queued.
-    pub fn new() -> OutQueue {
-        OutQueue::default()
+    pub(crate) fn new() -> OutQueue {
+        OutQueue { len: 0, bufs: None }
     }
 
     /// Bytes waiting to be written.
@@ -109,7 +110,7 @@ impl OutQueue {
     }
 
     /// Appends a copy of `bytes`.
-    pub fn push_copy(&mut self, bytes: &[u8]) {
+    pub(crate) fn push_copy(&mut self, bytes: &[u8]) {
         let bufs = self.bufs();
         bufs.reserve_tail(bytes.len());
         bufs.tail.extend_from_slice(bytes);
@@ -117,7 +118,7 @@ impl OutQueue {
     }
 
     /// Appends `bytes` without copying it.
-    pub fn push_bytes(&mut self, bytes: Bytes) {
+    pub(crate) fn push_bytes(&mut self, bytes: Bytes) {
         if bytes.is_empty() {
             return;
         }
