@@ -1535,23 +1535,29 @@ pub fn deflate_server_frame(frame: &[u8], compressor: &mut Compressor) -> Option
 /// allocates nothing once the thread has received such a message before.
 mod message_pool {
     use super::IncomingMessage;
+    use crate::pool::{Pool, Pooled};
     use std::cell::RefCell;
 
     /// Boxes kept per thread.
     const MAX_POOLED: usize = 16;
 
-    /// The boxes themselves are what is reused, so they are pooled boxed.
-    #[allow(clippy::vec_box)]
-    type Boxes = Vec<Box<IncomingMessage>>;
+    impl Pooled for Box<IncomingMessage> {
+        /// A pooled box's buffer is released first: only the count bounds this pool.
+        #[inline]
+        fn pooled_bytes(&self) -> usize {
+            0
+        }
+    }
 
     thread_local! {
-        static POOL: RefCell<Boxes> = const { RefCell::new(Vec::new()) };
+        // The boxes themselves are what is reused, so they are pooled boxed.
+        static POOL: RefCell<Pool<Box<IncomingMessage>>> =
+            const { RefCell::new(Pool::new(MAX_POOLED, usize::MAX)) };
     }
 
     /// A box holding `message`, from the pool when it has one.
     pub(super) fn take(message: IncomingMessage) -> Box<IncomingMessage> {
-        let pooled = POOL.try_with(|pool| pool.borrow_mut().pop()).ok().flatten();
-        match pooled {
+        match crate::pool::take(&POOL) {
             Some(mut boxed) => {
                 *boxed = message;
                 boxed
@@ -1565,12 +1571,6 @@ mod message_pool {
         let Some(mut boxed) = message else { return };
         boxed.joined = bytes::BytesMut::new();
         boxed.inflating = None;
-        // During thread teardown the pool may be gone: the box is then simply freed.
-        let _ = POOL.try_with(|pool| {
-            let mut pool = pool.borrow_mut();
-            if pool.len() < MAX_POOLED {
-                pool.push(boxed);
-            }
-        });
+        crate::pool::give(&POOL, boxed);
     }
 }

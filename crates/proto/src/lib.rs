@@ -10,6 +10,7 @@
 //! * [`handshake`]: the HTTP/1.1 upgrade, client and server side, on [`http`] types.
 //! * [`borrowed`]: received messages lent to a handler instead of handed out, and the
 //!   [`Outbox`] it replies through.
+//! * [`pool`]: the per-thread buffer pools (receive buffers a shell borrows included).
 //! * [`Connection`]: the state machine that turns received bytes into [`Event`]s and messages
 //!   into bytes to send.
 //!
@@ -30,6 +31,7 @@ pub mod handshake;
 pub mod mask;
 pub mod message;
 pub mod out;
+pub mod pool;
 pub mod utf8;
 
 pub use borrowed::{EventRef, FragmentRef, MessageRef, Outbox};

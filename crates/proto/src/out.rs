@@ -235,9 +235,10 @@ impl Buf for OutQueue {
     }
 }
 
-/// Buffers of drained queues, per thread, bounded in count and bytes.
+/// Buffers of drained queues, per thread, in a pool of [`crate::pool`].
 mod pool {
     use super::*;
+    use crate::pool::{Pool, Pooled};
 
     /// Pooled queues per thread. A thread serves one connection at a time, so a few cover the
     /// busiest moments; the rest of the connections stay idle without buffers.
@@ -245,33 +246,22 @@ mod pool {
     /// Pooled tail bytes per thread (a client's masked 1 MiB frame may leave a large tail).
     const MAX_POOLED_BYTES: usize = 4 << 20;
 
-    // The boxes themselves are what is reused, so they are pooled boxed.
-    #[allow(clippy::vec_box)]
-    struct Pool {
-        free: Vec<Box<Buffers>>,
-        bytes: usize,
+    impl Pooled for Box<Buffers> {
+        #[inline]
+        fn pooled_bytes(&self) -> usize {
+            self.tail.capacity()
+        }
     }
 
     thread_local! {
-        static POOL: RefCell<Pool> = const {
-            RefCell::new(Pool {
-                free: Vec::new(),
-                bytes: 0,
-            })
-        };
+        // The boxes themselves are what is reused, so they are pooled boxed.
+        static POOL: RefCell<Pool<Box<Buffers>>> =
+            const { RefCell::new(Pool::new(MAX_POOLED, MAX_POOLED_BYTES)) };
     }
 
     /// Pooled buffers if the pool has any, new (empty, unallocated) ones otherwise.
     pub(super) fn take() -> Box<Buffers> {
-        POOL.try_with(|pool| {
-            let mut pool = pool.borrow_mut();
-            let bufs = pool.free.pop()?;
-            pool.bytes -= bufs.tail.capacity();
-            Some(bufs)
-        })
-        .ok()
-        .flatten()
-        .unwrap_or_default()
+        crate::pool::take(&POOL).unwrap_or_default()
     }
 
     /// Empties `bufs` and keeps them for the next queue, unless the pool is full.
@@ -283,20 +273,12 @@ mod pool {
         if bufs.tail.capacity() < TAIL_STEP {
             bufs.tail.reserve(TAIL_STEP);
         }
-        // During thread teardown the pool may be gone: the buffers are then simply freed.
-        let _ = POOL.try_with(|pool| {
-            let mut pool = pool.borrow_mut();
-            if pool.free.len() < MAX_POOLED && pool.bytes + bufs.tail.capacity() <= MAX_POOLED_BYTES
-            {
-                pool.bytes += bufs.tail.capacity();
-                pool.free.push(bufs);
-            }
-        });
+        crate::pool::give(&POOL, bufs);
     }
 
     #[cfg(test)]
     pub(super) fn pooled() -> usize {
-        POOL.with(|pool| pool.borrow().free.len())
+        crate::pool::pooled(&POOL)
     }
 }
 
