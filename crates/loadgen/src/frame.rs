@@ -1,5 +1,5 @@
-//! Client frames built ahead of time: masked, with the shortest length encoding (RFC 6455
-//! section 5.2), so that a load generator only copies bytes while it runs.
+//! Frames built ahead of time, with the shortest length encoding (RFC 6455 section 5.2): a
+//! load generator's client frames (masked) only need copying while it runs.
 
 use fullduplex_proto::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use fullduplex_proto::mask::apply_mask;
@@ -12,6 +12,29 @@ pub fn random_key() -> [u8; 4] {
     key
 }
 
+/// One final frame of `opcode` carrying `payload`: masked with `mask` when given (a
+/// client's frame), unmasked otherwise (a server's); `compressed` sets RSV1 (a
+/// permessage-deflate payload).
+pub fn encode_frame(
+    opcode: OpCode,
+    compressed: bool,
+    payload: &[u8],
+    mask: Option<[u8; 4]>,
+) -> Vec<u8> {
+    let mut header = FrameHeader::new(opcode, payload.len() as u64);
+    header.rsv1 = compressed;
+    header.mask = mask;
+    let mut head = [0u8; MAX_HEADER_LEN];
+    let n = header.encode(&mut head);
+    let mut frame = Vec::with_capacity(n + payload.len());
+    frame.extend_from_slice(&head[..n]);
+    frame.extend_from_slice(payload);
+    if let Some(key) = mask {
+        apply_mask(&mut frame[n..], key, 0);
+    }
+    frame
+}
+
 /// One final client frame of `opcode` carrying `payload`, masked with `key`; `compressed`
 /// sets RSV1 (a permessage-deflate payload).
 pub fn masked_frame_with_key(
@@ -20,16 +43,7 @@ pub fn masked_frame_with_key(
     payload: &[u8],
     key: [u8; 4],
 ) -> Vec<u8> {
-    let mut header = FrameHeader::new(opcode, payload.len() as u64);
-    header.rsv1 = compressed;
-    header.mask = Some(key);
-    let mut head = [0u8; MAX_HEADER_LEN];
-    let n = header.encode(&mut head);
-    let mut frame = Vec::with_capacity(n + payload.len());
-    frame.extend_from_slice(&head[..n]);
-    frame.extend_from_slice(payload);
-    apply_mask(&mut frame[n..], key, 0);
-    frame
+    encode_frame(opcode, compressed, payload, Some(key))
 }
 
 /// One final, uncompressed client frame for `payload`, masked with a [`random_key`].
@@ -71,6 +85,10 @@ mod tests {
             apply_mask(&mut body, key, 0);
             assert_eq!(body, payload);
         }
+        assert_eq!(
+            encode_frame(OpCode::Pong, false, b"hi", None),
+            [0x8a, 0x02, b'h', b'i']
+        );
         let close = close_frame();
         let (header, len) = FrameHeader::parse(&close).unwrap().unwrap();
         assert_eq!(header.opcode, OpCode::Close);

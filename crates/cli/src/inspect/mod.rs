@@ -20,10 +20,10 @@ use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use fullduplex::proto::deflate::{self, DeflateConfig, DeflateParams};
-use fullduplex::proto::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
+use fullduplex::proto::frame::OpCode;
 use fullduplex::proto::handshake::{self, HandshakeError};
-use fullduplex::proto::mask::apply_mask;
 use fullduplex::{CloseCode, Config};
+use fullduplex_loadgen::frame;
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -517,24 +517,13 @@ impl Pump<'_> {
 
 /// A close frame with `code` and `reason`, masked with a fresh key when `masked` (frames to
 /// the upstream come from its client, so they must be masked).
-fn close_frame(code: CloseCode, reason: &str, masked: bool) -> BytesMut {
-    let mut payload = BytesMut::with_capacity(2 + reason.len());
-    payload.put_u16(u16::from(code));
-    payload.put_slice(reason.as_bytes());
-    let mut header = FrameHeader::new(OpCode::Close, payload.len() as u64);
-    if masked {
-        let mut key = [0u8; 4];
-        // Without randomness fall back to a fixed key: this is one frame on a dying connection.
-        let _ = getrandom::fill(&mut key);
-        header.mask = Some(key);
-        apply_mask(&mut payload, key, 0);
-    }
-    let mut encoded = [0u8; MAX_HEADER_LEN];
-    let len = header.encode(&mut encoded);
-    let mut frame = BytesMut::with_capacity(len + payload.len());
-    frame.put_slice(&encoded[..len]);
-    frame.put_slice(&payload);
-    frame
+fn close_frame(code: CloseCode, reason: &str, masked: bool) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(2 + reason.len());
+    payload.extend_from_slice(&u16::from(code).to_be_bytes());
+    payload.extend_from_slice(reason.as_bytes());
+    // Without randomness the key is zeros: this is one frame on a dying connection.
+    let mask = masked.then(frame::random_key);
+    frame::encode_frame(OpCode::Close, false, &payload, mask)
 }
 
 /// Why a handshake head could not be read.

@@ -4,11 +4,12 @@
 //! looks at the same bytes on the way through and turns them into [`FrameRecord`]s: one per
 //! frame, with the header bits, the payload (unmasked, inflated when permessage-deflate is in
 //! use, cut at a limit) and the close code. It never holds more than one frame's logged
-//! prefix, whatever the frame size.
+//! prefix, whatever the frame size. Frames are read with the core's [`FrameReader`], which
+//! hands out each payload in the pieces it arrived in, with their offset for unmasking.
 
 use bytes::BytesMut;
 use fullduplex::proto::deflate::{Decompressor, DeflateParams};
-use fullduplex::proto::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
+use fullduplex::proto::frame::{FrameHeader, FrameItem, FrameReader, OpCode};
 use fullduplex::proto::mask::apply_mask;
 use fullduplex::Role;
 
@@ -77,21 +78,6 @@ impl FrameRecord {
     }
 }
 
-/// What the tap is in the middle of.
-#[derive(Debug)]
-enum Position {
-    /// Collecting a header: the bytes so far.
-    Header {
-        buf: [u8; MAX_HEADER_LEN],
-        len: usize,
-    },
-    /// Inside a payload: the frame and how many of its payload bytes have passed.
-    Payload { frame: Box<PendingFrame>, seen: u64 },
-    /// The stream stopped making sense (a reserved opcode or length); bytes still pass
-    /// through, but nothing more is parsed.
-    Lost,
-}
-
 /// A frame whose payload is passing through.
 #[derive(Debug)]
 struct PendingFrame {
@@ -106,7 +92,12 @@ struct PendingFrame {
 #[derive(Debug)]
 pub struct FrameTap {
     direction: Direction,
-    position: Position,
+    /// Splits the stream into headers and payload pieces. After an unparsable header (a
+    /// reserved opcode or length) it stops: bytes still pass through, but nothing more is
+    /// parsed.
+    reader: FrameReader,
+    /// The frame whose payload is passing.
+    frame: Option<Box<PendingFrame>>,
     max_payload: usize,
     /// Present when permessage-deflate was negotiated.
     inflater: Option<Decompressor>,
@@ -122,10 +113,8 @@ impl FrameTap {
     pub fn new(direction: Direction, max_payload: usize, deflate: Option<&DeflateParams>) -> Self {
         FrameTap {
             direction,
-            position: Position::Header {
-                buf: [0; MAX_HEADER_LEN],
-                len: 0,
-            },
+            reader: FrameReader::new(),
+            frame: None,
             max_payload,
             inflater: deflate.map(|params| Decompressor::new(params, direction.receiver())),
             message: None,
@@ -142,7 +131,7 @@ impl FrameTap {
     /// True between frames: a frame of our own (a close) can be inserted here without
     /// corrupting the stream.
     pub fn at_frame_boundary(&self) -> bool {
-        matches!(self.position, Position::Header { len: 0, .. })
+        self.reader.is_at_frame_boundary()
     }
 
     /// Whether a close frame has passed.
@@ -158,46 +147,41 @@ impl FrameTap {
     /// Looks at the next `bytes` of the stream and appends a record for every frame that
     /// ends inside them.
     pub fn observe(&mut self, mut bytes: &[u8], records: &mut Vec<FrameRecord>) {
-        while !bytes.is_empty() {
-            match &mut self.position {
-                Position::Lost => return,
-                Position::Header { buf, len } => {
-                    let take = (MAX_HEADER_LEN - *len).min(bytes.len());
-                    buf[*len..*len + take].copy_from_slice(&bytes[..take]);
-                    let had = *len;
-                    *len += take;
-                    match FrameHeader::parse(&buf[..*len]) {
-                        Ok(None) => bytes = &bytes[take..],
-                        Ok(Some((header, header_len))) => {
-                            bytes = &bytes[header_len - had..];
-                            self.start_frame(header, records);
-                        }
-                        Err(error) => {
-                            self.lost_reason = Some(format!("unparsable frame header: {error}"));
-                            self.position = Position::Lost;
-                            return;
+        if self.lost_reason.is_some() {
+            return;
+        }
+        loop {
+            // A frame without payload ends with an empty piece, which needs no input.
+            let frame_ends_empty =
+                self.reader.current_header().is_some() && self.reader.payload_remaining() == 0;
+            if bytes.is_empty() && !frame_ends_empty {
+                return;
+            }
+            match self.reader.read(bytes) {
+                Ok((used, item)) => {
+                    bytes = &bytes[used..];
+                    match item {
+                        None => {}
+                        Some(FrameItem::Header(header)) => self.start_frame(header),
+                        Some(FrameItem::Payload(chunk)) => {
+                            self.payload_chunk(chunk.data, chunk.offset, chunk.is_last);
+                            if chunk.is_last {
+                                self.finish_frame(records);
+                            }
                         }
                     }
                 }
-                Position::Payload { frame, seen } => {
-                    let remaining = frame.record.header.payload_len - *seen;
-                    let take = remaining.min(bytes.len() as u64) as usize;
-                    let offset = *seen;
-                    *seen += take as u64;
-                    let done = *seen == frame.record.header.payload_len;
-                    let (chunk, rest) = bytes.split_at(take);
-                    bytes = rest;
-                    self.payload_chunk(chunk, offset, done);
-                    if done {
-                        self.finish_frame(records);
-                    }
+                Err(error) => {
+                    self.lost_reason = Some(format!("unparsable frame header: {error}"));
+                    self.frame = None;
+                    return;
                 }
             }
         }
     }
 
-    /// A header is complete: start the frame (and finish it at once if it has no payload).
-    fn start_frame(&mut self, header: FrameHeader, records: &mut Vec<FrameRecord>) {
+    /// A header is complete: start the frame (its payload pieces follow, at least one).
+    fn start_frame(&mut self, header: FrameHeader) {
         let (message_kind, compressed) = match header.opcode {
             OpCode::Text | OpCode::Binary => {
                 let compressed = header.rsv1;
@@ -214,37 +198,30 @@ impl FrameTap {
             control => (control, false),
         };
         let payload_len = if compressed { 0 } else { header.payload_len };
-        self.position = Position::Payload {
-            frame: Box::new(PendingFrame {
-                record: FrameRecord {
-                    header,
-                    compressed,
-                    message_kind,
-                    payload: Vec::new(),
-                    payload_len,
-                    close: None,
-                    inflate_error: None,
-                },
-                scratch: BytesMut::new(),
-                unmasked: Vec::new(),
-            }),
-            seen: 0,
-        };
-        if header.payload_len == 0 {
-            self.payload_chunk(&[], 0, true);
-            self.finish_frame(records);
-        }
+        self.frame = Some(Box::new(PendingFrame {
+            record: FrameRecord {
+                header,
+                compressed,
+                message_kind,
+                payload: Vec::new(),
+                payload_len,
+                close: None,
+                inflate_error: None,
+            },
+            scratch: BytesMut::new(),
+            unmasked: Vec::new(),
+        }));
     }
 
     /// Payload bytes `chunk`, starting `offset` bytes into the frame's payload; `last` says
     /// the frame's payload ends with it.
     fn payload_chunk(&mut self, chunk: &[u8], offset: u64, last: bool) {
-        let Position::Payload { frame, .. } = &mut self.position else {
+        let Some(frame) = self.frame.as_mut() else {
             return;
         };
         let header = frame.record.header;
         // Control frames are at most 125 bytes: keep all of a close frame for its code (but
-        // no more than that, whatever length an invalid one announces: the proxy must not
+        // no more than that, whatever length an invalid one announces: the relay must not
         // hold a peer's gigabyte "close frame"; found by fuzz/fuzz_targets/inspect_tap.rs).
         let limit = if header.opcode == OpCode::Close {
             self.max_payload.max(MAX_CONTROL_PAYLOAD)
@@ -309,14 +286,7 @@ impl FrameTap {
 
     /// The frame's last payload byte has passed: emit its record.
     fn finish_frame(&mut self, records: &mut Vec<FrameRecord>) {
-        let position = std::mem::replace(
-            &mut self.position,
-            Position::Header {
-                buf: [0; MAX_HEADER_LEN],
-                len: 0,
-            },
-        );
-        let Position::Payload { frame, .. } = position else {
+        let Some(frame) = self.frame.take() else {
             return;
         };
         let mut record = frame.record;
