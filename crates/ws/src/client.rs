@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::Config;
-use crate::error::{Error, TimeoutKind};
+use crate::error::{Error, TimeoutKind, UsageError};
 use crate::head::read_head_piece;
 use crate::socket::WebSocket;
 use crate::stream::MaybeTlsStream;
@@ -89,21 +89,28 @@ impl ClientRequest {
         let uri: Uri = self
             .url
             .parse()
-            .map_err(|e| Error::Url(format!("{}: {e}", self.url)))?;
+            .map_err(|e| UsageError::InvalidUrl(format!("{}: {e}", self.url)))?;
         let mut request = Request::get(uri)
             .body(())
-            .map_err(|e| Error::Url(e.to_string()))?;
+            .map_err(|e| UsageError::InvalidUrl(e.to_string()))?;
         let headers = request.headers_mut();
         for (name, value) in &self.headers {
-            let name = HeaderName::try_from(name.as_str())
-                .map_err(|_| Error::Url(format!("invalid header name {name:?}")))?;
-            let value = HeaderValue::try_from(value.as_str())
-                .map_err(|_| Error::Url(format!("invalid value for header {name}")))?;
+            let name =
+                HeaderName::try_from(name.as_str()).map_err(|_| UsageError::InvalidHeader {
+                    name: name.clone(),
+                    reason: "not a valid header name",
+                })?;
+            let value =
+                HeaderValue::try_from(value.as_str()).map_err(|_| UsageError::InvalidHeader {
+                    name: name.to_string(),
+                    reason: "its value is not a valid header value",
+                })?;
             headers.append(name, value);
         }
         if !self.protocols.is_empty() {
-            let value = HeaderValue::try_from(self.protocols.join(", "))
-                .map_err(|_| Error::Url("invalid subprotocol".into()))?;
+            let protocols = self.protocols.join(", ");
+            let value = HeaderValue::try_from(protocols.as_str())
+                .map_err(|_| UsageError::InvalidSubprotocol(protocols.clone()))?;
             headers.insert(http::header::SEC_WEBSOCKET_PROTOCOL, value);
         }
         #[cfg(feature = "http2")]
@@ -143,7 +150,7 @@ impl IntoClientRequest for Uri {
     fn into_client_request(self) -> Result<Request<()>, Error> {
         Request::get(self)
             .body(())
-            .map_err(|e| Error::Url(e.to_string()))
+            .map_err(|e| UsageError::InvalidUrl(e.to_string()).into())
     }
 }
 
@@ -175,8 +182,8 @@ impl IntoClientRequest for Request<()> {
 ///
 /// # Errors
 ///
-/// [`Error::Url`] for a URL that is not `ws://` or `wss://` (or `wss://` without the
-/// `rustls` feature), [`Error::Io`] when TCP fails, [`Error::Proxy`] when the proxy refuses
+/// [`UsageError`](crate::UsageError) for a URL that cannot be used (or `wss://` without
+/// the `rustls` feature), [`Error::Io`] when TCP fails, [`Error::Proxy`] when the proxy refuses
 /// or fails, [`Error::Tls`] when TLS fails, [`Error::Http`] when the server answers with
 /// another status than `101`, [`Error::Handshake`] when its `101` is not a valid answer,
 /// `Error::Http2` (feature `http2`) when HTTP/2 is required and unavailable, [`Error::Timeout`] after
@@ -201,8 +208,8 @@ pub async fn connect(
 ///
 /// # Errors
 ///
-/// [`Error::Url`] for a URL that is not `ws://` or `wss://` (or `wss://` without the
-/// `rustls` feature), [`Error::Io`] when TCP fails, [`Error::Proxy`] when the proxy refuses
+/// [`UsageError`](crate::UsageError) for a URL that cannot be used (or `wss://` without
+/// the `rustls` feature), [`Error::Io`] when TCP fails, [`Error::Proxy`] when the proxy refuses
 /// or fails, [`Error::Tls`] when TLS fails, [`Error::Http`] when the server answers with
 /// another status than `101`, [`Error::Handshake`] when its `101` is not a valid answer,
 /// `Error::Http2` (feature `http2`) when HTTP/2 is required and unavailable, [`Error::Timeout`] after
@@ -248,7 +255,7 @@ pub async fn connect_with(
 ///
 /// # Errors
 ///
-/// [`Error::Url`], [`Error::Io`], [`Error::Proxy`], [`Error::Tls`] and [`Error::Timeout`] as
+/// [`Error::Usage`], [`Error::Io`], [`Error::Proxy`], [`Error::Tls`] and [`Error::Timeout`] as
 /// for [`connect_with`].
 ///
 /// # Cancel safety
@@ -357,7 +364,7 @@ pub(crate) async fn open_stream_alpn(
     };
     let host = uri
         .host()
-        .ok_or_else(|| Error::Url(format!("{uri}: no host")))?;
+        .ok_or_else(|| UsageError::InvalidUrl(format!("{uri}: no host")))?;
     let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
     // `Uri::host` keeps the brackets of an IPv6 literal; the resolver wants them off.
     let bare_host = host.trim_start_matches('[').trim_end_matches(']');
@@ -393,7 +400,7 @@ async fn tls_connect(
         tls_config = std::sync::Arc::new(with_alpn);
     }
     let name = rustls_pki_types::ServerName::try_from(host.to_owned())
-        .map_err(|_| Error::Url(format!("invalid TLS server name {host:?}")))?;
+        .map_err(|_| UsageError::InvalidUrl(format!("invalid TLS server name {host:?}")))?;
     let connector = tokio_rustls::TlsConnector::from(tls_config);
     let tls = connector.connect(name, tcp).await?;
     Ok(MaybeTlsStream::Rustls(Box::new(tls)))
@@ -406,7 +413,7 @@ async fn tls_connect(
     _config: &Config,
     _alpn: Option<&[&[u8]]>,
 ) -> Result<MaybeTlsStream<TcpStream>, Error> {
-    Err(Error::Url("wss:// needs the `rustls` feature".into()))
+    Err(UsageError::TlsFeatureMissing.into())
 }
 
 /// Runs the client side of the opening handshake on an established transport (plain TCP,

@@ -11,6 +11,7 @@ use crate::proxy::ProxyError;
 
 /// Which timer ran out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TimeoutKind {
     /// TCP connect, TLS and the HTTP upgrade did not finish within the handshake timeout.
     Handshake,
@@ -22,7 +23,10 @@ pub enum TimeoutKind {
     Close,
 }
 
-/// Everything that can go wrong on a WebSocket connection.
+/// Everything that can go wrong on a WebSocket connection, by whose fault: the transport
+/// ([`Io`](Error::Io), [`Tls`](Error::Tls), [`Timeout`](Error::Timeout)), the peer
+/// ([`Protocol`](Error::Protocol), [`Handshake`](Error::Handshake), [`Http`](Error::Http)),
+/// the proxy ([`Proxy`](Error::Proxy)), or the application itself ([`Usage`](Error::Usage)).
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -32,9 +36,6 @@ pub enum Error {
     /// The peer broke RFC 6455; the connection was failed with the error's close code.
     #[error("protocol error: {0}")]
     Protocol(#[from] ProtocolError),
-    /// The application asked for something the protocol does not allow now.
-    #[error("cannot send: {0}")]
-    Send(#[from] SendError),
     /// The opening handshake was malformed (either side).
     #[error("handshake failed: {0}")]
     Handshake(#[from] HandshakeError),
@@ -52,23 +53,67 @@ pub enum Error {
     /// tunnel (an HTTP status such as `407`, a SOCKS5 reply code).
     #[error("proxy: {0}")]
     Proxy(#[from] ProxyError),
-    /// The URL could not be used (scheme, host, port).
-    #[error("invalid URL: {0}")]
-    Url(String),
     /// TLS setup or handshake failed.
     #[cfg(feature = "rustls")]
     #[error("TLS error: {0}")]
     Tls(#[from] rustls::Error),
-    /// `recv` was called in fragment mode, where `recv_event` must be used.
-    #[error("receive mode is Fragments: use recv_event")]
-    FragmentMode,
-    /// The connection is closed; nothing more can be sent or received.
-    #[error("connection closed")]
-    Closed,
+    /// The application used the API in a way it does not allow: a bad URL or header, a
+    /// feature that is not compiled in, a send after the close.
+    #[error(transparent)]
+    Usage(#[from] UsageError),
     /// A WebSocket over HTTP/2 (RFC 8441) could not be opened or served.
     #[cfg(feature = "http2")]
     #[error("HTTP/2: {0}")]
     Http2(#[from] crate::http2::Http2Error),
+}
+
+/// A mistake of the application, found before anything went on the wire (or instead of it).
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum UsageError {
+    /// The URL cannot be connected to: it does not parse, its scheme is not `ws` or `wss`, it
+    /// has no host, or its host is not a valid TLS server name.
+    #[error("invalid URL: {0}")]
+    InvalidUrl(String),
+    /// A header added to the request has an invalid name, or a value that is not valid in
+    /// an HTTP header.
+    #[error("invalid header {name:?}: {reason}")]
+    InvalidHeader {
+        /// The header's name, as given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The subprotocols offered cannot form a `Sec-WebSocket-Protocol` header.
+    #[error("invalid subprotocol list {0:?}")]
+    InvalidSubprotocol(String),
+    /// A `wss://` URL, but the crate was built without its `rustls` feature.
+    #[error("wss:// needs the `rustls` feature")]
+    TlsFeatureMissing,
+    /// The connection sent its close frame, failed or ended: nothing more can be sent.
+    #[error("the connection is closing or closed")]
+    Closed,
+    /// The key names no connection of the set (any more).
+    #[error("no connection with this key in the set")]
+    UnknownKey,
+    /// A message the protocol does not allow (a control payload over 125 bytes, a close code
+    /// that may not be sent, a whole message in the middle of a fragmented one, ...).
+    #[error("cannot send: {0}")]
+    Send(SendError),
+    /// A future was polled again after it had completed.
+    #[error("polled after completion")]
+    PolledAfterCompletion,
+}
+
+impl From<SendError> for Error {
+    /// [`SendError::Closed`] becomes [`UsageError::Closed`], the same mistake found by the
+    /// core; every other send error [`UsageError::Send`].
+    fn from(error: SendError) -> Error {
+        Error::Usage(match error {
+            SendError::Closed => UsageError::Closed,
+            error => UsageError::Send(error),
+        })
+    }
 }
 
 impl Error {

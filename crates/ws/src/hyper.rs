@@ -66,7 +66,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 
 use crate::config::Config;
-use crate::error::Error;
+use crate::error::{Error, UsageError};
 use crate::server::{answer, Accept, Reject};
 use crate::socket::WebSocket;
 
@@ -221,7 +221,7 @@ impl Future for HyperUpgrade {
         let upgraded = ready!(Pin::new(&mut this.on_upgrade).poll(cx))
             .map_err(|error| Error::Io(std::io::Error::other(error)))?;
         let Some(pending) = this.pending.take() else {
-            return Poll::Ready(Err(Error::Closed));
+            return Poll::Ready(Err(UsageError::PolledAfterCompletion.into()));
         };
         // hyper keeps bytes it read past the request head inside `Upgraded` and replays
         // them first, so there is no leftover to pass on here.

@@ -65,7 +65,7 @@ pub use client::{
     client_handshake, connect, connect_stream, connect_with, ClientRequest, IntoClientRequest,
 };
 pub use config::{Config, Keepalive};
-pub use error::{Error, TimeoutKind};
+pub use error::{Error, TimeoutKind, UsageError};
 pub use fragments::Fragments;
 #[cfg(feature = "http2")]
 pub use http2::Http2Policy;

@@ -10,7 +10,7 @@ use fullduplex_proto::{CloseFrame, DataKind, Message, MessageRef, Outbox};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::coop;
 
-use crate::error::Error;
+use crate::error::{Error, UsageError};
 use crate::poll::PollSocket;
 use crate::socket::WebSocket;
 
@@ -282,8 +282,9 @@ where
     /// connection, together with everything else queued there. `Message::Close` starts the
     /// close handshake (see [`close`](WebSocketSet::close)).
     ///
-    /// Fails with [`Error::Closed`] when the key names no connection (any more) or the
-    /// connection has ended, and with [`Error::Send`] when the protocol does not allow the
+    /// Fails with [`UsageError::UnknownKey`] when the key names no connection (any more),
+    /// [`UsageError::Closed`] when the connection has ended, and [`UsageError::Send`] when
+    /// the protocol does not allow the
     /// message now (after our close frame, say).
     pub fn feed(&mut self, key: Key, message: Message) -> Result<(), Error> {
         self.entry_mut(key)?.ws.start_send_message(message)?;
@@ -427,7 +428,9 @@ where
                 handler.take().map(|handler| handler(key, message, out))
             });
             ws.poll_recv_with(cx, &mut lent).map(|delivered| {
-                delivered.map(|result| result.and_then(|returned| returned.ok_or(Error::Closed)))
+                delivered.map(|result| {
+                    result.and_then(|returned| returned.ok_or(Error::Usage(UsageError::Closed)))
+                })
             })
         })
     }
@@ -632,6 +635,6 @@ where
     fn entry_mut(&mut self, key: Key) -> Result<&mut Entry<S>, Error> {
         self.slot_mut(key)
             .and_then(|slot| slot.entry.as_mut())
-            .ok_or_else(|| Error::Closed)
+            .ok_or(Error::Usage(UsageError::UnknownKey))
     }
 }

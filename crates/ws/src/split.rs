@@ -250,7 +250,7 @@ where
     ///
     /// # Errors
     ///
-    /// As [`WebSocket::send`]: [`Error::Closed`], [`Error::Send`], [`Error::Io`].
+    /// As [`WebSocket::send`]: [`Error::Usage`], [`Error::Io`].
     ///
     /// # Cancel safety
     ///
@@ -264,7 +264,7 @@ where
     ///
     /// # Errors
     ///
-    /// As [`WebSocket::feed`]: [`Error::Closed`], [`Error::Send`], [`Error::Io`].
+    /// As [`WebSocket::feed`]: [`Error::Usage`], [`Error::Io`].
     ///
     /// # Cancel safety
     ///
@@ -278,7 +278,7 @@ where
     ///
     /// # Errors
     ///
-    /// As [`WebSocket::feed_fragment`]: [`Error::Closed`], [`Error::Send`], [`Error::Io`].
+    /// As [`WebSocket::feed_fragment`]: [`Error::Usage`], [`Error::Io`].
     ///
     /// # Cancel safety
     ///
@@ -299,7 +299,7 @@ where
     ///
     /// # Errors
     ///
-    /// As [`WebSocket::feed_encoded`]: [`Error::Closed`], [`Error::Send`], [`Error::Io`].
+    /// As [`WebSocket::feed_encoded`]: [`Error::Usage`], [`Error::Io`].
     ///
     /// # Cancel safety
     ///
@@ -313,7 +313,7 @@ where
     ///
     /// # Errors
     ///
-    /// As [`WebSocket::feed_uncompressed`]: [`Error::Closed`], [`Error::Send`], [`Error::Io`].
+    /// As [`WebSocket::feed_uncompressed`]: [`Error::Usage`], [`Error::Io`].
     ///
     /// # Cancel safety
     ///
@@ -341,7 +341,7 @@ where
     ///
     /// # Errors
     ///
-    /// [`Error::Send`] for an invalid close frame or a second close, [`Error::Io`] when the
+    /// [`Error::Usage`] for an invalid close frame or a second close, [`Error::Io`] when the
     /// transport failed.
     ///
     /// # Cancel safety

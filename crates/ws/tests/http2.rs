@@ -248,7 +248,7 @@ where
                             Some(Ok(Message::Pong(payload))) if payload == "server-ping" => break,
                             Some(Ok(_)) => {}
                             Some(Err(error)) => return Err(error),
-                            None => return Err(Error::Closed),
+                            None => return Err(fullduplex::UsageError::Closed.into()),
                         }
                     }
                     ws.send(Message::text("pong-ok")).await

@@ -350,7 +350,7 @@ async fn a_key_never_names_a_later_connection() {
     assert!(set.get(first).is_none());
     assert!(matches!(
         set.feed(first, Message::text("lost")),
-        Err(fullduplex::Error::Closed)
+        Err(fullduplex::Error::Usage(fullduplex::UsageError::UnknownKey))
     ));
     assert_eq!(set.keys().collect::<Vec<Key>>(), vec![second]);
     assert_eq!(set.len(), 1);

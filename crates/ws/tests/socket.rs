@@ -70,7 +70,7 @@ async fn normal_close_ends_both_streams_without_error() {
     assert!(client.recv().await.is_none());
     assert!(matches!(
         client.send(Message::text("late")).await,
-        Err(fullduplex::Error::Closed)
+        Err(fullduplex::Error::Usage(fullduplex::UsageError::Closed))
     ));
     server_task.await.unwrap();
 }

@@ -61,7 +61,7 @@ impl Http2Connection {
     ///
     /// # Errors
     ///
-    /// [`Error::Url`] or [`Error::Handshake`] for a bad URL, [`Error::Io`], [`Error::Tls`] or
+    /// [`Error::Usage`] or [`Error::Handshake`] for a bad URL, [`Error::Io`], [`Error::Tls`] or
     /// [`Error::Proxy`] when the transport cannot be opened, [`Error::Http2`] when HTTP/2 is
     /// not negotiated or its handshake fails, [`Error::Timeout`] after
     /// [`Config::handshake_timeout`].
