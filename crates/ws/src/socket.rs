@@ -1,15 +1,15 @@
 //! `WebSocket<S>`: a [`Connection`] driven over an `AsyncRead + AsyncWrite` transport.
 
-use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use fullduplex_proto::pool;
 use fullduplex_proto::{
     CloseCode, CloseFrame, Connection, DataKind, Event, EventRef, Message, MessageRef, Outbox,
-    ProtocolError, ReceiveMode, Role, State,
+    ProtocolError, ReceiveMode, Role, State, Timeout, TransportAction,
 };
 use futures_core::Stream;
 use futures_sink::Sink;
@@ -17,9 +17,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::io::poll_read_buf;
 
 use crate::config::Config;
-use crate::error::{Error, TimeoutKind, UsageError};
+use crate::error::{Error, UsageError};
 use crate::poll::PollSocket;
-use crate::timers::Timers;
+use crate::timers::{self, Timers};
 
 /// How many buffers one vectored write may carry.
 const MAX_IOVECS: usize = 64;
@@ -73,8 +73,6 @@ pub struct WebSocket<S> {
     /// while one runs).
     close_timeout_ms: u32,
     protocol: Option<Box<str>>,
-    /// The transport reported end of stream.
-    read_closed: bool,
     /// The stream of events has ended; nothing more is read.
     done: bool,
     /// The code of the peer's close frame once it arrived (1005 when it had none), 0 before.
@@ -113,7 +111,6 @@ where
             close_timeout_ms: u32::try_from(config.close_timeout.as_micros().div_ceil(1000))
                 .unwrap_or(u32::MAX),
             protocol: None,
-            read_closed: false,
             done: false,
             peer_close_code: 0,
             pending_error: None,
@@ -584,7 +581,7 @@ where
         let hint = self.conn.read_hint().min(step);
         let buf = self.conn.recv_buf();
         if buf.capacity() == 0 {
-            recv_pool::take(buf);
+            pool::lend_recv_buffer(buf);
         }
         // Reserve (usually: reclaim the consumed front of the buffer) only when the room left
         // is short of what the frame being received still needs or, between frames, below half
@@ -606,47 +603,65 @@ where
             Poll::Pending => {
                 let buf = self.conn.recv_buf();
                 if buf.is_empty() {
-                    recv_pool::give(buf);
+                    pool::return_recv_buffer(buf);
                 }
                 return Poll::Pending;
             }
-            Poll::Ready(Ok(0)) => {
-                self.read_closed = true;
-                self.conn.recv_eof();
-            }
+            Poll::Ready(Ok(0)) => self.conn.recv_eof(),
             Poll::Ready(Ok(_)) => self.timers.received(),
             Poll::Ready(Err(error)) => return Poll::Ready(Err(error.into())),
         }
         Poll::Ready(Ok(()))
     }
 
-    /// The close handshake is over (or the connection failed): write what is queued, then
-    /// close the transport. A server closes TCP first; a client waits for the server to do it
-    /// (RFC 6455 section 7.1.1), within the close timeout.
+    /// The close handshake is over (or the connection failed): close the transport as the core
+    /// says ([`Connection::transport`]: a server closes TCP first, a client waits for the
+    /// server to do it, RFC 6455 section 7.1.1), within the close timeout, whose expiry is
+    /// reported to the core.
     fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.conn.output().is_empty() {
-            match self.poll_write_out(cx) {
-                Poll::Ready(_) => {}
-                Poll::Pending if self.timers.close_expired(cx) => {}
-                Poll::Pending => return Poll::Pending,
+        loop {
+            let action = self.conn.transport();
+            if action == TransportAction::Abort {
+                self.abort_transport(cx);
+                return Poll::Ready(());
             }
-        }
-        if self.conn.role() == Role::Client {
-            while !self.read_closed {
-                self.conn.recv_buf().clear();
-                match poll_read_buf(Pin::new(&mut self.stream), cx, self.conn.recv_buf()) {
-                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => self.read_closed = true,
-                    Poll::Ready(Ok(_)) => {}
-                    Poll::Pending if self.timers.close_expired(cx) => break,
+            // Errors here change nothing: the connection is over either way.
+            if !self.conn.output().is_empty() {
+                match self.poll_write_out(cx) {
+                    Poll::Ready(_) => {}
+                    Poll::Pending if self.timers.close_expired(cx) => {
+                        self.conn.on_timeout(Timeout::CloseHandshake);
+                        continue;
+                    }
                     Poll::Pending => return Poll::Pending,
                 }
             }
+            if action == TransportAction::AwaitClose {
+                self.conn.recv_buf().clear();
+                match poll_read_buf(Pin::new(&mut self.stream), cx, self.conn.recv_buf()) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => self.conn.recv_eof(),
+                    Poll::Ready(Ok(_)) => {}
+                    Poll::Pending if self.timers.close_expired(cx) => {
+                        self.conn.on_timeout(Timeout::CloseHandshake);
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+                continue;
+            }
+            return match Pin::new(&mut self.stream).poll_shutdown(cx) {
+                Poll::Pending if !self.timers.close_expired(cx) => Poll::Pending,
+                _ => Poll::Ready(()),
+            };
         }
-        // Errors here change nothing: the connection is over either way.
-        match Pin::new(&mut self.stream).poll_shutdown(cx) {
-            Poll::Pending if !self.timers.close_expired(cx) => Poll::Pending,
-            _ => Poll::Ready(()),
+    }
+
+    /// Closes the transport without waiting ([`TransportAction::Abort`]): one attempt to
+    /// write what is queued (a failed connection's close frame) and one to shut it down.
+    fn abort_transport(&mut self, cx: &mut Context<'_>) {
+        if !self.conn.output().is_empty() {
+            let _ = self.poll_write_out(cx);
         }
+        let _ = Pin::new(&mut self.stream).poll_shutdown(cx);
     }
 
     /// Notes a pong or the peer's close code.
@@ -676,24 +691,14 @@ where
         Ok(())
     }
 
-    /// Ends the connection after a local failure (I/O error, timeout): one attempt to push out
-    /// a close frame, then the stream is over.
+    /// Ends the connection after a local failure (I/O error, timeout): the stream is over. A
+    /// timeout is reported to the core, which fails the connection with the close code the
+    /// timeout calls for and has the transport aborted.
     fn abort(&mut self, cx: &mut Context<'_>, error: Error) -> Error {
         self.done = true;
-        let code = match &error {
-            Error::Timeout(TimeoutKind::Keepalive) => Some(1011),
-            Error::Timeout(TimeoutKind::Idle) => Some(1001),
-            _ => None,
-        };
-        if let Some(code) = code {
-            let reason = error.to_string();
-            if self
-                .conn
-                .close(Some(CloseFrame::new(code.into(), reason.as_str())))
-                .is_ok()
-            {
-                let _ = self.poll_write_out(cx);
-            }
+        if let Error::Timeout(kind) = &error {
+            self.conn.on_timeout(timers::core_timeout(*kind));
+            self.abort_transport(cx);
         }
         error
     }
@@ -1142,59 +1147,4 @@ where
 
 fn clamp_u32(value: usize) -> u32 {
     u32::try_from(value).unwrap_or(u32::MAX)
-}
-
-/// Receive buffers lent to connections of this thread while they read and parse. A thread
-/// serves one connection at a time, so a few buffers cover it; idle connections hold none.
-mod recv_pool {
-    use super::*;
-
-    /// Pooled buffers per thread.
-    const MAX_POOLED: usize = 16;
-    /// Pooled bytes per thread (large frames leave large buffers).
-    const MAX_POOLED_BYTES: usize = 8 << 20;
-
-    struct Pool {
-        free: Vec<BytesMut>,
-        bytes: usize,
-    }
-
-    thread_local! {
-        static POOL: RefCell<Pool> = const {
-            RefCell::new(Pool {
-                free: Vec::new(),
-                bytes: 0,
-            })
-        };
-    }
-
-    /// Moves a pooled buffer into `buf` (empty, holding nothing), if the pool has one;
-    /// otherwise `buf` allocates on its first reserve.
-    pub(super) fn take(buf: &mut BytesMut) {
-        let _ = POOL.try_with(|pool| {
-            let mut pool = pool.borrow_mut();
-            if let Some(pooled) = pool.free.pop() {
-                pool.bytes -= pooled.capacity();
-                *buf = pooled;
-            }
-        });
-    }
-
-    /// Moves the empty `buf` into the pool (it is freed if the pool is full); `buf` is left
-    /// holding nothing.
-    pub(super) fn give(buf: &mut BytesMut) {
-        debug_assert!(buf.is_empty());
-        if buf.capacity() == 0 {
-            return;
-        }
-        let buf = std::mem::take(buf);
-        // During thread teardown the pool may be gone: the buffer is then simply freed.
-        let _ = POOL.try_with(|pool| {
-            let mut pool = pool.borrow_mut();
-            if pool.free.len() < MAX_POOLED && pool.bytes + buf.capacity() <= MAX_POOLED_BYTES {
-                pool.bytes += buf.capacity();
-                pool.free.push(buf);
-            }
-        });
-    }
 }
