@@ -7,7 +7,8 @@
 //! under test; it reads frames with the core's [`FrameReader`](fullduplex_proto::frame::FrameReader).
 //!
 //! * [`report`]: the load report (`fdx bench --json`, `fullduplex-bench load`) and its table.
-//! * [`frame`]: masked client frames.
+//! * [`frame`]: masked client frames, and whole frames read back
+//!   ([`FrameAssembler`](frame::FrameAssembler)).
 //! * [`message`]: tagged messages, their frames built once, and what their echoes must be.
 //! * [`echo`]: reading the echoes: checked ([`EchoParser`]) or only counted
 //!   ([`FrameCounter`]).
