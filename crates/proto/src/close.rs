@@ -2,10 +2,9 @@
 
 use std::fmt;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 
-use crate::error::ProtocolError;
-use crate::message::Utf8Bytes;
+use crate::utf8::Utf8Bytes;
 
 /// A close status code (RFC 6455 section 7.4).
 ///
@@ -107,26 +106,6 @@ impl CloseFrame {
         }
     }
 
-    /// Parses a received close payload (already unmasked, at most 125 bytes).
-    ///
-    /// An empty payload is `Ok(None)` (no status code). A 1-byte payload or a code that may not
-    /// appear on the wire fails with 1002, a reason that is not UTF-8 with 1007.
-    pub fn parse(payload: Bytes) -> Result<Option<CloseFrame>, ProtocolError> {
-        match payload.len() {
-            0 => Ok(None),
-            1 => Err(ProtocolError::CloseLength),
-            _ => {
-                let code = CloseCode(u16::from_be_bytes([payload[0], payload[1]]));
-                if !code.is_valid_on_wire() {
-                    return Err(ProtocolError::InvalidCloseCode(code.0));
-                }
-                let reason = Utf8Bytes::try_from(payload.slice(2..))
-                    .map_err(|_| ProtocolError::InvalidUtf8)?;
-                Ok(Some(CloseFrame { code, reason }))
-            }
-        }
-    }
-
     /// Appends the payload (code then reason) to `out`. The reason is cut to
     /// [`MAX_REASON_LEN`] bytes, at a character boundary, so the frame stays legal.
     pub fn encode(&self, out: &mut BytesMut) {
@@ -178,27 +157,6 @@ mod tests {
         ] {
             assert!(!CloseCode(code).is_valid_on_wire(), "{code}");
         }
-    }
-
-    #[test]
-    fn parse_cases() {
-        assert_eq!(CloseFrame::parse(Bytes::new()), Ok(None));
-        assert_eq!(
-            CloseFrame::parse(Bytes::from_static(&[3])),
-            Err(ProtocolError::CloseLength)
-        );
-        assert_eq!(
-            CloseFrame::parse(Bytes::from_static(&[0x03, 0xed])), // 1005
-            Err(ProtocolError::InvalidCloseCode(1005))
-        );
-        assert_eq!(
-            CloseFrame::parse(Bytes::from_static(&[0x03, 0xe8, 0xff])),
-            Err(ProtocolError::InvalidUtf8)
-        );
-        let frame = CloseFrame::parse(Bytes::from_static(b"\x0f\xa0bye"))
-            .unwrap()
-            .unwrap();
-        assert_eq!(frame, CloseFrame::new(CloseCode(4000), "bye"));
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! Errors of the core: [`ProtocolError`] is the peer's fault, [`SendError`] the caller's.
 
+use bytes::Bytes;
 use thiserror::Error;
 
-use crate::close::CloseCode;
+use crate::close::{CloseCode, CloseFrame};
 use crate::deflate::DeflateError;
 use crate::frame::FrameError;
+use crate::utf8::Utf8Bytes;
 
 /// The peer broke the protocol (or hung up). The connection is failed: the core has queued a
 /// close frame with [`ProtocolError::close_code`] (except for [`ProtocolError::UnexpectedEof`])
@@ -89,6 +91,30 @@ impl ProtocolError {
     }
 }
 
+/// Parsing a close frame, here with the errors it fails with (the close frame itself is a
+/// lower-level type that knows no protocol errors).
+impl CloseFrame {
+    /// Parses a received close payload (already unmasked, at most 125 bytes).
+    ///
+    /// An empty payload is `Ok(None)` (no status code). A 1-byte payload or a code that may not
+    /// appear on the wire fails with 1002, a reason that is not UTF-8 with 1007.
+    pub fn parse(payload: Bytes) -> Result<Option<CloseFrame>, ProtocolError> {
+        match payload.len() {
+            0 => Ok(None),
+            1 => Err(ProtocolError::CloseLength),
+            _ => {
+                let code = CloseCode(u16::from_be_bytes([payload[0], payload[1]]));
+                if !code.is_valid_on_wire() {
+                    return Err(ProtocolError::InvalidCloseCode(code.0));
+                }
+                let reason = Utf8Bytes::try_from(payload.slice(2..))
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+                Ok(Some(CloseFrame { code, reason }))
+            }
+        }
+    }
+}
+
 /// The caller asked for something the protocol does not allow now. Nothing was queued.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
@@ -114,4 +140,31 @@ pub enum SendError {
     /// Pre-encoded frames can only be sent by a server (clients mask every frame).
     #[error("pre-encoded frames can only be sent by a server")]
     EncodedFrameFromClient,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::close::CloseCode;
+
+    #[test]
+    fn parse_cases() {
+        assert_eq!(CloseFrame::parse(Bytes::new()), Ok(None));
+        assert_eq!(
+            CloseFrame::parse(Bytes::from_static(&[3])),
+            Err(ProtocolError::CloseLength)
+        );
+        assert_eq!(
+            CloseFrame::parse(Bytes::from_static(&[0x03, 0xed])), // 1005
+            Err(ProtocolError::InvalidCloseCode(1005))
+        );
+        assert_eq!(
+            CloseFrame::parse(Bytes::from_static(&[0x03, 0xe8, 0xff])),
+            Err(ProtocolError::InvalidUtf8)
+        );
+        let frame = CloseFrame::parse(Bytes::from_static(b"\x0f\xa0bye"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(frame, CloseFrame::new(CloseCode(4000), "bye"));
+    }
 }

@@ -5,7 +5,13 @@
 //! seen so far can no longer begin a valid UTF-8 string: `ED A0` fails at once (a surrogate),
 //! without waiting for the end of the frame or message. Complete runs are checked with
 //! `simdutf8`; only the at most three bytes of a code point cut by a piece boundary are kept.
+//!
+//! [`Utf8Bytes`] carries text that was validated once, without copying it.
 
+use std::fmt;
+use std::ops::Deref;
+
+use bytes::Bytes;
 use thiserror::Error;
 
 /// The bytes are not, and cannot become, valid UTF-8.
@@ -132,6 +138,138 @@ fn sequence_len(lead: u8) -> usize {
         0xc0..=0xdf => 2,
         0xe0..=0xef => 3,
         _ => 4,
+    }
+}
+
+/// Immutable bytes that are known to be valid UTF-8: a cheap-to-clone `&str`.
+///
+/// Received text messages are slices of the receive buffer (joined from pieces when a frame is
+/// longer than [`LARGE_FRAME`](crate::connection::LARGE_FRAME)), validated once while they arrived;
+/// [`Utf8Bytes::as_str`] does not validate them again.
+///
+/// ```
+/// use fullduplex_proto::Utf8Bytes;
+/// let text = Utf8Bytes::from("héllo");
+/// assert_eq!(text.as_str(), "héllo");
+/// assert_eq!(&*text, "héllo"); // Deref<Target = str>
+/// assert!(Utf8Bytes::try_from(bytes::Bytes::from_static(&[0xff])).is_err());
+/// ```
+#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Utf8Bytes(Bytes);
+
+impl Utf8Bytes {
+    /// A text from a static string, without copying.
+    pub const fn from_static(text: &'static str) -> Utf8Bytes {
+        Utf8Bytes(Bytes::from_static(text.as_bytes()))
+    }
+
+    /// Wraps bytes the caller has already validated (the core validates while receiving).
+    pub(crate) fn from_validated(bytes: Bytes) -> Utf8Bytes {
+        debug_assert!(std::str::from_utf8(&bytes).is_ok());
+        Utf8Bytes(bytes)
+    }
+
+    /// The text.
+    #[inline]
+    pub fn as_str(&self) -> &str {
+        // SAFETY: every constructor validates the bytes (`TryFrom<Bytes>`, `From<String>`,
+        // `From<&str>`) or receives bytes the core validated incrementally while they arrived
+        // (`from_validated`, checked by a debug assertion and by the pair and fuzz tests), and
+        // `Bytes` is immutable. Skipping the second validation is what the issue asks for: a
+        // received text message exposes `&str` without validating twice.
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
+    }
+
+    /// The underlying bytes (cheap: a reference count).
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    /// Gives up the UTF-8 guarantee and returns the bytes.
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+}
+
+impl Deref for Utf8Bytes {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Utf8Bytes {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<[u8]> for Utf8Bytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl TryFrom<Bytes> for Utf8Bytes {
+    type Error = Utf8Error;
+    fn try_from(bytes: Bytes) -> Result<Utf8Bytes, Utf8Error> {
+        validate(&bytes)?;
+        Ok(Utf8Bytes(bytes))
+    }
+}
+
+impl TryFrom<Vec<u8>> for Utf8Bytes {
+    type Error = Utf8Error;
+    fn try_from(bytes: Vec<u8>) -> Result<Utf8Bytes, Utf8Error> {
+        Utf8Bytes::try_from(Bytes::from(bytes))
+    }
+}
+
+impl From<String> for Utf8Bytes {
+    fn from(text: String) -> Utf8Bytes {
+        Utf8Bytes(Bytes::from(text))
+    }
+}
+
+impl From<&str> for Utf8Bytes {
+    fn from(text: &str) -> Utf8Bytes {
+        Utf8Bytes(Bytes::copy_from_slice(text.as_bytes()))
+    }
+}
+
+impl From<&String> for Utf8Bytes {
+    fn from(text: &String) -> Utf8Bytes {
+        Utf8Bytes::from(text.as_str())
+    }
+}
+
+impl From<Utf8Bytes> for Bytes {
+    fn from(text: Utf8Bytes) -> Bytes {
+        text.0
+    }
+}
+
+impl PartialEq<str> for Utf8Bytes {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Utf8Bytes {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl fmt::Debug for Utf8Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Utf8Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self.as_str(), f)
     }
 }
 

@@ -40,7 +40,7 @@ use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, 
 
 use super::params::{DeflateConfig, DeflateParams};
 use crate::close::CloseCode;
-use crate::connection::Role;
+use crate::role::Role;
 
 /// The four bytes a sync flush ends with (an empty stored block), removed from the end of every
 /// compressed message and appended again before decompressing (RFC 7692 section 7.2.1).
