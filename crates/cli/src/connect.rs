@@ -226,12 +226,12 @@ fn config(args: &ConnectArgs) -> Result<Config, Failure> {
         config = config.max_message_size(max);
     }
     config = match (&args.proxy, args.no_proxy) {
-        (Some(url), _) => config.proxy(
-            fullduplex::Proxy::parse(url)
+        (Some(url), _) => config.tunnel(
+            fullduplex::tunnel::Tunnel::parse(url)
                 .map_err(|e| Failure::with_code(EXIT_USAGE, format!("--proxy {url}: {e}")))?,
         ),
-        (None, true) => config.proxy_setting(fullduplex::ProxySetting::Direct),
-        (None, false) => config.proxy_from_env(),
+        (None, true) => config.tunnel_setting(fullduplex::tunnel::TunnelSetting::Direct),
+        (None, false) => config.tunnel_from_env(),
     };
     if args.insecure {
         eprintln!(
@@ -268,7 +268,7 @@ fn print_request(request: &Request<()>, config: &Config, authority: &str, http2:
     let uri = request.uri();
     let host = uri.host().unwrap_or_default();
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    match config.proxy.resolve(host, uri.scheme_str() == Some("wss")) {
+    match config.tunnel.resolve(host, uri.scheme_str() == Some("wss")) {
         Ok(Some(proxy)) => eprintln!("* through proxy {proxy}"),
         Ok(None) => {}
         Err(error) => eprintln!("* proxy: {error}"),

@@ -183,7 +183,7 @@ impl IntoClientRequest for Request<()> {
 /// # Errors
 ///
 /// [`UsageError`](crate::UsageError) for a URL that cannot be used (or `wss://` without
-/// the `rustls` feature), [`Error::Io`] when TCP fails, [`Error::Proxy`] when the proxy refuses
+/// the `rustls` feature), [`Error::Io`] when TCP fails, [`Error::Tunnel`] when the proxy refuses
 /// or fails, [`Error::Tls`] when TLS fails, [`Error::Http`] when the server answers with
 /// another status than `101`, [`Error::Handshake`] when its `101` is not a valid answer,
 /// `Error::Http2` (feature `http2`) when HTTP/2 is required and unavailable, [`Error::Timeout`] after
@@ -200,7 +200,7 @@ pub async fn connect(
 }
 
 /// Connects with a request (URL, Origin, subprotocols, cookies, `Authorization`, any header)
-/// and a configuration. TCP connect, the proxy tunnel ([`Config::proxy`]), TLS and the upgrade
+/// and a configuration. TCP connect, the proxy tunnel ([`Config::tunnel`]), TLS and the upgrade
 /// are bounded together by [`Config::handshake_timeout`].
 ///
 /// Through a proxy, TLS and the WebSocket handshake run end to end with the target: the
@@ -209,7 +209,7 @@ pub async fn connect(
 /// # Errors
 ///
 /// [`UsageError`](crate::UsageError) for a URL that cannot be used (or `wss://` without
-/// the `rustls` feature), [`Error::Io`] when TCP fails, [`Error::Proxy`] when the proxy refuses
+/// the `rustls` feature), [`Error::Io`] when TCP fails, [`Error::Tunnel`] when the proxy refuses
 /// or fails, [`Error::Tls`] when TLS fails, [`Error::Http`] when the server answers with
 /// another status than `101`, [`Error::Handshake`] when its `101` is not a valid answer,
 /// `Error::Http2` (feature `http2`) when HTTP/2 is required and unavailable, [`Error::Timeout`] after
@@ -240,7 +240,7 @@ pub async fn connect_with(
 }
 
 /// Opens the transport a `ws://` or `wss://` URL names, without the WebSocket handshake:
-/// TCP (directly or through [`Config::proxy`]), then TLS for `wss://` with [`Config::tls`].
+/// TCP (directly or through [`Config::tunnel`]), then TLS for `wss://` with [`Config::tls`].
 /// Bounded by [`Config::handshake_timeout`].
 ///
 /// This is the first half of [`connect_with`], for programs that speak the upgrade
@@ -255,7 +255,7 @@ pub async fn connect_with(
 ///
 /// # Errors
 ///
-/// [`Error::Usage`], [`Error::Io`], [`Error::Proxy`], [`Error::Tls`] and [`Error::Timeout`] as
+/// [`Error::Usage`], [`Error::Io`], [`Error::Tunnel`], [`Error::Tls`] and [`Error::Timeout`] as
 /// for [`connect_with`].
 ///
 /// # Cancel safety
@@ -368,7 +368,7 @@ pub(crate) async fn open_stream_alpn(
     let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
     // `Uri::host` keeps the brackets of an IPv6 literal; the resolver wants them off.
     let bare_host = host.trim_start_matches('[').trim_end_matches(']');
-    let tcp = match config.proxy.resolve(bare_host, secure)? {
+    let tcp = match config.tunnel.resolve(bare_host, secure)? {
         Some(proxy) => proxy.connect(bare_host, port).await?,
         None => {
             let tcp = TcpStream::connect((bare_host, port)).await?;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::proxy::{Proxy, ProxySetting};
+use crate::tunnel::{Tunnel, TunnelSetting};
 
 /// Keepalive: ping every `interval`, fail the connection if no pong arrives within `timeout`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,9 +80,9 @@ pub struct Config {
     pub read_size: usize,
     /// Whether clients connect directly (the default), through a given proxy, or through
     /// the proxy the environment names (`https_proxy`, `http_proxy`, `all_proxy`,
-    /// `no_proxy`, read at each connect). See [`ProxySetting`] for why the default ignores
+    /// `no_proxy`, read at each connect). See [`TunnelSetting`] for why the default ignores
     /// the environment.
-    pub proxy: ProxySetting,
+    pub tunnel: TunnelSetting,
     /// TLS client configuration for `wss://` URLs. Default: webpki roots, ring provider.
     #[cfg(feature = "rustls")]
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
@@ -103,7 +103,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             write_buffer_limit: 1 << 20,
             read_size: 8 << 10,
-            proxy: ProxySetting::Direct,
+            tunnel: TunnelSetting::Direct,
             #[cfg(feature = "rustls")]
             tls: None,
             #[cfg(feature = "http2")]
@@ -184,29 +184,30 @@ impl Config {
         self
     }
 
-    /// Connects through this proxy ([`ProxySetting::Proxy`]).
+    /// Connects through a tunnel via this proxy ([`TunnelSetting::Tunnel`]).
     ///
     /// ```
-    /// use fullduplex::{Config, Proxy, ProxySetting};
-    /// let proxy = Proxy::parse("socks5://127.0.0.1:1080").unwrap();
-    /// let config = Config::default().proxy(proxy.clone());
-    /// assert_eq!(config.proxy, ProxySetting::Proxy(proxy));
+    /// use fullduplex::tunnel::{Tunnel, TunnelSetting};
+    /// use fullduplex::Config;
+    /// let proxy = Tunnel::parse("socks5://127.0.0.1:1080").unwrap();
+    /// let config = Config::default().tunnel(proxy.clone());
+    /// assert_eq!(config.tunnel, TunnelSetting::Tunnel(proxy));
     /// ```
-    pub fn proxy(mut self, proxy: Proxy) -> Config {
-        self.proxy = ProxySetting::Proxy(proxy);
+    pub fn tunnel(mut self, tunnel: Tunnel) -> Config {
+        self.tunnel = TunnelSetting::Tunnel(tunnel);
         self
     }
 
-    /// Connects through the proxy the environment names, like curl ([`ProxySetting::FromEnv`],
-    /// rules in [`Proxy::from_env`]).
-    pub fn proxy_from_env(mut self) -> Config {
-        self.proxy = ProxySetting::FromEnv;
+    /// Connects through the proxy the environment names, like curl
+    /// ([`TunnelSetting::FromEnv`], rules in [`Tunnel::from_env`]).
+    pub fn tunnel_from_env(mut self) -> Config {
+        self.tunnel = TunnelSetting::FromEnv;
         self
     }
 
-    /// Sets [`Config::proxy`] (for example back to [`ProxySetting::Direct`]).
-    pub fn proxy_setting(mut self, setting: ProxySetting) -> Config {
-        self.proxy = setting;
+    /// Sets [`Config::tunnel`] (for example back to [`TunnelSetting::Direct`]).
+    pub fn tunnel_setting(mut self, setting: TunnelSetting) -> Config {
+        self.tunnel = setting;
         self
     }
 

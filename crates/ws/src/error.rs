@@ -7,7 +7,7 @@ use fullduplex_proto::handshake::HandshakeError;
 use fullduplex_proto::{ProtocolError, SendError};
 use thiserror::Error;
 
-use crate::proxy::ProxyError;
+use crate::tunnel::TunnelError;
 
 /// Which timer ran out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +26,7 @@ pub enum TimeoutKind {
 /// Everything that can go wrong on a WebSocket connection, by whose fault: the transport
 /// ([`Io`](Error::Io), [`Tls`](Error::Tls), [`Timeout`](Error::Timeout)), the peer
 /// ([`Protocol`](Error::Protocol), [`Handshake`](Error::Handshake), [`Http`](Error::Http)),
-/// the proxy ([`Proxy`](Error::Proxy)), or the application itself ([`Usage`](Error::Usage)).
+/// the proxy ([`Tunnel`](Error::Tunnel)), or the application itself ([`Usage`](Error::Usage)).
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -49,10 +49,11 @@ pub enum Error {
     /// A timer ran out.
     #[error("{0:?} timeout")]
     Timeout(TimeoutKind),
-    /// The proxy could not be used: bad proxy URL, proxy unreachable, or it refused the
-    /// tunnel (an HTTP status such as `407`, a SOCKS5 reply code).
-    #[error("proxy: {0}")]
-    Proxy(#[from] ProxyError),
+    /// The tunnel through a proxy could not be opened: bad proxy URL, proxy unreachable, or
+    /// it refused the tunnel (an HTTP status such as `407`, a SOCKS5 reply code). I/O errors
+    /// during the exchange with the proxy are [`Error::Io`].
+    #[error("proxy tunnel: {0}")]
+    Tunnel(TunnelError),
     /// TLS setup or handshake failed.
     #[cfg(feature = "rustls")]
     #[error("TLS error: {0}")]
@@ -103,6 +104,17 @@ pub enum UsageError {
     /// A future was polled again after it had completed.
     #[error("polled after completion")]
     PolledAfterCompletion,
+}
+
+impl From<TunnelError> for Error {
+    /// [`TunnelError::Io`] becomes [`Error::Io`], every other tunnel error
+    /// [`Error::Tunnel`].
+    fn from(error: TunnelError) -> Error {
+        match error {
+            TunnelError::Io(error) => Error::Io(error),
+            error => Error::Tunnel(error),
+        }
+    }
 }
 
 impl From<SendError> for Error {

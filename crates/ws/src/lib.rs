@@ -5,7 +5,8 @@
 //! * Server: [`accept`] and [`accept_with`] (inspect the request: path, Origin, cookies,
 //!   subprotocols; accept or reject with any status) over any `AsyncRead + AsyncWrite`.
 //! * Client: [`connect`] and [`connect_with`] for `ws://` and `wss://` (rustls), directly or
-//!   through an HTTP `CONNECT` or SOCKS5 [`Proxy`] (explicit, or from `https_proxy` & co.).
+//!   through a [`tunnel`] via an HTTP `CONNECT` or SOCKS5 proxy (explicit, or from
+//!   `https_proxy` & co.).
 //! * [`WebSocket`]: `recv`/`send`/`feed`/`flush`/`close`, `Stream` and `Sink`; `recv_many`,
 //!   the borrowed fast path; [`split`] halves; [`Fragments`] for messages received piece by
 //!   piece; [`PollSocket`] for code that polls connections itself; keepalive, idle, close and
@@ -51,7 +52,6 @@ pub mod http2;
 #[cfg(feature = "hyper")]
 pub mod hyper;
 mod poll;
-mod proxy;
 mod server;
 pub mod set;
 mod socket;
@@ -60,6 +60,7 @@ mod stream;
 mod timers;
 #[cfg(feature = "rustls")]
 pub mod tls;
+pub mod tunnel;
 
 pub use client::{
     client_handshake, connect, connect_stream, connect_with, ClientRequest, IntoClientRequest,
@@ -70,10 +71,6 @@ pub use fragments::Fragments;
 #[cfg(feature = "http2")]
 pub use http2::Http2Policy;
 pub use poll::PollSocket;
-pub use proxy::{
-    no_proxy_matches, Proxy, ProxyEnv, ProxyError, ProxyKind, ProxySetting, Socks5Reply,
-    DEFAULT_PROXY_PORT, MAX_CONNECT_RESPONSE,
-};
 pub use server::{accept, accept_with, Accept, Reject};
 pub use set::WebSocketSet;
 pub use socket::WebSocket;

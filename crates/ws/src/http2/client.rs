@@ -51,7 +51,7 @@ impl fmt::Debug for Http2Connection {
 impl Http2Connection {
     /// Connects to the origin of `url` over HTTP/2: for `wss://`, TLS with ALPN `h2` only
     /// (failing with [`Http2Error::NotNegotiated`] if the server does not agree); for `ws://`,
-    /// cleartext HTTP/2 with prior knowledge (h2c). TCP goes through [`Config::proxy`] as for
+    /// cleartext HTTP/2 with prior knowledge (h2c). TCP goes through [`Config::tunnel`] as for
     /// [`crate::connect_with`]. Only the URL's scheme, host and port are used. `config` is also
     /// the configuration of the WebSockets [`open`](Http2Connection::open) starts.
     ///
@@ -62,7 +62,7 @@ impl Http2Connection {
     /// # Errors
     ///
     /// [`Error::Usage`] or [`Error::Handshake`] for a bad URL, [`Error::Io`], [`Error::Tls`] or
-    /// [`Error::Proxy`] when the transport cannot be opened, [`Error::Http2`] when HTTP/2 is
+    /// [`Error::Tunnel`] when the transport cannot be opened, [`Error::Http2`] when HTTP/2 is
     /// not negotiated or its handshake fails, [`Error::Timeout`] after
     /// [`Config::handshake_timeout`].
     ///

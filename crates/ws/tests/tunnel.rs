@@ -10,9 +10,8 @@ use std::future::Future;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use fullduplex::{
-    Config, Error, Message, Proxy, ProxyEnv, ProxyError, ProxyKind, ProxySetting, Socks5Reply,
-};
+use fullduplex::tunnel::{Socks5Reply, Tunnel, TunnelEnv, TunnelError, TunnelKind, TunnelSetting};
+use fullduplex::{Config, Error, Message};
 use tokio::io::{copy_bidirectional, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -74,7 +73,7 @@ async fn connect_error(url: &str, config: Config) -> Error {
 }
 
 fn config_with(proxy: &str) -> Config {
-    Config::default().proxy(Proxy::parse(proxy).unwrap())
+    Config::default().tunnel(Tunnel::parse(proxy).unwrap())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -259,7 +258,7 @@ async fn http_connect_407_is_a_typed_error() {
 
         let error = connect_error(&url, config_with(&format!("http://{proxy}"))).await;
         match &error {
-            Error::Proxy(ProxyError::Status(status)) => assert_eq!(status.as_u16(), 407),
+            Error::Tunnel(TunnelError::Status(status)) => assert_eq!(status.as_u16(), 407),
             other => panic!("expected a 407 proxy error, got {other:?}"),
         }
         assert!(error.to_string().contains("407"), "{error}");
@@ -268,7 +267,7 @@ async fn http_connect_407_is_a_typed_error() {
         // Wrong password: still 407.
         let error = connect_error(&url, config_with(&format!("http://user:nope@{proxy}"))).await;
         assert!(
-            matches!(error, Error::Proxy(ProxyError::Status(s)) if s.as_u16() == 407),
+            matches!(error, Error::Tunnel(TunnelError::Status(s)) if s.as_u16() == 407),
             "{error:?}"
         );
     })
@@ -337,8 +336,8 @@ async fn an_oversized_connect_response_is_refused() {
         assert!(
             matches!(
                 error,
-                Error::Proxy(ProxyError::ResponseTooLarge(
-                    fullduplex::MAX_CONNECT_RESPONSE
+                Error::Tunnel(TunnelError::ResponseTooLarge(
+                    fullduplex::tunnel::MAX_CONNECT_RESPONSE
                 ))
             ),
             "{error:?}"
@@ -354,7 +353,7 @@ async fn bytes_after_the_connect_response_are_not_dropped_silently() {
         let error =
             connect_error("ws://127.0.0.1:9/", config_with(&format!("http://{proxy}"))).await;
         assert!(
-            matches!(error, Error::Proxy(ProxyError::UnexpectedData(8))),
+            matches!(error, Error::Tunnel(TunnelError::UnexpectedData(8))),
             "{error:?}"
         );
     })
@@ -374,7 +373,7 @@ async fn an_unreachable_proxy_is_a_connect_error() {
         )
         .await;
         match &error {
-            Error::Proxy(ProxyError::Connect { proxy, .. }) => {
+            Error::Tunnel(TunnelError::Connect { proxy, .. }) => {
                 assert_eq!(proxy, &format!("127.0.0.1:{port}"))
             }
             other => panic!("expected a proxy connect error, got {other:?}"),
@@ -634,7 +633,7 @@ async fn socks5_wrong_password_is_a_typed_error() {
         )
         .await;
         assert!(
-            matches!(error, Error::Proxy(ProxyError::Socks5AuthFailed)),
+            matches!(error, Error::Tunnel(TunnelError::Socks5AuthFailed)),
             "{error:?}"
         );
     })
@@ -651,7 +650,7 @@ async fn socks5_without_the_credentials_it_wants() {
         )
         .await;
         assert!(
-            matches!(error, Error::Proxy(ProxyError::Socks5NoAcceptableAuth)),
+            matches!(error, Error::Tunnel(TunnelError::Socks5NoAcceptableAuth)),
             "{error:?}"
         );
     })
@@ -668,7 +667,7 @@ async fn socks5_failure_replies_are_typed_errors() {
         )
         .await;
         match &error {
-            Error::Proxy(ProxyError::Socks5(reply)) => {
+            Error::Tunnel(TunnelError::Socks5(reply)) => {
                 assert_eq!(*reply, Socks5Reply::ConnectionRefused);
                 assert_eq!(reply.code(), 0x05);
             }
@@ -685,7 +684,7 @@ async fn socks5_failure_replies_are_typed_errors() {
         assert!(
             matches!(
                 error,
-                Error::Proxy(ProxyError::Socks5(Socks5Reply::NotAllowed))
+                Error::Tunnel(TunnelError::Socks5(Socks5Reply::NotAllowed))
             ),
             "{error:?}"
         );
@@ -723,11 +722,11 @@ async fn socks5_to_an_ipv6_target() {
 #[tokio::test]
 async fn direct_is_the_default() {
     bounded(async {
-        assert_eq!(Config::default().proxy, ProxySetting::Direct);
+        assert_eq!(Config::default().tunnel, TunnelSetting::Direct);
         let target = echo_server("127.0.0.1:0").await.unwrap();
         round_trip(&format!("ws://{target}/"), Config::default()).await;
         // Back to direct after choosing a proxy.
-        let config = config_with("http://127.0.0.1:9").proxy_setting(ProxySetting::Direct);
+        let config = config_with("http://127.0.0.1:9").tunnel_setting(TunnelSetting::Direct);
         round_trip(&format!("ws://{target}/"), config).await;
     })
     .await;
@@ -738,40 +737,40 @@ async fn direct_is_the_default() {
 
 #[test]
 fn proxy_urls_parse() {
-    let proxy = Proxy::parse("http://proxy.example:3128").unwrap();
-    assert_eq!(proxy.kind(), ProxyKind::Http);
+    let proxy = Tunnel::parse("http://proxy.example:3128").unwrap();
+    assert_eq!(proxy.kind(), TunnelKind::Http);
     assert_eq!((proxy.host(), proxy.port()), ("proxy.example", 3128));
     assert_eq!(proxy.credentials(), None);
 
     // No scheme: HTTP. No port: 1080, like curl. A trailing slash is fine.
-    let proxy = Proxy::parse("proxy.example").unwrap();
+    let proxy = Tunnel::parse("proxy.example").unwrap();
     assert_eq!(
         (proxy.kind(), proxy.port()),
-        (ProxyKind::Http, fullduplex::DEFAULT_PROXY_PORT)
+        (TunnelKind::Http, fullduplex::tunnel::DEFAULT_PORT)
     );
-    assert_eq!(Proxy::parse("HTTP://p:8080/").unwrap().port(), 8080);
+    assert_eq!(Tunnel::parse("HTTP://p:8080/").unwrap().port(), 8080);
 
     for url in ["socks5://10.0.0.1:1080", "socks5h://10.0.0.1:1080"] {
-        let proxy = Proxy::parse(url).unwrap();
-        assert_eq!(proxy.kind(), ProxyKind::Socks5, "{url}");
+        let proxy = Tunnel::parse(url).unwrap();
+        assert_eq!(proxy.kind(), TunnelKind::Socks5, "{url}");
         assert_eq!(proxy.host(), "10.0.0.1");
     }
 
-    let proxy = Proxy::parse("http://[2001:db8::1]:3128").unwrap();
+    let proxy = Tunnel::parse("http://[2001:db8::1]:3128").unwrap();
     assert_eq!((proxy.host(), proxy.port()), ("2001:db8::1", 3128));
     assert_eq!(proxy.to_string(), "http://[2001:db8::1]:3128");
 
     // Credentials: percent-decoded; the last '@' ends them; the first ':' splits them.
-    let proxy = Proxy::parse("http://a%20b:p@ss:w%3Ard@h:1").unwrap();
+    let proxy = Tunnel::parse("http://a%20b:p@ss:w%3Ard@h:1").unwrap();
     assert_eq!(proxy.credentials(), Some(("a b", "p@ss:w:rd")));
-    let proxy = Proxy::parse("socks5://only-user@h:1").unwrap();
+    let proxy = Tunnel::parse("socks5://only-user@h:1").unwrap();
     assert_eq!(proxy.credentials(), Some(("only-user", "")));
 
     assert_eq!(
-        "socks5://h:2".parse::<Proxy>().unwrap(),
-        Proxy::socks5("h", 2)
+        "socks5://h:2".parse::<Tunnel>().unwrap(),
+        Tunnel::socks5("h", 2)
     );
-    assert_eq!(Proxy::http("[::1]", 8080).host(), "::1");
+    assert_eq!(Tunnel::http("[::1]", 8080).host(), "::1");
 }
 
 #[test]
@@ -791,27 +790,27 @@ fn bad_proxy_urls_are_refused() {
         "http://u:%zz@h:1",
         "http://h h:1",
     ] {
-        match Proxy::parse(url) {
-            Err(Error::Proxy(ProxyError::InvalidUrl(_))) => {}
+        match Tunnel::parse(url) {
+            Err(TunnelError::InvalidUrl(_)) => {}
             other => panic!("{url:?}: {other:?}"),
         }
     }
     for url in ["https://h:1", "socks4://h:1", "ftp://h"] {
-        match Proxy::parse(url) {
-            Err(Error::Proxy(ProxyError::UnsupportedScheme(_))) => {}
+        match Tunnel::parse(url) {
+            Err(TunnelError::UnsupportedScheme(_)) => {}
             other => panic!("{url:?}: {other:?}"),
         }
     }
     // The password never appears in the error.
-    let error = Proxy::parse("http://user:hunter2@h:99999").unwrap_err();
+    let error = Tunnel::parse("http://user:hunter2@h:99999").unwrap_err();
     assert!(!error.to_string().contains("hunter2"), "{error}");
 }
 
 #[test]
 fn passwords_are_not_printed() {
-    let proxy = Proxy::parse("http://user:hunter2@proxy:3128").unwrap();
+    let proxy = Tunnel::parse("http://user:hunter2@proxy:3128").unwrap();
     assert_eq!(proxy.to_string(), "http://user:***@proxy:3128");
-    let debug = format!("{proxy:?} {:?}", Config::default().proxy(proxy.clone()));
+    let debug = format!("{proxy:?} {:?}", Config::default().tunnel(proxy.clone()));
     assert!(!debug.contains("hunter2"), "{debug}");
     assert!(debug.contains("user"), "{debug}");
 }
@@ -819,16 +818,16 @@ fn passwords_are_not_printed() {
 // ---------------------------------------------------------------------------------------------
 // The environment, curl's way
 
-fn env(vars: &[(&str, &str)]) -> ProxyEnv {
+fn env(vars: &[(&str, &str)]) -> TunnelEnv {
     let vars: HashMap<String, String> = vars
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    ProxyEnv::from_lookup(|name| vars.get(name).cloned())
+    TunnelEnv::from_lookup(|name| vars.get(name).cloned())
 }
 
 /// The proxy `env` picks for a target, as a host name (`None`: direct).
-fn pick(env: &ProxyEnv, host: &str, tls: bool) -> Option<String> {
+fn pick(env: &TunnelEnv, host: &str, tls: bool) -> Option<String> {
     env.proxy_for(host, tls)
         .unwrap()
         .map(|proxy| proxy.host().to_owned())
@@ -871,7 +870,7 @@ fn env_variables_by_target_scheme() {
     );
     let only_upper_http = env(&[("HTTP_PROXY", "http://http-upper:1")]);
     assert_eq!(pick(&only_upper_http, "example.com", false), None);
-    assert_eq!(only_upper_http, ProxyEnv::default());
+    assert_eq!(only_upper_http, TunnelEnv::default());
 
     // The scheme's own variable does not serve the other scheme.
     let http_only = env(&[("http_proxy", "http://http-lower:1")]);
@@ -887,7 +886,7 @@ fn env_variables_by_target_scheme() {
     let proxy = all_only.proxy_for("example.com", true).unwrap().unwrap();
     assert_eq!(
         (proxy.host(), proxy.kind()),
-        ("all-lower", ProxyKind::Socks5)
+        ("all-lower", TunnelKind::Socks5)
     );
 
     // Empty values count as unset.
@@ -908,7 +907,7 @@ fn env_with_a_bad_proxy_value_is_an_error() {
     let bad = env(&[("https_proxy", "ftp://nope"), ("no_proxy", "internal")]);
     assert!(matches!(
         bad.proxy_for("example.com", true),
-        Err(Error::Proxy(ProxyError::UnsupportedScheme(_)))
+        Err(TunnelError::UnsupportedScheme(_))
     ));
     // A host that no_proxy exempts never looks at the value.
     assert_eq!(bad.proxy_for("internal", true).unwrap(), None);
@@ -977,24 +976,24 @@ fn env_no_proxy_matching() {
 }
 
 #[test]
-fn proxy_setting_resolves() {
-    let proxy = Proxy::http("proxy", 3128);
+fn tunnel_setting_resolves() {
+    let proxy = Tunnel::http("proxy", 3128);
     assert_eq!(
-        ProxySetting::Direct.resolve("example.com", true).unwrap(),
+        TunnelSetting::Direct.resolve("example.com", true).unwrap(),
         None
     );
     assert_eq!(
-        ProxySetting::from(proxy.clone())
+        TunnelSetting::from(proxy.clone())
             .resolve("example.com", false)
             .unwrap(),
         Some(proxy.clone())
     );
     assert_eq!(
-        Config::default().proxy(proxy.clone()).proxy,
-        ProxySetting::Proxy(proxy)
+        Config::default().tunnel(proxy.clone()).tunnel,
+        TunnelSetting::Tunnel(proxy)
     );
     assert_eq!(
-        Config::default().proxy_from_env().proxy,
-        ProxySetting::FromEnv
+        Config::default().tunnel_from_env().tunnel,
+        TunnelSetting::FromEnv
     );
 }
