@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
+use fullduplex_proto::frame::OpCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::LocalSet;
 use tokio::time::Instant;
@@ -377,7 +378,7 @@ async fn one_attempt(
             };
             let frame = match class {
                 Class::HugeLength => wire::huge_length_frame(),
-                Class::Unmasked => wire::unmasked_frame(TEXT, b"hello"),
+                Class::Unmasked => wire::unmasked_frame(OpCode::Text, b"hello"),
                 _ => wire::invalid_utf8_frame(),
             };
             let sent = Instant::now();

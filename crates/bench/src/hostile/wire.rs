@@ -1,11 +1,15 @@
 //! The harness's own wire code: the upgrade request, the server's response head, the server's
-//! frames (kept whole, bounded), the malformed frames the hostile classes send, and what a
-//! server answered ([`Answer`]). Everything read here comes from a server under attack, so
-//! nothing in it trusts the bytes: every parse returns an error instead of panicking.
+//! frames (kept whole, bounded: read with the kit's [`FrameAssembler`], on the core's frame
+//! reader), the malformed frames the hostile classes send, and what a server answered
+//! ([`Answer`]). Everything read here comes from a server under attack, so nothing in it
+//! trusts the bytes: every parse returns an error instead of panicking.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
+use fullduplex_loadgen::frame::{self as kit_frame, AssembleError, FrameAssembler};
+use fullduplex_proto::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -136,107 +140,88 @@ impl Frame {
     }
 }
 
-/// Collects bytes from the server and cuts them into frames (each at most
-/// [`MAX_SERVER_FRAME`] bytes).
-#[derive(Debug, Default)]
-pub struct FrameReader {
-    buf: Vec<u8>,
-    start: usize,
+impl From<kit_frame::Frame<'_>> for Frame {
+    fn from(frame: kit_frame::Frame<'_>) -> Frame {
+        let header = frame.header;
+        Frame {
+            opcode: header.opcode.as_u8(),
+            fin: header.fin,
+            rsv: u8::from(header.rsv1) << 6
+                | u8::from(header.rsv2) << 5
+                | u8::from(header.rsv3) << 4,
+            payload: frame.payload.to_vec(),
+        }
+    }
 }
 
-impl FrameReader {
-    /// Adds bytes read.
-    pub fn feed(&mut self, data: &[u8]) {
-        if self.start > 0 && self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-        } else if self.start > 64 << 10 {
-            self.buf.drain(..self.start);
-            self.start = 0;
+/// The server's frames, each whole and at most [`MAX_SERVER_FRAME`] bytes: bytes go in as
+/// they are read ([`feed`](Self::feed)), frames come out in order
+/// ([`next_frame`](Self::next_frame)), then the error that stopped the stream, if one did.
+/// The frames are cut by the kit's [`FrameAssembler`] (the core's frame reader).
+#[derive(Debug)]
+pub struct ServerFrames {
+    assembler: FrameAssembler,
+    /// Frames read and not taken yet.
+    ready: VecDeque<Frame>,
+    /// Why the stream stopped, reported once `ready` is empty (and again at every call).
+    error: Option<WireError>,
+}
+
+impl Default for ServerFrames {
+    fn default() -> ServerFrames {
+        ServerFrames {
+            assembler: FrameAssembler::new(MAX_SERVER_FRAME),
+            ready: VecDeque::new(),
+            error: None,
         }
-        self.buf.extend_from_slice(data);
+    }
+}
+
+impl ServerFrames {
+    /// Adds bytes read (ignored once the stream has failed).
+    pub fn feed(&mut self, mut data: &[u8]) {
+        while self.error.is_none() {
+            match self.assembler.next_frame(&mut data) {
+                Ok(Some(frame)) => self.ready.push_back(Frame::from(frame)),
+                Ok(None) => break,
+                Err(AssembleError::TooLarge { len, .. }) => {
+                    self.error = Some(WireError(format!("server frame of {len} bytes")));
+                }
+                Err(e) => self.error = Some(WireError(format!("server frame: {e}"))),
+            }
+        }
     }
 
     /// The next complete frame, `Ok(None)` if more bytes are needed.
+    ///
+    /// # Errors
+    ///
+    /// After the frames before it, the [`WireError`] of a frame that cannot be read (an
+    /// invalid header, a frame over [`MAX_SERVER_FRAME`]); the stream is unusable after it.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, WireError> {
-        let b = &self.buf[self.start..];
-        if b.len() < 2 {
-            return Ok(None);
+        if let Some(frame) = self.ready.pop_front() {
+            return Ok(Some(frame));
         }
-        let masked = b[1] & 0x80 != 0;
-        let (len, mut at) = match b[1] & 0x7f {
-            126 => {
-                if b.len() < 4 {
-                    return Ok(None);
-                }
-                (u64::from(u16::from_be_bytes([b[2], b[3]])), 4)
-            }
-            127 => {
-                if b.len() < 10 {
-                    return Ok(None);
-                }
-                let mut bytes = [0u8; 8];
-                bytes.copy_from_slice(&b[2..10]);
-                (u64::from_be_bytes(bytes), 10)
-            }
-            n => (u64::from(n), 2),
-        };
-        if len > MAX_SERVER_FRAME {
-            return Err(WireError(format!("server frame of {len} bytes")));
+        match &self.error {
+            Some(error) => Err(error.clone()),
+            None => Ok(None),
         }
-        let mut mask = None;
-        if masked {
-            if b.len() < at + 4 {
-                return Ok(None);
-            }
-            mask = Some([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-            at += 4;
-        }
-        let len = len as usize;
-        if b.len() < at + len {
-            return Ok(None);
-        }
-        let mut payload = b[at..at + len].to_vec();
-        if let Some(mask) = mask {
-            for (i, byte) in payload.iter_mut().enumerate() {
-                *byte ^= mask[i % 4];
-            }
-        }
-        let frame = Frame {
-            opcode: b[0] & 0x0f,
-            fin: b[0] & 0x80 != 0,
-            rsv: b[0] & 0x70,
-            payload,
-        };
-        self.start += at + len;
-        Ok(Some(frame))
     }
 }
 
-/// A text frame sent without a mask (clients must mask: RFC 6455 section 5.1, close 1002).
-pub fn unmasked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut frame = vec![0x80 | opcode];
-    match payload.len() {
-        n @ 0..=125 => frame.push(n as u8),
-        n @ 126..=0xffff => {
-            frame.push(126);
-            frame.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            frame.push(127);
-            frame.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    frame.extend_from_slice(payload);
-    frame
+/// A frame sent without a mask (clients must mask: RFC 6455 section 5.1, close 1002).
+pub fn unmasked_frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+    kit_frame::encode_frame(opcode, false, payload, None)
 }
 
 /// The header of a masked binary frame that announces 2^62 payload bytes, followed by a few
 /// of them.
 pub fn huge_length_frame() -> Vec<u8> {
-    let mut frame = vec![0x82, 0x80 | 127];
-    frame.extend_from_slice(&(1u64 << 62).to_be_bytes());
-    frame.extend_from_slice(&[1, 2, 3, 4]);
+    let mut header = FrameHeader::new(OpCode::Binary, 1 << 62);
+    header.mask = Some([1, 2, 3, 4]);
+    let mut head = [0u8; MAX_HEADER_LEN];
+    let n = header.encode(&mut head);
+    let mut frame = head[..n].to_vec();
     frame.extend_from_slice(&[0u8; 64]);
     frame
 }
@@ -331,8 +316,8 @@ pub async fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, Answer>
 pub struct Upgraded {
     /// The socket.
     pub tcp: TcpStream,
-    /// Bytes after the head, fed in already.
-    pub reader: FrameReader,
+    /// The server's frames; the bytes after the head are fed in already.
+    pub reader: ServerFrames,
     /// The 101 head.
     pub head: ResponseHead,
 }
@@ -356,7 +341,7 @@ pub async fn upgrade(
     if head.status != 101 {
         return Err(Answer::Status(head.status));
     }
-    let mut reader = FrameReader::default();
+    let mut reader = ServerFrames::default();
     reader.feed(&rest);
     Ok(Upgraded { tcp, reader, head })
 }
@@ -388,7 +373,7 @@ pub async fn read_head(
 /// answering pings (the silent class relies on that). Data frames are skipped.
 pub async fn read_close(
     tcp: &mut TcpStream,
-    reader: &mut FrameReader,
+    reader: &mut ServerFrames,
     deadline: Instant,
 ) -> Answer {
     let mut chunk = vec![0u8; 16 << 10];
@@ -574,6 +559,7 @@ mod tests {
     }
 
     fn server_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let opcode = OpCode::from_u8(opcode).unwrap();
         unmasked_frame(opcode, payload)
     }
 
@@ -586,7 +572,7 @@ mod tests {
         stream.extend(server_frame(BINARY, &vec![9u8; 70_000]));
         stream.extend(server_frame(CLOSE, &1009u16.to_be_bytes()));
         for step in [1, 2, 3, 5, 1000, stream.len()] {
-            let mut reader = FrameReader::default();
+            let mut reader = ServerFrames::default();
             let mut frames = Vec::new();
             for piece in stream.chunks(step) {
                 reader.feed(piece);
@@ -611,12 +597,12 @@ mod tests {
     #[test]
     fn masked_and_oversized_server_frames() {
         // A masked frame (servers must not mask, but the reader unmasks it anyway).
-        let mut reader = FrameReader::default();
+        let mut reader = ServerFrames::default();
         reader.feed(&client_frame(TEXT, false, b"abc"));
         let frame = reader.next_frame().unwrap().unwrap();
         assert_eq!(frame.payload, b"abc");
         // A server announcing 2^62 bytes is an error, not an allocation.
-        let mut reader = FrameReader::default();
+        let mut reader = ServerFrames::default();
         let mut header = vec![0x82, 127];
         header.extend_from_slice(&(1u64 << 62).to_be_bytes());
         reader.feed(&header);
@@ -624,16 +610,48 @@ mod tests {
     }
 
     #[test]
+    fn frames_before_an_unreadable_one_come_first_then_its_error_stays() {
+        let mut stream = server_frame(TEXT, b"ok");
+        stream.extend(server_frame(CLOSE, &1000u16.to_be_bytes()));
+        stream.extend([0x83, 0x00]); // reserved opcode 3
+        stream.extend(server_frame(TEXT, b"never"));
+        let mut reader = ServerFrames::default();
+        reader.feed(&stream);
+        assert_eq!(reader.next_frame().unwrap().unwrap().payload, b"ok");
+        assert_eq!(reader.next_frame().unwrap().unwrap().close_code(), 1000);
+        let error = reader.next_frame().unwrap_err();
+        assert!(error.0.contains("reserved opcode"), "{error}");
+        reader.feed(&server_frame(TEXT, b"later"));
+        assert_eq!(reader.next_frame(), Err(error));
+        // A frame over the limit is refused from its header, before its payload arrives.
+        let mut reader = ServerFrames::default();
+        let mut header = vec![0x82, 127];
+        header.extend_from_slice(&(MAX_SERVER_FRAME + 1).to_be_bytes());
+        reader.feed(&header);
+        assert_eq!(
+            reader.next_frame(),
+            Err(WireError(format!(
+                "server frame of {} bytes",
+                MAX_SERVER_FRAME + 1
+            )))
+        );
+    }
+
+    #[test]
     fn hostile_frames_have_the_advertised_shape() {
         let huge = huge_length_frame();
-        assert_eq!(huge[1], 0x80 | 127);
+        let mut expected = vec![0x82, 0x80 | 127];
+        expected.extend_from_slice(&(1u64 << 62).to_be_bytes());
+        expected.extend_from_slice(&[1, 2, 3, 4]);
+        expected.extend_from_slice(&[0u8; 64]);
+        assert_eq!(huge, expected);
         assert_eq!(u64::from_be_bytes(huge[2..10].try_into().unwrap()), 1 << 62);
-        let unmasked = unmasked_frame(TEXT, b"hello");
+        let unmasked = unmasked_frame(OpCode::Text, b"hello");
         assert_eq!(unmasked, b"\x81\x05hello");
         let bad = invalid_utf8_frame();
         assert_eq!(bad[0], 0x81);
         assert!(bad[1] & 0x80 != 0);
-        let mut reader = FrameReader::default();
+        let mut reader = ServerFrames::default();
         reader.feed(&bad);
         let frame = reader.next_frame().unwrap().unwrap();
         assert!(std::str::from_utf8(&frame.payload).is_err());
