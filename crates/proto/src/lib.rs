@@ -3,20 +3,26 @@
 //! The sans-I/O core of fullduplex: everything RFC 6455 says about bytes, and nothing about
 //! sockets, clocks or runtimes.
 //!
-//! * [`frame`]: frame headers (all three length forms, opcodes, RSV bits, mask key).
+//! * [`frame`]: frame headers (all three length forms, opcodes, RSV bits, mask key), and
+//!   [`FrameReader`](frame::FrameReader), frames out of a stream that arrives in pieces, for
+//!   tools that watch or generate traffic.
 //! * [`mask`]: XOR masking, a machine word at a time.
-//! * [`utf8`]: incremental UTF-8 validation that fails as soon as input can no longer be valid.
+//! * [`utf8`]: incremental UTF-8 validation that fails as soon as input can no longer be
+//!   valid, and [`Utf8Bytes`], text validated once.
 //! * [`close`]: close codes and close frames.
+//! * [`message`], [`event`], [`borrowed`]: what the application sends and receives, owned or
+//!   lent to a handler.
 //! * [`handshake`]: the HTTP/1.1 upgrade, client and server side, on [`http`] types.
-//! * [`borrowed`]: received messages lent to a handler instead of handed out, and the
-//!   [`Outbox`] it replies through.
+//! * [`deflate`]: permessage-deflate (RFC 7692).
 //! * [`pool`]: the per-thread buffer pools (receive buffers a shell borrows included).
 //! * [`Connection`]: the state machine that turns received bytes into [`Event`]s and messages
-//!   into bytes to send.
+//!   into bytes to send, fails the connection, and tells the shell when to close the
+//!   transport.
 //!
 //! A shell (such as the `fullduplex` crate for tokio) reads socket bytes into
-//! [`Connection::recv_buf`], pulls events with [`Connection::next_event`], and writes
-//! [`Connection::output`] to the socket.
+//! [`Connection::recv_buf`], pulls events with [`Connection::next_event`], writes
+//! [`Connection::output`] to the socket, reports its timers' expiry with
+//! [`Connection::on_timeout`], and closes the transport when [`Connection::transport`] says so.
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
