@@ -218,11 +218,15 @@ impl Future for HyperUpgrade {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let upgraded = ready!(Pin::new(&mut this.on_upgrade).poll(cx))
-            .map_err(|error| Error::Io(std::io::Error::other(error)))?;
+        // Checked first: hyper's `OnUpgrade` must not be polled after it resolved.
+        if this.pending.is_none() {
+            return Poll::Ready(Err(UsageError::PolledAfterCompletion.into()));
+        }
+        let upgraded = ready!(Pin::new(&mut this.on_upgrade).poll(cx));
         let Some(pending) = this.pending.take() else {
             return Poll::Ready(Err(UsageError::PolledAfterCompletion.into()));
         };
+        let upgraded = upgraded.map_err(|error| Error::Io(std::io::Error::other(error)))?;
         // hyper keeps bytes it read past the request head inside `Upgraded` and replays
         // them first, so there is no leftover to pass on here.
         let mut ws = WebSocket::from_raw(

@@ -132,3 +132,56 @@ async fn a_key_that_left_the_set_is_unknown_key() {
         "{error:?}"
     );
 }
+
+/// The future of a hyper upgrade, polled again after it resolved, is
+/// `PolledAfterCompletion`.
+#[cfg(feature = "hyper")]
+#[tokio::test]
+async fn polling_a_finished_upgrade_again_is_polled_after_completion() {
+    use std::convert::Infallible;
+    use std::sync::{Arc, Mutex};
+
+    use http_body_util::Full;
+    use hyper_util::rt::TokioIo;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (report, reported) = tokio::sync::oneshot::channel();
+    let report = Arc::new(Mutex::new(Some(report)));
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let service = hyper::service::service_fn(move |mut request: http::Request<_>| {
+            let report = Arc::clone(&report);
+            async move {
+                let (response, mut upgrade) =
+                    fullduplex::hyper::upgrade::<_, Full<Bytes>>(&mut request).unwrap();
+                tokio::spawn(async move {
+                    let first = (&mut upgrade).await;
+                    let second = (&mut upgrade).await;
+                    if let Some(report) = report.lock().unwrap().take() {
+                        let _ = report.send((first.is_ok(), second.err()));
+                    }
+                });
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(tcp), service)
+            .with_upgrades()
+            .await;
+    });
+    let request = ClientRequest::new(format!("ws://{addr}/")).build().unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (_ws, _) = fullduplex::client_handshake(tcp, request, Config::default())
+        .await
+        .unwrap();
+    let (first_ok, second) = reported.await.unwrap();
+    assert!(first_ok);
+    assert!(
+        matches!(
+            second,
+            Some(Error::Usage(UsageError::PolledAfterCompletion))
+        ),
+        "{second:?}"
+    );
+}
