@@ -45,6 +45,7 @@ impl Timeout {
 /// failure) the server closes the TCP connection first, and a client waits for it, within the
 /// shell's close timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum TransportAction {
     /// Keep reading and writing.
     Open,
