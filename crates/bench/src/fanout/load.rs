@@ -1,6 +1,7 @@
 //! The fan-out generator (`fullduplex-bench fanout-load`, started by the runner on CPU 1): many
 //! subscribers and one publisher, all on one current-thread runtime, with frames encoded once
-//! and deliveries parsed in place (no WebSocket library, as in the echo generator).
+//! and deliveries read in place with the kit's [`FrameAssembler`] (no WebSocket library, as in
+//! the echo generator).
 //!
 //! It talks to the runner in lines. On stdout: `{"event":"subscribed",...}` once every
 //! subscriber has its `subscribed` answer, `{"event":"ready","phase":P}` before each measured
@@ -19,6 +20,8 @@ use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use flate2::{Decompress, FlushDecompress};
+use fullduplex_loadgen::frame::FrameAssembler;
+use fullduplex_proto::frame::OpCode;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
@@ -27,6 +30,10 @@ use tokio::sync::Semaphore;
 use tokio::task::LocalSet;
 
 use crate::frames;
+
+/// The largest frame a subscriber accepts from the server: far above any message size the
+/// runner asks for, and a bound on what a broken server can make it buffer.
+const MAX_FRAME: u64 = 64 << 20;
 
 /// What the generator does.
 #[derive(Debug, Clone, clap::Args)]
@@ -119,6 +126,27 @@ struct State {
 }
 
 impl State {
+    fn new() -> Result<State, String> {
+        Ok(State {
+            phase: Cell::new(Phase::Setup),
+            deliveries: Cell::new(0),
+            compressed: Cell::new(0),
+            bytes: Cell::new(0),
+            target: Cell::new(u64::MAX),
+            done_at: Cell::new(None),
+            latency: RefCell::new(
+                Histogram::new_with_bounds(1, 600_000_000, 3).map_err(|e| e.to_string())?,
+            ),
+            last: RefCell::new(Vec::new()),
+            subscribed: Cell::new(0),
+            errors: Cell::new(0),
+            first_error: RefCell::new(None),
+            buf: RefCell::new(vec![0u8; 64 << 10]),
+            inflate: RefCell::new(Decompress::new(false)),
+            scratch: RefCell::new(Vec::with_capacity(256)),
+        })
+    }
+
     fn error(&self, error: String) {
         self.errors.set(self.errors.get() + 1);
         self.first_error.borrow_mut().get_or_insert(error);
@@ -274,46 +302,27 @@ fn number_after(text: &[u8], key: &[u8]) -> Option<u64> {
     any.then_some(value)
 }
 
-/// Parses the complete frames at the start of `data` (server frames: unmasked) and counts the
-/// deliveries; returns how many bytes it consumed.
-fn deliveries(data: &[u8], received: u64, state: &State) -> Result<usize, String> {
-    let mut at = 0;
-    loop {
-        let rest = &data[at..];
-        if rest.len() < 2 {
-            return Ok(at);
-        }
-        let (header, len) = match rest[1] & 0x7f {
-            126 if rest.len() >= 4 => (4, u16::from_be_bytes([rest[2], rest[3]]) as usize),
-            127 if rest.len() >= 10 => {
-                let mut n = [0u8; 8];
-                n.copy_from_slice(&rest[2..10]);
-                (
-                    10,
-                    usize::try_from(u64::from_be_bytes(n)).map_err(|e| e.to_string())?,
-                )
-            }
-            126 | 127 => return Ok(at),
-            n => (2, n as usize),
-        };
-        if rest[1] & 0x80 != 0 {
+/// Reads `data`, the next bytes from the server, with the subscriber's `frames` and counts
+/// the deliveries among the frames that end in it (each with the time `data` was read).
+fn deliveries(
+    frames: &mut FrameAssembler,
+    mut data: &[u8],
+    received: u64,
+    state: &State,
+) -> Result<(), String> {
+    while let Some(frame) = frames.next_frame(&mut data).map_err(|e| e.to_string())? {
+        if frame.header.mask.is_some() {
             return Err("the server sent a masked frame".into());
         }
-        if rest.len() < header + len {
-            return Ok(at);
-        }
-        let opcode = rest[0] & 0x0f;
-        let payload = &rest[header..header + len];
-        match opcode {
-            frames::TEXT | frames::BINARY => {
-                let deflated = rest[0] & 0x40 != 0;
-                deliver(payload, deflated, received, state);
+        match frame.header.opcode {
+            OpCode::Text | OpCode::Binary => {
+                deliver(frame.payload, frame.header.rsv1, received, state);
             }
-            frames::CLOSE => return Err("the server closed the connection".into()),
+            OpCode::Close => return Err("the server closed the connection".into()),
             _ => {}
         }
-        at += header + len;
     }
+    Ok(())
 }
 
 fn deliver(payload: &[u8], deflated: bool, received: u64, state: &State) {
@@ -376,24 +385,23 @@ async fn subscriber(
         .map_err(|e| format!("subscribe: {e}"))?;
         (tcp, leftover)
     };
-    // The first data frame is the answer: `subscribed` (compressed by some servers).
-    let mut pending = leftover;
+    // The first frame is the answer: `subscribed` (compressed by some servers).
+    let mut frames = FrameAssembler::new(MAX_FRAME);
     let mut piece = [0u8; 1024];
+    let mut input: &[u8] = &leftover;
     loop {
-        if pending.len() >= 2 {
-            let len = (pending[1] & 0x7f) as usize;
-            if len < 126 && pending.len() >= 2 + len {
-                let deflated = pending[0] & 0x40 != 0;
-                let body = &pending[2..2 + len];
-                if !deflated && !body.windows(10).any(|w| w == b"subscribed") {
-                    return Err(format!(
-                        "subscribe answered {:?}",
-                        String::from_utf8_lossy(body)
-                    ));
-                }
-                pending.drain(..2 + len);
-                break;
+        let frame = frames
+            .next_frame(&mut input)
+            .map_err(|e| format!("subscribe answer: {e}"))?;
+        if let Some(frame) = frame {
+            let body = frame.payload;
+            if !frame.header.rsv1 && !body.windows(10).any(|w| w == b"subscribed") {
+                return Err(format!(
+                    "subscribe answered {:?}",
+                    String::from_utf8_lossy(body)
+                ));
             }
+            break;
         }
         let n = tcp
             .read(&mut piece)
@@ -402,9 +410,11 @@ async fn subscriber(
         if n == 0 {
             return Err("closed before subscribed".into());
         }
-        pending.extend_from_slice(&piece[..n]);
+        input = &piece[..n];
     }
     state.subscribed.set(state.subscribed.get() + 1);
+    // What came after the answer (nothing is published before every subscriber has its).
+    deliveries(&mut frames, input, now_ns(), &state)?;
     loop {
         let result = poll_fn(|cx| {
             let mut buf = state.buf.borrow_mut();
@@ -418,18 +428,7 @@ async fn subscriber(
                         return Poll::Ready(Err("the server closed the connection".into()));
                     }
                     state.bytes.set(state.bytes.get() + data.len() as u64);
-                    let received = now_ns();
-                    let outcome = if pending.is_empty() {
-                        deliveries(data, received, &state).map(|used| {
-                            pending.extend_from_slice(&data[used..]);
-                        })
-                    } else {
-                        pending.extend_from_slice(data);
-                        deliveries(&pending, received, &state).map(|used| {
-                            pending.drain(..used);
-                        })
-                    };
-                    Poll::Ready(outcome)
+                    Poll::Ready(deliveries(&mut frames, data, now_ns(), &state))
                 }
             }
         })
@@ -487,24 +486,7 @@ async fn generate(args: FanoutLoadArgs) -> Result<(), String> {
         .parse()
         .map_err(|_| format!("{}: expected HOST:PORT (an IP address)", args.addr))?;
     let args = Rc::new(args);
-    let state = Rc::new(State {
-        phase: Cell::new(Phase::Setup),
-        deliveries: Cell::new(0),
-        compressed: Cell::new(0),
-        bytes: Cell::new(0),
-        target: Cell::new(u64::MAX),
-        done_at: Cell::new(None),
-        latency: RefCell::new(
-            Histogram::new_with_bounds(1, 600_000_000, 3).map_err(|e| e.to_string())?,
-        ),
-        last: RefCell::new(Vec::new()),
-        subscribed: Cell::new(0),
-        errors: Cell::new(0),
-        first_error: RefCell::new(None),
-        buf: RefCell::new(vec![0u8; 64 << 10]),
-        inflate: RefCell::new(Decompress::new(false)),
-        scratch: RefCell::new(Vec::with_capacity(256)),
-    });
+    let state = Rc::new(State::new()?);
     let started = Instant::now();
     let slots = Rc::new(Semaphore::new(64));
     let mut tasks = Vec::with_capacity(args.subscribers);
@@ -643,6 +625,76 @@ async fn generate(args: FanoutLoadArgs) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fullduplex_loadgen::frame::encode_frame;
+
+    /// A hub delivery of message `s` sent at `t`, as a server frame; deflated (RSV1) if asked.
+    fn delivery(size: usize, t: u64, s: u64, deflated: bool) -> Vec<u8> {
+        let text = format!(
+            "{{\"type\":\"message\",\"topic\":\"t0\",\"data\":{}}}",
+            data_json(size, t, s)
+        );
+        if deflated {
+            let packed = frames::deflate_message(text.as_bytes());
+            encode_frame(OpCode::Text, true, &packed, None)
+        } else {
+            encode_frame(OpCode::Text, false, text.as_bytes(), None)
+        }
+    }
+
+    #[test]
+    fn deliveries_are_counted_once_however_the_reads_split() {
+        let sent = 1_769_860_805_000_000_000u64;
+        let mut stream = Vec::new();
+        for s in 0..6u64 {
+            stream.extend(delivery(
+                [64, 1024, 70_000][s as usize % 3],
+                sent,
+                s,
+                s >= 4,
+            ));
+            stream.extend(encode_frame(OpCode::Ping, false, b"", None));
+        }
+        for step in [1, 2, 3, 7, 100, 1000, stream.len()] {
+            let state = State::new().unwrap();
+            state.reset(Phase::Burst, 6, 6);
+            let mut frames = FrameAssembler::new(MAX_FRAME);
+            for piece in stream.chunks(step) {
+                deliveries(&mut frames, piece, sent + 2_000_000, &state).unwrap();
+            }
+            assert_eq!(state.deliveries.get(), 6, "step {step}");
+            assert_eq!(state.compressed.get(), 2, "step {step}");
+            assert!(state.done_at.get().is_some());
+            // Every message's latency was read from its own send time: 2 ms.
+            assert_eq!(*state.last.borrow(), [2_000_000; 6], "step {step}");
+            assert_eq!(state.latency.borrow().len(), 6);
+        }
+        // Before the measured phases nothing counts.
+        let state = State::new().unwrap();
+        let mut frames = FrameAssembler::new(MAX_FRAME);
+        deliveries(&mut frames, &stream, sent, &state).unwrap();
+        assert_eq!(state.deliveries.get(), 0);
+    }
+
+    #[test]
+    fn masked_frames_and_close_end_the_subscriber() {
+        let state = State::new().unwrap();
+        let masked = encode_frame(OpCode::Text, false, b"{}", Some([1, 2, 3, 4]));
+        let mut frames = FrameAssembler::new(MAX_FRAME);
+        assert_eq!(
+            deliveries(&mut frames, &masked, 0, &state),
+            Err("the server sent a masked frame".into())
+        );
+        let close = encode_frame(OpCode::Close, false, &1001u16.to_be_bytes(), None);
+        let mut frames = FrameAssembler::new(MAX_FRAME);
+        assert_eq!(
+            deliveries(&mut frames, &close, 0, &state),
+            Err("the server closed the connection".into())
+        );
+        let mut huge = vec![0x81, 127];
+        huge.extend_from_slice(&(MAX_FRAME + 1).to_be_bytes());
+        let mut frames = FrameAssembler::new(MAX_FRAME);
+        assert!(deliveries(&mut frames, &huge, 0, &state).is_err());
+    }
 
     #[test]
     fn data_has_the_size_asked_for_and_parses() {
