@@ -71,6 +71,10 @@ pub trait PollSocket {
     /// [`WebSocket::feed_encoded`](crate::WebSocket::feed_encoded)).
     fn start_send_encoded(&mut self, frames: Bytes) -> Result<(), Error>;
 
+    /// Queues a message uncompressed even when permessage-deflate is on (see
+    /// [`WebSocket::feed_uncompressed`](crate::WebSocket::feed_uncompressed)).
+    fn start_send_uncompressed(&mut self, message: Message) -> Result<(), Error>;
+
     /// Writes everything queued and flushes the transport.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>>;
 }

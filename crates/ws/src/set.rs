@@ -308,6 +308,16 @@ where
         Ok(())
     }
 
+    /// Queues a message uncompressed on one connection, even when permessage-deflate is on
+    /// (see [`WebSocket::feed_uncompressed`]).
+    ///
+    /// Fails as [`feed`](WebSocketSet::feed) does.
+    pub fn feed_uncompressed(&mut self, key: Key, message: Message) -> Result<(), Error> {
+        self.entry_mut(key)?.ws.start_send_uncompressed(message)?;
+        self.schedule(key.index);
+        Ok(())
+    }
+
     /// Queues frames encoded once for many connections (see
     /// [`fullduplex_proto::connection::encode_server_message`]) on one connection: a
     /// broadcast encodes a message once and feeds the same bytes to every key.

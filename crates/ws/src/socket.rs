@@ -1099,6 +1099,10 @@ where
         WebSocket::start_send_encoded(self, frames)
     }
 
+    fn start_send_uncompressed(&mut self, message: Message) -> Result<(), Error> {
+        WebSocket::start_send_uncompressed(self, message)
+    }
+
     #[inline]
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         WebSocket::poll_write_out(self, cx)

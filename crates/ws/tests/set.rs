@@ -776,3 +776,25 @@ async fn random_operations_keep_the_set_consistent() {
         }
     }
 }
+
+/// `feed_uncompressed` on a compressed connection of a set: the message arrives as sent.
+#[tokio::test]
+async fn a_message_fed_uncompressed_arrives() {
+    let config = Config::default().compression(true);
+    let (mut client, server) = common::duplex_pair(1 << 16, config.clone(), config).await;
+    assert!(server.is_compressed());
+    let mut set = WebSocketSet::new();
+    let key = set.insert(server);
+    set.feed_uncompressed(key, Message::binary(vec![9u8; 2048]))
+        .unwrap();
+    let reader = tokio::spawn(async move { client.recv().await.unwrap().unwrap() });
+    let serve = async {
+        let (_, message) = set.recv().await;
+        panic!("unexpected {message:?}");
+    };
+    tokio::select! {
+        message = reader => assert_eq!(message.unwrap(), Message::binary(vec![9u8; 2048])),
+        () = serve => {}
+        () = tokio::time::sleep(Duration::from_secs(10)) => panic!("the message did not arrive"),
+    }
+}
