@@ -322,3 +322,54 @@ async fn a_peer_that_answers_pings_stays_connected_on_the_defaults() {
     server.close(None).await.unwrap();
     assert_eq!((pongs, reader.await.unwrap()), (30, 30));
 }
+
+/// Keepalive and idle timeouts are decided by the core (`Connection::on_timeout`): the
+/// connection fails with 1011 "Keepalive timeout" or 1001 "Idle timeout", and the transport is
+/// aborted at once (`TransportAction::Abort`): the silent peer reads the close frame and then
+/// the end of the stream while the failed `WebSocket` is still alive, not only once the
+/// application drops it.
+#[tokio::test(start_paused = true)]
+async fn a_timeout_sends_the_cores_close_and_ends_the_stream_at_once() {
+    let keepalive = Config::default().keepalive(Duration::from_secs(10), Duration::from_secs(5));
+    let idle = Config::default()
+        .no_keepalive()
+        .idle_timeout(Some(Duration::from_secs(30)));
+    for (server_config, kind, code, reason) in [
+        (
+            keepalive,
+            TimeoutKind::Keepalive,
+            1011u16,
+            &b"Keepalive timeout"[..],
+        ),
+        (idle, TimeoutKind::Idle, 1001, &b"Idle timeout"[..]),
+    ] {
+        let (mut client, mut server) =
+            duplex_pair(64 << 10, Config::default().no_keepalive(), server_config).await;
+        match server.recv().await {
+            Some(Err(Error::Timeout(timeout))) => assert_eq!(timeout, kind),
+            other => panic!("expected a {kind:?} timeout, got {other:?}"),
+        }
+        assert_eq!(server.state(), fullduplex::proto::State::Closed);
+        // The silent peer's raw view: what was sent (a ping for keepalive), the close, then
+        // the end of the stream, with the failed server still held.
+        let mut wire = Vec::new();
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            client.get_mut().read_to_end(&mut wire),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{kind:?}: no end of stream after the abort"))
+        .unwrap();
+        let close_at = wire.iter().position(|&b| b == 0x88).expect("a close frame");
+        let len = usize::from(wire[close_at + 1]);
+        let payload = &wire[close_at + 2..close_at + 2 + len];
+        assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), code);
+        assert_eq!(&payload[2..], reason);
+        assert_eq!(
+            close_at + 2 + len,
+            wire.len(),
+            "nothing after the close frame"
+        );
+        drop(server);
+    }
+}
