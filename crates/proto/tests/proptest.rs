@@ -8,6 +8,7 @@
 //!   output as taking them, and an echo through the outbox the same bytes as one of owned
 //!   messages;
 //! * (f) the [`FrameReader`] reads the same frames however the stream is split;
+//! * (g) `Connection::transport` follows the state and the role for any stream;
 //! * plus text validity as the receiver sees it agrees with `std::str::from_utf8`, and masking
 //!   agrees with the RFC's definition.
 
@@ -912,6 +913,43 @@ proptest! {
             prop_assert_eq!(header.fin, spec.fin);
             prop_assert_eq!(header.mask, towards_server.then_some(spec.key));
             prop_assert_eq!(payload, &spec.payload);
+        }
+    }
+}
+
+// ----- (g) the transport's end -----
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// (g) For any stream towards either role, `transport()` follows the state: open while
+    /// the connection is, then (RFC 6455 7.1.1) the server closes and the client waits for the
+    /// server's close until the end of the stream; an end of stream without a close frame
+    /// aborts.
+    #[test]
+    fn transport_follows_the_state_for_any_stream(
+        (role, bytes) in stream_strategy(),
+        config in config_strategy(),
+    ) {
+        use fullduplex_proto::{State, TransportAction};
+        let mut conn = Connection::new(role, config);
+        let outcome = feed(&mut conn, &bytes);
+        let expected = match (conn.state(), role) {
+            (State::Open | State::Closing, _) => TransportAction::Open,
+            (State::Closed, Role::Server) => TransportAction::Close,
+            (State::Closed, Role::Client) => TransportAction::AwaitClose,
+        };
+        prop_assert_eq!(conn.transport(), expected, "before EOF, after {:?}", outcome.error);
+        let was_closed = conn.state() == State::Closed;
+        conn.recv_eof();
+        let end = drain(&mut conn);
+        prop_assert_eq!(conn.state(), State::Closed);
+        if was_closed {
+            prop_assert_eq!(end, Outcome::default(), "nothing after the close");
+            prop_assert_eq!(conn.transport(), TransportAction::Close);
+        } else {
+            prop_assert_eq!(end.error, Some(ProtocolError::UnexpectedEof));
+            prop_assert_eq!(conn.transport(), TransportAction::Abort);
         }
     }
 }
