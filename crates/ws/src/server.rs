@@ -136,6 +136,14 @@ impl Reject {
 /// }
 /// # Ok(()) }
 /// ```
+///
+/// # Errors
+///
+/// As [`accept_with`].
+///
+/// # Cancel safety
+///
+/// As [`accept_with`].
 pub fn accept<S>(stream: S) -> impl Future<Output = Result<WebSocket<S>, Error>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -172,6 +180,17 @@ where
 /// The handshake's state (request buffer, parsed request, response) lives in a box for the
 /// handshake's duration only: a task that awaits `accept_with` and then serves the connection
 /// does not carry it for the connection's whole life.
+///
+/// # Errors
+///
+/// [`Error::Handshake`] for a malformed request (after answering it), [`Error::Rejected`]
+/// when `callback` rejected it (after sending its response), [`Error::Io`] when the transport
+/// fails, [`Error::Timeout`] after [`Config::handshake_timeout`].
+///
+/// # Cancel safety
+///
+/// Not cancel safe: cancelled in the middle of the handshake, the transport is left inside
+/// the HTTP exchange and dropped with the future.
 pub fn accept_with<S, F>(
     stream: S,
     config: Config,
