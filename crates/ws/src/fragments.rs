@@ -1,4 +1,5 @@
-//! [`Fragments`]: a [`WebSocket`] that receives data messages piece by piece.
+//! [`Fragments`]: a [`WebSocket`] or a [`ReadHalf`] that receives data messages piece by
+//! piece.
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -11,18 +12,44 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::error::Error;
 use crate::socket::WebSocket;
+use crate::split::ReadHalf;
 
-/// A [`WebSocket`] that hands out data messages in pieces ([`Event::Fragment`]) instead of
-/// whole: for a relay that passes large messages on while they arrive, or an application
-/// that writes them to disk, holding at most one piece of each. Control messages (ping,
-/// pong, close) still come whole, as [`Event::Message`]. Limits and UTF-8 validation apply
-/// as for whole messages.
+/// What [`Fragments`] wraps: a [`WebSocket`] or a [`ReadHalf`]. Sealed: the trait is public
+/// only so that it can bound `Fragments`' methods, and nothing outside this crate can name it.
+pub(crate) mod sealed {
+    use std::task::{Context, Poll};
+
+    use fullduplex_proto::{Event, ReceiveMode};
+
+    use crate::error::Error;
+
+    /// A receiver whose core can be switched between whole messages and pieces.
+    pub trait Receiver: Unpin {
+        /// Polls for the next event in the core's current receive mode.
+        fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event, Error>>>;
+        /// Switches the core's receive mode.
+        fn set_receive_mode(&mut self, mode: ReceiveMode);
+        /// True while part of a frame is buffered in the core (a message is under way).
+        fn frame_under_way(&self) -> bool;
+    }
+}
+
+use sealed::Receiver;
+
+/// A [`WebSocket`] or a [`ReadHalf`] that hands out data messages in pieces
+/// ([`Event::Fragment`]) instead of whole: for a relay that passes large messages on while
+/// they arrive, or an application that writes them to disk, holding at most one piece of
+/// each. Control messages (ping, pong, close) still come whole, as [`Event::Message`]. Limits
+/// and UTF-8 validation apply as for whole messages.
 ///
-/// Made by [`WebSocket::into_fragments`] (one piece per frame) or
-/// [`WebSocket::into_streaming`] (one piece per read: what has arrived of the message);
-/// [`into_inner`](Fragments::into_inner) gives the `WebSocket` back between two messages.
-/// It sends as a `WebSocket` does, and a message can be passed on piece by piece with
-/// [`feed_fragment`](Fragments::feed_fragment).
+/// Made by [`WebSocket::into_fragments`] or [`ReadHalf::into_fragments`] (one piece per
+/// frame), or by [`WebSocket::into_streaming`] or [`ReadHalf::into_streaming`] (one piece
+/// per read: what has arrived of the message); [`into_inner`](Fragments::into_inner) gives
+/// the `WebSocket` or the `ReadHalf` back between two messages (a read half can then be
+/// [`reunite`](ReadHalf::reunite)d with its writer). A `Fragments<WebSocket<S>>` also sends
+/// as a `WebSocket` does, and passes a message on piece by piece with
+/// [`feed_fragment`](Fragments::feed_fragment); a `Fragments<ReadHalf<S>>` only receives,
+/// while its [`WriteHalf`](crate::WriteHalf) sends from another task.
 ///
 /// Like a TCP echo, an echo written this way needs a peer that reads while it sends:
 /// `feed_fragment` waits while the write buffer is full, and meanwhile nothing is read. For
@@ -42,10 +69,20 @@ use crate::socket::WebSocket;
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
-pub struct Fragments<S> {
-    ws: WebSocket<S>,
+pub struct Fragments<R> {
+    inner: R,
     /// A data message has been handed out in part: its first piece, not its last.
     in_message: bool,
+}
+
+impl<R: Receiver> Fragments<R> {
+    fn new(mut inner: R, mode: ReceiveMode) -> Self {
+        inner.set_receive_mode(mode);
+        Fragments {
+            inner,
+            in_message: false,
+        }
+    }
 }
 
 impl<S> WebSocket<S>
@@ -55,12 +92,8 @@ where
     /// Receives data messages frame by frame from the next message on: each frame of a
     /// fragmented message is one [`Event::Fragment`] (a message sent in one frame is one
     /// piece, first and last).
-    pub fn into_fragments(mut self) -> Fragments<S> {
-        self.set_receive_mode(ReceiveMode::Fragments);
-        Fragments {
-            ws: self,
-            in_message: false,
-        }
+    pub fn into_fragments(self) -> Fragments<WebSocket<S>> {
+        Fragments::new(self, ReceiveMode::Fragments)
     }
 
     /// Receives data messages as they arrive from the next message on: every read that
@@ -68,19 +101,46 @@ where
     /// without waiting for frames to complete, so the connection never holds more of a
     /// message than one read (of a compressed message: what one read inflates to). A text
     /// piece may end inside a code point.
-    pub fn into_streaming(mut self) -> Fragments<S> {
-        self.set_receive_mode(ReceiveMode::Streaming);
-        Fragments {
-            ws: self,
-            in_message: false,
-        }
+    pub fn into_streaming(self) -> Fragments<WebSocket<S>> {
+        Fragments::new(self, ReceiveMode::Streaming)
     }
 }
 
-impl<S> Fragments<S>
+impl<S> ReadHalf<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    /// Receives data messages frame by frame from the next message on, as
+    /// [`WebSocket::into_fragments`] does; the [`WriteHalf`](crate::WriteHalf) keeps sending.
+    pub fn into_fragments(self) -> Fragments<ReadHalf<S>> {
+        Fragments::new(self, ReceiveMode::Fragments)
+    }
+
+    /// Receives data messages as they arrive from the next message on, as
+    /// [`WebSocket::into_streaming`] does; the [`WriteHalf`](crate::WriteHalf) keeps sending.
+    pub fn into_streaming(self) -> Fragments<ReadHalf<S>> {
+        Fragments::new(self, ReceiveMode::Streaming)
+    }
+}
+
+impl<S> Receiver for WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event, Error>>> {
+        self.poll_next_event(cx)
+    }
+
+    fn set_receive_mode(&mut self, mode: ReceiveMode) {
+        WebSocket::set_receive_mode(self, mode);
+    }
+
+    fn frame_under_way(&self) -> bool {
+        self.connection().read_hint() > 0
+    }
+}
+
+impl<R: Receiver> Fragments<R> {
     /// Receives the next event: a piece of a data message, or a whole control message.
     /// `None` once the connection has closed normally (see [`WebSocket::recv`]).
     ///
@@ -98,31 +158,37 @@ where
     }
 
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event, Error>>> {
-        let polled = self.ws.poll_next_event(cx);
+        let polled = self.inner.poll_event(cx);
         if let Poll::Ready(Some(Ok(Event::Fragment(piece)))) = &polled {
             self.in_message = !piece.is_last;
         }
         polled
     }
 
-    /// The `WebSocket` back, receiving whole messages again; `Err(self)` while a data message
-    /// is being received (a piece of it was handed out or a frame of it is partly here):
-    /// receive its last piece first.
+    /// The `WebSocket` or `ReadHalf` back, receiving whole messages again; `Err(self)` while
+    /// a data message is being received (a piece of it was handed out or a frame of it is
+    /// partly here): receive its last piece first.
     // Both variants hold the same connection; boxing the error would allocate for nothing.
     #[allow(clippy::result_large_err)]
-    pub fn into_inner(mut self) -> Result<WebSocket<S>, Fragments<S>> {
-        if self.in_message || self.ws.connection().read_hint() > 0 {
+    pub fn into_inner(mut self) -> Result<R, Fragments<R>> {
+        if self.in_message || self.inner.frame_under_way() {
             return Err(self);
         }
-        self.ws.set_receive_mode(ReceiveMode::Messages);
-        Ok(self.ws)
+        self.inner.set_receive_mode(ReceiveMode::Messages);
+        Ok(self.inner)
     }
 
-    /// The connection (state, subprotocol, peer's close code, buffered amount).
-    pub fn get_ref(&self) -> &WebSocket<S> {
-        &self.ws
+    /// The `WebSocket` (state, subprotocol, peer's close code, buffered amount) or the
+    /// `ReadHalf` (peer's close code).
+    pub fn get_ref(&self) -> &R {
+        &self.inner
     }
+}
 
+impl<S> Fragments<WebSocket<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     /// Queues a message and writes everything queued (see [`WebSocket::send`]).
     ///
     /// # Errors
@@ -133,7 +199,7 @@ where
     ///
     /// As [`WebSocket::send`].
     pub async fn send(&mut self, message: Message) -> Result<(), Error> {
-        self.ws.send(message).await
+        self.inner.send(message).await
     }
 
     /// Queues a message without flushing (see [`WebSocket::feed`]); what is queued leaves
@@ -147,7 +213,7 @@ where
     ///
     /// As [`WebSocket::feed`].
     pub fn feed(&mut self, message: Message) -> impl Future<Output = Result<(), Error>> + '_ {
-        self.ws.feed(message)
+        self.inner.feed(message)
     }
 
     /// Queues one frame of a fragmented message without flushing (see
@@ -166,7 +232,7 @@ where
         payload: Bytes,
         is_last: bool,
     ) -> impl Future<Output = Result<(), Error>> + '_ {
-        self.ws.feed_fragment(kind, payload, is_last)
+        self.inner.feed_fragment(kind, payload, is_last)
     }
 
     /// Writes everything queued (see [`WebSocket::flush`]).
@@ -179,7 +245,7 @@ where
     ///
     /// As [`WebSocket::flush`].
     pub async fn flush(&mut self) -> Result<(), Error> {
-        self.ws.flush().await
+        self.inner.flush().await
     }
 
     /// Closes the connection (see [`WebSocket::close`]); pieces that arrive meanwhile are
@@ -193,14 +259,11 @@ where
     ///
     /// As [`WebSocket::close`].
     pub async fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), Error> {
-        self.ws.close(frame).await
+        self.inner.close(frame).await
     }
 }
 
-impl<S> Stream for Fragments<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+impl<R: Receiver> Stream for Fragments<R> {
     type Item = Result<Event, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {

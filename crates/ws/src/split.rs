@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 
 use bytes::Bytes;
-use fullduplex_proto::{CloseCode, CloseFrame, DataKind, Message, MessageRef, Outbox};
+use fullduplex_proto::{
+    CloseCode, CloseFrame, DataKind, Event, Message, MessageRef, Outbox, ReceiveMode,
+};
 use futures_core::Stream;
 use futures_sink::Sink;
 use std::future::poll_fn;
@@ -19,6 +21,7 @@ use std::pin::Pin;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::error::Error;
+use crate::fragments::sealed::Receiver;
 use crate::poll::PollSocket;
 use crate::socket::WebSocket;
 
@@ -72,8 +75,9 @@ impl<S> Shared<S> {
     }
 }
 
-/// The receiving half: a `Stream` of messages, `recv`, and the borrowed `recv_many` and
-/// `recv_with`, as on a [`WebSocket`].
+/// The receiving half: a `Stream` of messages, `recv`, the borrowed `recv_many` and
+/// `recv_with`, and piece-by-piece reception with [`into_fragments`](ReadHalf::into_fragments)
+/// and [`into_streaming`](ReadHalf::into_streaming), as on a [`WebSocket`].
 #[derive(Debug)]
 pub struct ReadHalf<S> {
     shared: Arc<Shared<S>>,
@@ -353,6 +357,25 @@ where
             .lock()
             .start_send_message(Message::Close(frame))?;
         self.flush().await
+    }
+}
+
+impl<S> Receiver for ReadHalf<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event, Error>>> {
+        with_socket(&self.shared, &self.shared.wakers.read, cx, |ws, cx| {
+            ws.poll_next_event(cx)
+        })
+    }
+
+    fn set_receive_mode(&mut self, mode: ReceiveMode) {
+        self.shared.lock().set_receive_mode(mode);
+    }
+
+    fn frame_under_way(&self) -> bool {
+        self.shared.lock().connection().read_hint() > 0
     }
 }
 

@@ -490,6 +490,95 @@ async fn peer_close_code_through_recv_many_and_split_reader() {
     closing.await.unwrap();
 }
 
+/// A split reader receives frame by frame too: a 3 MiB binary message in 48 frames of
+/// 64 KiB arrives as 48 pieces through `ReadHalf::into_fragments` while the writer half
+/// sends 200 messages from another task; `into_inner` is refused in the middle of the
+/// message, and after its last piece the `ReadHalf` receives the next (fragmented) message
+/// whole, and `reunite` gives the `WebSocket` back.
+#[tokio::test]
+async fn split_reader_fragments_beside_the_writer_then_whole_messages() {
+    const FRAME: usize = 64 << 10;
+    const FRAMES: usize = 48;
+    const SENT: usize = 200;
+    let config = Config::default().max_message_size(4 << 20);
+    let (client, server) = tcp_pair(config.clone(), config).await;
+    let (reader, mut writer) = server.split();
+    let mut fragments = reader.into_fragments();
+    let (mut client_reader, mut client_writer) = client.split();
+    let sender = tokio::spawn(async move {
+        for i in 0..FRAMES {
+            let payload = Bytes::from(vec![(i % 251) as u8; FRAME]);
+            client_writer
+                .feed_fragment(DataKind::Binary, payload, i == FRAMES - 1)
+                .await
+                .unwrap();
+        }
+        let parts = ["whole ", "after ", "into_inner"];
+        for (i, part) in parts.iter().enumerate() {
+            client_writer
+                .feed_fragment(DataKind::Text, Bytes::from_static(part.as_bytes()), i == 2)
+                .await
+                .unwrap();
+        }
+        client_writer.flush().await.unwrap();
+        client_writer
+    });
+    let receiving = tokio::spawn(async move {
+        for i in 0..SENT {
+            assert_eq!(
+                client_reader.recv().await.unwrap().unwrap(),
+                Message::text(format!("w{i}"))
+            );
+        }
+        client_reader
+    });
+    let writing = tokio::spawn(async move {
+        for i in 0..SENT {
+            writer.send(Message::text(format!("w{i}"))).await.unwrap();
+        }
+        writer
+    });
+    for i in 0..FRAMES {
+        match fragments.recv().await.unwrap().unwrap() {
+            Event::Fragment(piece) => {
+                assert_eq!(piece.kind, DataKind::Binary);
+                assert_eq!(piece.payload.len(), FRAME);
+                assert!(piece.payload.iter().all(|&b| b == (i % 251) as u8));
+                assert_eq!((piece.is_first, piece.is_last), (i == 0, i == FRAMES - 1));
+            }
+            other => panic!("expected a fragment, got {other:?}"),
+        }
+        if i == 0 {
+            // In the middle of a message: refused, and nothing is lost.
+            fragments = fragments.into_inner().unwrap_err();
+        }
+    }
+    let mut reader = fragments.into_inner().unwrap();
+    assert_eq!(
+        reader.recv().await.unwrap().unwrap(),
+        Message::text("whole after into_inner")
+    );
+    let writer = writing.await.unwrap();
+    let client_reader = receiving.await.unwrap();
+    let client_writer = sender.await.unwrap();
+    let mut server = reader.reunite(writer).unwrap();
+    let mut client = client_reader.reunite(client_writer).unwrap();
+    // The reunited socket receives whole messages and closes normally.
+    client.send(Message::text("reunited")).await.unwrap();
+    assert_eq!(
+        server.recv().await.unwrap().unwrap(),
+        Message::text("reunited")
+    );
+    let closing = tokio::spawn(async move { client.close(None).await.unwrap() });
+    assert!(matches!(
+        server.recv().await.unwrap().unwrap(),
+        Message::Close(_)
+    ));
+    assert!(server.recv().await.is_none());
+    assert_eq!(server.state(), State::Closed);
+    closing.await.unwrap();
+}
+
 /// A split reader lends messages with `recv_many` and answers through the outbox while the
 /// writer half sends from another task.
 #[tokio::test]
