@@ -12,7 +12,9 @@
 //! * [`close`]: close codes and close frames.
 //! * [`message`], [`event`], [`borrowed`]: what the application sends and receives, owned or
 //!   lent to a handler.
-//! * [`handshake`]: the HTTP/1.1 upgrade, client and server side, on [`http`] types.
+//! * [`handshake`]: the HTTP/1.1 upgrade, client and server side, on [`http`] types, and the
+//!   `Sec-WebSocket-Extensions` values ([`ExtensionOffer`](handshake::ExtensionOffer)) that it
+//!   parses and permessage-deflate negotiates with.
 //! * [`deflate`]: permessage-deflate (RFC 7692).
 //! * [`pool`]: the per-thread buffer pools (receive buffers a shell borrows included).
 //! * [`Connection`]: the state machine that turns received bytes into [`Event`]s and messages
@@ -33,6 +35,7 @@ pub mod connection;
 pub mod deflate;
 pub mod error;
 pub mod event;
+mod extension;
 pub mod frame;
 pub mod handshake;
 pub mod mask;

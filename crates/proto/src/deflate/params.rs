@@ -23,7 +23,7 @@
 //! handshake when the server answers `client_max_window_bits=8`. A *peer's* compressor limited
 //! to 8 bits is always fine.
 
-use crate::handshake::{ExtensionOffer, ExtensionParam};
+use crate::extension::{ExtensionOffer, ExtensionParam};
 use crate::role::Role;
 
 /// The extension token, `permessage-deflate`.
