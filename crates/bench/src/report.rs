@@ -122,7 +122,7 @@ fn min(values: &[f64]) -> f64 {
 const FULLDUPLEX: &str = "fullduplex";
 /// The same library echoing messages borrowed (`recv_many` and its outbox).
 const FULLDUPLEX_BORROWED: &str = "fullduplex-borrowed";
-/// The same library echoing in `ReceiveMode::Streaming`.
+/// The same library echoing pieces as they arrive (`WebSocket::into_streaming`).
 const FULLDUPLEX_STREAMING: &str = "fullduplex-streaming";
 /// The echo server with all connections in one `WebSocketSet`.
 const FULLDUPLEX_SET: &str = "fullduplex-set";

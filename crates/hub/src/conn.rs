@@ -614,7 +614,7 @@ const FAR_FUTURE_FALLBACK: Duration = Duration::from_secs(365 * 24 * 3600);
 /// `BATCH_BYTES`, large ones are queued as they are, and everything leaves with one flush
 /// (waiting on the way only while the socket's write buffer is full).
 ///
-/// One `poll_fn` over the socket's own queue rather than `send_encoded` futures: its state is
+/// One `poll_fn` over the socket's own queue rather than `feed_encoded` futures: its state is
 /// part of every connection's task, and this way it is a position in `frames`.
 async fn write_batch(
     ws: &mut HyperWebSocket,

@@ -1,4 +1,4 @@
-//! `fdx inspect`: an inspecting WebSocket relay (alias `fdx proxy`, its former name).
+//! `fdx inspect`: an inspecting WebSocket relay (`fdx proxy` is an alias for one release).
 //!
 //! It sits between a client (a browser, usually) and an upstream server. The client's opening
 //! handshake is forwarded with only `Host` (and the request target, when the upstream URL has
@@ -6,7 +6,7 @@
 //! forwarded as it arrives, in both directions, while a [`tap::FrameTap`] per direction logs
 //! each frame (inflating permessage-deflate payloads with inflate contexts of its own).
 //!
-//! When one side breaks off without a close frame, the proxy closes the other side with a
+//! When one side breaks off without a close frame, the relay closes the other side with a
 //! close frame of its own, if it can do so between frames: `1001` to the upstream when the
 //! client went away, `1014` (bad gateway) to the client when the upstream did.
 

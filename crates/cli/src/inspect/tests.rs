@@ -1,4 +1,4 @@
-//! Unit tests of the proxy's pieces: the frame tap, the upstream request, the injected close.
+//! Unit tests of the relay's pieces: the frame tap, the upstream request, the injected close.
 
 use bytes::Bytes;
 use fullduplex::proto::deflate::DeflateParams;
@@ -214,7 +214,7 @@ fn garbage_in_a_compressed_message_is_reported_not_fatal() {
     assert!(tap.at_frame_boundary());
 }
 
-/// Found by the `inspect_tap` fuzz target (then `proxy_tap`): a close frame announcing more than 125 bytes (which
+/// Found by the `inspect_tap` fuzz target: a close frame announcing more than 125 bytes (which
 /// is invalid) was kept whole, however long, for its code and reason. Now at most 125 bytes of
 /// a close frame are kept (or the logging limit, if higher), and the rest is counted.
 #[test]
