@@ -787,13 +787,18 @@ async fn a_message_fed_uncompressed_arrives() {
     let key = set.insert(server);
     set.feed_uncompressed(key, Message::binary(vec![9u8; 2048]))
         .unwrap();
-    let reader = tokio::spawn(async move { client.recv().await.unwrap().unwrap() });
+    // The reader keeps the client open until the end of the test: were it dropped on
+    // return, the set could see the end of the stream before `select!` takes the message.
+    let reader = tokio::spawn(async move {
+        let message = client.recv().await.unwrap().unwrap();
+        (message, client)
+    });
     let serve = async {
         let (_, message) = set.recv().await;
         panic!("unexpected {message:?}");
     };
     tokio::select! {
-        message = reader => assert_eq!(message.unwrap(), Message::binary(vec![9u8; 2048])),
+        received = reader => assert_eq!(received.unwrap().0, Message::binary(vec![9u8; 2048])),
         () = serve => {}
         () = tokio::time::sleep(Duration::from_secs(10)) => panic!("the message did not arrive"),
     }
