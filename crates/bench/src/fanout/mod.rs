@@ -736,11 +736,11 @@ pub fn run(mut args: FanoutArgs) -> Result<(), String> {
                 match outcome {
                     Ok(run) => {
                         eprintln!(
-                            "[{done}/{total}] round {round} {:<14} {:<26} burst {:>6.2} µs/del ({:>3.0}% user) {:>7.1} ms  steady {:>6.2} µs/del p50 {:>7.2} ms p99 {:>7.2} ms last {:>7.2} ms  {:>6.0} B/sub  {:>6.1} B/del  other {:>3.0}%/{:>3.0}%  load {}",
+                            "[{done}/{total}] round {round} {:<14} {:<26} burst {:>6.2} µs/del ({:>4} user) {:>7.1} ms  steady {:>6.2} µs/del p50 {:>7.2} ms p99 {:>7.2} ms last {:>7.2} ms  {:>6.0} B/sub  {:>6.1} B/del  other {:>3.0}%/{:>3.0}%  load {}",
                             scenario.id(),
                             server.name,
                             run.burst_cpu_us,
-                            run.burst_user_share * 100.0,
+                            report::share(run.burst_user_share),
                             run.burst.seconds * 1e3,
                             run.steady_cpu_us,
                             run.steady.p50_us / 1e3,

@@ -54,7 +54,9 @@ fn ms(us: f64) -> String {
     }
 }
 
-fn share(x: f64) -> String {
+/// A share as a whole percentage, or `-` when it could not be measured (a burst whose CPU
+/// time is below the clock's resolution).
+pub(crate) fn share(x: f64) -> String {
     if x.is_nan() {
         "-".into()
     } else {
