@@ -52,10 +52,24 @@ def main():
         (0x05, 0x22, b"\x02\x05"),  # fragments + echo, close after chunk 2
         (0x2E, 0xF1, b"\x01"),  # no auto-pong, echo, ping per chunk, eof, byte by byte
     ]
+    command_variants = [
+        # fail(1008, 60 characters, cut at 123 bytes) after the first event of chunk 0
+        (0x04, 0xF9, bytes([0x10, 0x14, 0x00, 0x00, 60]), b"\x03"),
+        # fail(1005) refused before chunk 1, then a keepalive timeout at the end of chunk 2
+        (0x05, 0xFA, bytes([0x01, 0xD0, 0, 0, 3, 0x32, 0x02, 0, 0, 0]), b"\x02\x04"),
+        # a close-handshake timeout with the echoes still queued (dropped), after close(..)
+        (0x0C, 0x09, bytes([0x20, 0x0A, 0, 0, 0]), b"\x04"),
+        # fail(3000, "aé€😀a") after everything, then idle timeout; end of stream
+        (0x20, 0xF9, bytes([0x0F, 0x81, 0x0B, 0xB8, 5, 0x0F, 0x06, 0, 0, 0]), b"\x07"),
+    ]
     for target, mask in (("frame_stream_server", KEY), ("frame_stream_client", None)):
         for i, body in enumerate(stream(mask)):
             for j, (flags, layout, sizes) in enumerate(variants):
                 write(target, f"seed-{i}-{j}", bytes([flags, layout]) + sizes + body)
+        # Lifecycle commands (layout bit 3): 5 bytes each, W K C0 C1 R (see fuzz/src/lib.rs).
+        for i in (0, 2, 3, 4):
+            for j, (flags, layout, cmds, sizes) in enumerate(command_variants):
+                write(target, f"seed-cmd-{i}-{j}", bytes([flags, layout]) + cmds + sizes + stream(mask)[i])
         everything = b"".join(stream(mask)[:5])
         write(target, "seed-all", bytes([0x04, 0xF2, 0x05, 0x0D]) + everything)
         # At the limits: a 64 KiB frame (the frame limit) then a ping, in 255- and 200-byte
@@ -106,6 +120,32 @@ def main():
     write("handshake_response", "forbidden", b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
 
     hub_seeds()
+    reader_seeds()
+
+
+def reader_seeds():
+    """frame_reader: byte 0 (low 3 bits: number of piece sizes, bit 3: use read()), sizes,
+    then the stream."""
+    rfc = bytes([0x81, 0x85, 0x37, 0xFA, 0x21, 0x3D, 0x7F, 0x9F, 0x4D, 0x51, 0x58])
+    mixed = (
+        rfc
+        + frame(0x1, b"frag", fin=False)
+        + frame(0x9, b"", mask=KEY)
+        + frame(0x0, b"ment")
+        + frame(0x2, bytes(range(200)), mask=KEY)
+        + frame(0x8, struct.pack(">H", 1000) + b"bye")
+    )
+    write("frame_reader", "rfc-hello", bytes([0x00]) + rfc)
+    write("frame_reader", "mixed-whole", bytes([0x00]) + mixed)
+    write("frame_reader", "mixed-pieces", bytes([0x03, 0x01, 0x05, 0x0D]) + mixed)
+    write("frame_reader", "mixed-read", bytes([0x0A, 0x03, 0x07]) + mixed)
+    # 64-bit length (not minimal, which the reader does not judge), a partial frame at the end.
+    long = bytes([0x82, 0xFF, 0, 0, 0, 0, 0, 0, 0x01, 0x2C]) + KEY + bytes(300)
+    write("frame_reader", "long-length", bytes([0x02, 0x09, 0x00]) + long + rfc[:6])
+    # Errors: a reserved opcode, a length with its top bit set, each after a good frame.
+    write("frame_reader", "reserved-opcode", bytes([0x01, 0x03]) + rfc + b"\x83\x00" + rfc)
+    huge = bytes([0x82, 0x7F, 0x80, 0, 0, 0, 0, 0, 0, 0])
+    write("frame_reader", "length-top-bit", bytes([0x09, 0x04]) + rfc + huge + rfc)
 
 
 def hub_seeds():

@@ -9,10 +9,24 @@
 //!          bit 5 recv_eof after the last chunk, bit 6 ReceiveMode::Streaming (wins over
 //!          bit 0), bit 7 the small limits (so that short inputs reach them)
 //! byte 1   low 3 bits: how many chunk-size bytes follow (0: one chunk with everything);
+//!          bit 3: lifecycle commands follow (see below);
 //!          high 4 bits: after which chunk we start the close handshake ourselves (15: never)
+//! [cmds]   if byte 1 has bit 3: 1 to 4 commands of 5 bytes each, W K C0 C1 R:
+//!          W  bits 0-3: during which chunk's step (past the last chunk: after all of them);
+//!             bits 4-5: when in the step: 0 before its bytes are added, 1 after event number
+//!             `W >> 6` of the step (or after its events if fewer), 2 after its events with
+//!             their answers still queued, 3 at the end of the step
+//!          K  bits 0-1: 0 and 3 `fail(CODES[K >> 2 & 31], reason)`, 1 `fail(C0 C1 as a
+//!             big-endian code, reason)`, 2 `on_timeout` (Keepalive, Idle, CloseHandshake by
+//!             `K >> 2 & 3`, 3 is CloseHandshake); bit 7: another command follows
+//!          R  the reason's length in characters (1 to 4 bytes each, see `reason`)
 //! bytes    chunk sizes, used in turn; 0 means "everything that is left"
 //! rest     the byte stream from the peer
 //! ```
+//!
+//! Inputs whose byte 1 has bit 3 clear read as they did before the commands existed.
+
+use std::num::NonZeroU32;
 
 use bytes::Bytes;
 
@@ -20,6 +34,8 @@ use bytes::Bytes;
 /// `fdx` crate is a binary only, and the tap needs nothing of it but `fullduplex`.
 #[path = "../../crates/cli/src/inspect/tap.rs"]
 pub mod tap;
+
+pub mod frame_reader;
 
 // The proptests' normalisation of streamed pieces, shared rather than copied.
 #[path = "../../crates/proto/tests/support/pieces.rs"]
@@ -30,7 +46,7 @@ use fullduplex_proto::mask::apply_mask;
 use fullduplex_proto::utf8::Utf8Validator;
 use fullduplex_proto::{
     Config, Connection, DataKind, Event, Message, ProtocolError, ReceiveMode, Role, SendError,
-    State,
+    State, Timeout, TransportAction,
 };
 use pieces::merge_pieces;
 
@@ -43,6 +59,101 @@ pub const MAX_MESSAGE: usize = 128 << 10;
 pub const SMALL_MAX_FRAME: usize = 200;
 /// The message limit with flag bit 7 (a few frames of [`SMALL_MAX_FRAME`]).
 pub const SMALL_MAX_MESSAGE: usize = 500;
+
+/// The masking seed of the fuzzed clients: their output is the same on every run.
+pub const MASK_SEED: u32 = 0x5eed_f022;
+
+/// Close codes for `fail`: those RFC 6455 section 7.4 and the IANA registry allow in a close
+/// frame first, then some that may not appear in one.
+const CODES: [u16; 32] = [
+    1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000,
+    4999, // valid
+    0, 1, 999, 1004, 1005, 1006, 1015, 1016, 1100, 1999, 2000, 2999, 5000, 6000, 32768, 65535,
+];
+
+/// May `code` appear in a close frame? RFC 6455 section 7.4.1 (1000-1003, 1007-1011; 1004,
+/// 1005, 1006 and 1015 are reserved or never sent), the IANA registry (1012-1014), and
+/// 3000-4999 for libraries, frameworks and applications. Written out here rather than taken
+/// from the core.
+fn valid_on_wire(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1011 | 1012..=1014 | 3000..=4999)
+}
+
+/// The longest prefix of `reason` that fits in a close frame (123 bytes) at a character
+/// boundary: what the core sends.
+fn cut_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(MAX_REASON_LEN);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+/// A reason of `chars` characters of 1, 2, 3 and 4 bytes in turn (from `shift`), so that the
+/// 123-byte cut falls inside characters.
+fn reason(chars: u8, shift: u8) -> String {
+    const ALPHABET: [char; 4] = ['a', '\u{e9}', '\u{20ac}', '\u{1f600}'];
+    (0..usize::from(chars))
+        .map(|i| ALPHABET[(i + usize::from(shift)) % 4])
+        .collect()
+}
+
+/// When in a chunk's step a command runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Before the chunk's bytes are added to the receive buffer.
+    BeforeFeed,
+    /// After the step's event with this number was answered (or after its events).
+    AfterEvent(usize),
+    /// After the step's events, their answers still queued.
+    BeforeDrain,
+    /// After the step's pings, close and output.
+    AfterStep,
+}
+
+/// A lifecycle command of the shell or the application.
+#[derive(Clone, Debug)]
+enum Command {
+    Fail(CloseCode, String),
+    Timeout(Timeout),
+}
+
+/// A command at a fuzzed point.
+#[derive(Clone, Debug)]
+struct Action {
+    chunk: usize,
+    phase: Phase,
+    command: Command,
+}
+
+impl Action {
+    fn decode(bytes: &[u8; 5]) -> Action {
+        let [when, kind, c0, c1, chars] = *bytes;
+        let phase = match (when >> 4) & 3 {
+            0 => Phase::BeforeFeed,
+            1 => Phase::AfterEvent(usize::from(when >> 6)),
+            2 => Phase::BeforeDrain,
+            _ => Phase::AfterStep,
+        };
+        let command = match kind & 3 {
+            1 => Command::Fail(CloseCode(u16::from_be_bytes([c0, c1])), reason(chars, c1)),
+            2 => Command::Timeout(match (kind >> 2) & 3 {
+                0 => Timeout::Keepalive,
+                1 => Timeout::Idle,
+                _ => Timeout::CloseHandshake,
+            }),
+            _ => Command::Fail(
+                CloseCode(CODES[usize::from(kind >> 2) & 31]),
+                reason(chars, c0),
+            ),
+        };
+        Action {
+            chunk: usize::from(when & 15),
+            phase,
+            command,
+        }
+    }
+}
 
 /// The limits a fuzzed connection runs with.
 #[derive(Clone, Copy)]
@@ -66,6 +177,7 @@ struct Input<'a> {
     eof_at_end: bool,
     close_after_chunk: Option<usize>,
     limits: Limits,
+    actions: Vec<Action>,
     sizes: &'a [u8],
     stream: &'a [u8],
 }
@@ -73,7 +185,17 @@ struct Input<'a> {
 impl<'a> Input<'a> {
     fn decode(data: &'a [u8]) -> Option<Input<'a>> {
         let (&flags, rest) = data.split_first()?;
-        let (&layout, rest) = rest.split_first()?;
+        let (&layout, mut rest) = rest.split_first()?;
+        let mut actions = Vec::new();
+        if layout & 8 != 0 {
+            while let Some((command, tail)) = rest.split_first_chunk::<5>() {
+                actions.push(Action::decode(command));
+                rest = tail;
+                if command[1] & 128 == 0 || actions.len() == 4 {
+                    break;
+                }
+            }
+        }
         let n_sizes = ((layout & 7) as usize).min(rest.len());
         let (sizes, stream) = rest.split_at(n_sizes);
         let close_at = (layout >> 4) as usize;
@@ -97,6 +219,7 @@ impl<'a> Input<'a> {
                     message: MAX_MESSAGE,
                 }
             },
+            actions,
             sizes,
             stream,
         })
@@ -107,6 +230,7 @@ impl<'a> Input<'a> {
             .max_frame_size(self.limits.frame)
             .max_message_size(self.limits.message)
             .auto_pong(self.auto_pong)
+            .mask_seed(NonZeroU32::new(MASK_SEED))
             .receive_mode(if self.streaming {
                 ReceiveMode::Streaming
             } else if self.fragments {
@@ -141,7 +265,10 @@ impl<'a> Input<'a> {
 struct OutputChecker {
     role: Role,
     pending: Vec<u8>,
-    close_code: Option<Option<u16>>,
+    /// Everything written, for comparing runs.
+    written: Vec<u8>,
+    /// The close frame written, if one was.
+    close: Option<Option<CloseFrame>>,
     /// The kind of the fragmented message being written, and its UTF-8 state.
     sending: Option<(DataKind, Utf8Validator)>,
 }
@@ -151,44 +278,49 @@ impl OutputChecker {
         OutputChecker {
             role,
             pending: Vec::new(),
-            close_code: None,
+            written: Vec::new(),
+            close: None,
             sending: None,
         }
     }
 
-    /// Takes the connection's output and checks it. Returns the number of bytes taken.
-    fn drain(&mut self, conn: &mut Connection) -> usize {
+    /// Takes the connection's output and checks it. Returns the opcodes of the frames taken.
+    fn drain(&mut self, conn: &mut Connection) -> Vec<OpCode> {
         let bytes = conn.take_output();
         assert_eq!(conn.output_len(), 0);
         self.pending.extend_from_slice(&bytes);
-        self.check_frames();
+        self.written.extend_from_slice(&bytes);
+        let frames = self.check_frames();
         assert!(
             self.pending.is_empty(),
             "output ends inside a frame: {:x?}",
             self.pending
         );
-        bytes.len()
+        frames
     }
 
-    fn check_frames(&mut self) {
+    fn check_frames(&mut self) -> Vec<OpCode> {
+        let mut frames = Vec::new();
         loop {
             let (header, header_len) = match FrameHeader::parse(&self.pending) {
                 Ok(Some(parsed)) => parsed,
-                Ok(None) => return,
+                Ok(None) => return frames,
                 Err(e) => panic!("connection wrote a bad frame header: {e}"),
             };
             let payload_len = usize::try_from(header.payload_len).expect("payload length");
             if self.pending.len() < header_len + payload_len {
-                return;
+                return frames;
             }
+            frames.push(header.opcode);
             let mut payload = self.pending[header_len..header_len + payload_len].to_vec();
             self.pending.drain(..header_len + payload_len);
 
             // Section 5.5.1: no data frame and no second close after the close frame; a pong
             // still answers a ping that arrived before the peer's close (section 5.5.2).
             assert!(
-                self.close_code.is_none() || header.opcode == OpCode::Pong,
-                "frame {header:?} written after the close frame"
+                self.close.is_none() || header.opcode == OpCode::Pong,
+                "frame {header:?} written after the close frame {:?}",
+                self.close
             );
             assert!(!header.rsv1 && !header.rsv2 && !header.rsv3, "RSV bit set");
             match (self.role, header.mask) {
@@ -209,7 +341,7 @@ impl OutputChecker {
                 if header.opcode == OpCode::Close {
                     let frame = CloseFrame::parse(Bytes::from(payload))
                         .unwrap_or_else(|e| panic!("connection wrote a bad close frame: {e}"));
-                    self.close_code = Some(frame.map(|f| f.code.0));
+                    self.close = Some(frame);
                 }
                 continue;
             }
@@ -335,88 +467,64 @@ fn all_at_once(
     }
 }
 
+/// Rank of a transport action: [`Connection::transport`] never goes back to a lower one.
+fn transport_rank(action: TransportAction) -> u8 {
+    match action {
+        TransportAction::Open => 0,
+        TransportAction::AwaitClose => 1,
+        TransportAction::Close => 2,
+        TransportAction::Abort => 3,
+        other => panic!("unknown transport action {other:?}"),
+    }
+}
+
+/// One run of a connection over the input's chunks, with the input's commands.
+struct Run<'a> {
+    input: &'a Input<'a>,
+    conn: Connection,
+    output: OutputChecker,
+    checker: EventChecker,
+    events: Vec<Event>,
+    error: Option<ProtocolError>,
+    /// The peer's close frame was delivered.
+    close_received: bool,
+    /// `recv_eof` was called.
+    eof: bool,
+    /// A `fail` with a valid code or a timeout was handled: nothing more is delivered.
+    stopped: bool,
+    /// ... while the connection was still reading (not closed): the events are a prefix of
+    /// those of the whole stream.
+    cut: bool,
+    /// `on_timeout` was called.
+    timed_out: bool,
+    /// The connection is closed and its output was taken since: nothing more may be written.
+    sealed: bool,
+    /// The last transport action seen.
+    transport: TransportAction,
+    /// Which of the input's commands ran.
+    done: Vec<bool>,
+    /// The largest `len + additional` the receive buffer was ever asked to hold.
+    max_requested: usize,
+}
+
 /// Runs a connection of `role` over `data` (see the module docs for the layout).
 pub fn frame_stream(role: Role, data: &[u8]) {
     let Some(input) = Input::decode(data) else {
         return;
     };
     let config = input.config();
-    let chunks = input.chunks();
-
-    let mut conn = Connection::new(role, config.clone());
-    let mut output = OutputChecker::new(role);
-    let mut checker = EventChecker {
-        limits: input.limits,
-        fragments: input.fragments || input.streaming,
-        message: None,
-    };
-    let mut events = Vec::new();
-    let mut error: Option<ProtocolError> = None;
-    // The largest `len + additional` the receive buffer was ever asked to hold.
-    let mut max_requested = 0usize;
-
-    let n_chunks = chunks.len();
-    for (i, chunk) in chunks.into_iter().enumerate() {
-        let recv = conn.recv_buf();
-        max_requested = max_requested.max(recv.len() + chunk.len());
-        recv.extend_from_slice(chunk);
-        if input.eof_at_end && i + 1 == n_chunks {
-            conn.recv_eof();
-        }
-        drain_events(
-            &mut conn,
-            &input,
-            &mut checker,
-            &mut output,
-            &mut events,
-            &mut error,
+    let run = Run::new(role, &input, config.clone()).go(data.len());
+    if role == Role::Client {
+        // With `Config::mask_seed` the masking keys, and so every byte, are the same.
+        let again = Run::new(role, &input, config.clone()).go(data.len());
+        assert!(
+            run.output.written == again.output.written,
+            "a client's output differs between two runs with the same mask seed"
         );
-        // Every event was answered; nothing is left unchecked.
-        output.drain(&mut conn);
-
-        if input.ping_each_chunk {
-            let payload = Bytes::from(vec![i as u8; i % 126]);
-            let result = conn.send(Message::Ping(payload));
-            expect_sent(result, &conn, error.is_some(), "ping");
-        }
-        if input.close_after_chunk == Some(i) {
-            let frame =
-                (!input.close_without_frame).then(|| CloseFrame::new(CloseCode::NORMAL, "fuzz"));
-            conn.close(frame).expect("close with a valid code");
-            // A failed connection sends nothing more, not even a close frame.
-            assert!(conn.is_close_sent() || error.is_some());
-            assert_ne!(conn.state(), State::Open);
-        }
-        output.drain(&mut conn);
-
-        check_buffer_bounds(&mut conn, input.limits, max_requested, data.len());
     }
-    if n_chunks == 0 && input.eof_at_end {
-        conn.recv_eof();
-        drain_events(
-            &mut conn,
-            &input,
-            &mut checker,
-            &mut output,
-            &mut events,
-            &mut error,
-        );
-        output.drain(&mut conn);
-    }
-
-    // A stopped connection stays stopped, whatever arrives later.
-    if error.is_some() || conn.is_close_received() {
-        assert_eq!(conn.state(), State::Closed);
-        conn.recv_buf()
-            .extend_from_slice(b"\x81\x80\x00\x00\x00\x00\x82\x00");
-        for _ in 0..3 {
-            assert_eq!(
-                conn.next_event(),
-                Ok(None),
-                "event after the connection stopped"
-            );
-        }
-    }
+    let Run {
+        events, error, cut, ..
+    } = run;
 
     // Split points must not matter: the same bytes at once give the same events and error.
     let (ref_events, ref_error) = all_at_once(role, config.clone(), &input, Connection::next_event);
@@ -427,66 +535,361 @@ pub fn frame_stream(role: Role, data: &[u8]) {
     assert_eq!(lent_events, ref_events, "borrowed events differ");
     assert_eq!(lent_error, ref_error, "borrowed error differs");
     let (events, ref_events) = if input.streaming {
-        // Streamed pieces follow the reads: compare them joined (see `merge_pieces`).
+        // Streamed pieces follow the reads: compare them joined (see `merge_pieces`). A run
+        // cut by a command drops its unfinished last piece, as one cut by an error does.
         (
-            merge_pieces(events, error.is_some()),
+            merge_pieces(events, error.is_some() || cut),
             merge_pieces(ref_events, ref_error.is_some()),
         )
     } else {
         (events, ref_events)
     };
-    assert_eq!(events, ref_events, "events depend on split points");
-    assert_eq!(error, ref_error, "error depends on split points");
+    if cut {
+        // A fail or timeout stopped the connection while it was reading: what it delivered
+        // until then is what the whole stream starts with, and no error came.
+        assert_eq!(error, None, "error after a fail or timeout");
+        assert!(
+            events.len() <= ref_events.len() && events[..] == ref_events[..events.len()],
+            "events before a fail or timeout are not a prefix of the stream's: {events:?} \
+             against {ref_events:?}"
+        );
+    } else {
+        assert_eq!(events, ref_events, "events depend on split points");
+        assert_eq!(error, ref_error, "error depends on split points");
+    }
 }
 
-fn drain_events(
-    conn: &mut Connection,
-    input: &Input<'_>,
-    checker: &mut EventChecker,
-    output: &mut OutputChecker,
-    events: &mut Vec<Event>,
-    error: &mut Option<ProtocolError>,
-) {
-    loop {
-        let close_sent_before = conn.is_close_sent();
-        let out_before = conn.output_len();
-        match conn.next_event() {
-            Ok(Some(event)) => {
-                assert!(error.is_none(), "event {event:?} after error {error:?}");
-                checker.check(&event);
-                if matches!(event, Event::Message(Message::Close(_))) {
-                    assert!(conn.is_close_received());
-                    assert_eq!(conn.state(), State::Closed);
-                    assert!(conn.is_close_sent(), "close not echoed");
-                }
-                respond(conn, input, &event);
-                events.push(event);
+impl<'a> Run<'a> {
+    fn new(role: Role, input: &'a Input<'a>, config: Config) -> Run<'a> {
+        let conn = Connection::new(role, config);
+        let transport = conn.transport();
+        assert_eq!(transport, TransportAction::Open, "a new connection");
+        Run {
+            input,
+            conn,
+            output: OutputChecker::new(role),
+            checker: EventChecker {
+                limits: input.limits,
+                fragments: input.fragments || input.streaming,
+                message: None,
+            },
+            events: Vec::new(),
+            error: None,
+            close_received: false,
+            eof: false,
+            stopped: false,
+            cut: false,
+            timed_out: false,
+            sealed: false,
+            transport,
+            done: vec![false; input.actions.len()],
+            max_requested: 0,
+        }
+    }
+
+    /// Feeds the chunks, answers the events, runs the commands; checks after every step.
+    fn go(mut self, input_len: usize) -> Run<'a> {
+        let input = self.input;
+        let chunks = input.chunks();
+        let n_chunks = chunks.len();
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            self.act(|a| a.chunk == i && a.phase == Phase::BeforeFeed);
+            let recv = self.conn.recv_buf();
+            self.max_requested = self.max_requested.max(recv.len() + chunk.len());
+            recv.extend_from_slice(chunk);
+            if input.eof_at_end && i + 1 == n_chunks {
+                self.conn.recv_eof();
+                self.eof = true;
             }
-            Ok(None) if conn.has_pending_work() => {}
-            Ok(None) => return,
-            Err(e) => {
-                assert!(error.is_none(), "second error {e:?} after {error:?}");
-                assert_eq!(conn.state(), State::Closed);
-                // The failing call queued exactly one close frame, with the error's code,
-                // unless one was sent before (or the stream just ended).
-                let added = conn.output_len() - out_before;
-                if close_sent_before || e == ProtocolError::UnexpectedEof {
-                    assert_eq!(added, 0, "{e:?} queued {added} bytes");
-                } else {
-                    let mask = if conn.role() == Role::Client { 4 } else { 0 };
+            self.drain_events(Some(i));
+            self.act(|a| a.chunk == i && a.phase == Phase::BeforeDrain);
+            // Every event was answered; nothing is left unchecked.
+            self.drain_output();
+
+            let failed = self.error.is_some() || self.stopped;
+            if input.ping_each_chunk {
+                let payload = Bytes::from(vec![i as u8; i % 126]);
+                let result = self.conn.send(Message::Ping(payload));
+                expect_sent(result, &self.conn, failed, "ping");
+            }
+            if input.close_after_chunk == Some(i) {
+                let frame = (!input.close_without_frame)
+                    .then(|| CloseFrame::new(CloseCode::NORMAL, "fuzz"));
+                self.conn.close(frame).expect("close with a valid code");
+                // A failed connection sends nothing more, not even a close frame.
+                assert!(self.conn.is_close_sent() || failed);
+                assert_ne!(self.conn.state(), State::Open);
+            }
+            self.drain_output();
+            self.act(|a| a.chunk == i && a.phase == Phase::AfterStep);
+
+            check_buffer_bounds(&mut self.conn, input.limits, self.max_requested, input_len);
+        }
+        if n_chunks == 0 && input.eof_at_end {
+            self.conn.recv_eof();
+            self.eof = true;
+            self.drain_events(None);
+            self.drain_output();
+        }
+        // Commands for steps past the last one run now.
+        self.act(|_| true);
+
+        // A stopped connection stays stopped, whatever arrives later.
+        if self.error.is_some() || self.close_received || self.stopped {
+            assert_eq!(self.conn.state(), State::Closed);
+            self.conn
+                .recv_buf()
+                .extend_from_slice(b"\x81\x80\x00\x00\x00\x00\x82\x00");
+            for _ in 0..3 {
+                assert_eq!(
+                    self.conn.next_event(),
+                    Ok(None),
+                    "event after the connection stopped"
+                );
+            }
+            self.drain_output();
+        }
+        // A client waits for the server to close the transport, then closes its end.
+        if self.conn.transport() == TransportAction::AwaitClose {
+            self.conn.recv_eof();
+            self.eof = true;
+            self.drain_events(None);
+            self.drain_output();
+            assert_eq!(self.conn.transport(), TransportAction::Close);
+        }
+        self
+    }
+
+    /// Runs the commands not run yet that `when` picks, in input order.
+    fn act(&mut self, when: impl Fn(&Action) -> bool) {
+        let input = self.input;
+        for (k, action) in input.actions.iter().enumerate() {
+            if !self.done[k] && when(action) {
+                self.done[k] = true;
+                self.command(&action.command);
+            }
+        }
+    }
+
+    /// Runs one command and checks what it did.
+    fn command(&mut self, command: &Command) {
+        let reading = self.conn.state() != State::Closed;
+        if !matches!(command, Command::Timeout(Timeout::CloseHandshake)) {
+            // What was queued before is checked apart from what the command queues.
+            self.drain_output();
+        }
+        let close_sent_before = self.conn.is_close_sent();
+        let expected_close = match command {
+            Command::Fail(code, reason) => {
+                let before = (
+                    self.conn.state(),
+                    self.conn.transport(),
+                    self.conn.output_len(),
+                    close_sent_before,
+                    self.conn.is_close_received(),
+                );
+                let result = self.conn.fail(*code, reason);
+                if !valid_on_wire(code.0) {
+                    // Refused, and nothing changed.
+                    assert_eq!(result, Err(SendError::InvalidCloseCode(code.0)));
+                    let after = (
+                        self.conn.state(),
+                        self.conn.transport(),
+                        self.conn.output_len(),
+                        self.conn.is_close_sent(),
+                        self.conn.is_close_received(),
+                    );
+                    assert_eq!(after, before, "fail({code:?}) changed the connection");
+                    self.check_transport();
+                    return;
+                }
+                assert_eq!(result, Ok(()), "fail({code:?})");
+                (code.0, cut_reason(reason).to_owned())
+            }
+            Command::Timeout(timeout) => {
+                self.conn.on_timeout(*timeout);
+                self.timed_out = true;
+                match timeout {
+                    Timeout::Keepalive => (1011, "Keepalive timeout".to_owned()),
+                    Timeout::Idle => (1001, "Idle timeout".to_owned()),
+                    _ => {
+                        // No close frame, and what was queued is dropped.
+                        assert_eq!(self.conn.output_len(), 0, "output kept after {timeout:?}");
+                        (0, String::new())
+                    }
+                }
+            }
+        };
+        // A close frame unless one was sent, or the connection was closed already.
+        let close_expected = reading && !close_sent_before && expected_close.0 != 0;
+        if reading {
+            self.cut = true;
+        }
+        self.stopped = true;
+        assert_eq!(self.conn.state(), State::Closed, "after {command:?}");
+        let frames = self.drain_output();
+        let closes = frames.iter().filter(|&&op| op == OpCode::Close).count();
+        assert_eq!(
+            closes,
+            usize::from(close_expected),
+            "{command:?} wrote {frames:?}"
+        );
+        // Besides the close frame (last), only a pong held back for a ping received earlier.
+        assert!(
+            frames
+                .iter()
+                .all(|&op| op == OpCode::Pong || op == OpCode::Close),
+            "{command:?} wrote {frames:?}"
+        );
+        if close_expected {
+            assert_eq!(frames.last(), Some(&OpCode::Close));
+            let written = self
+                .output
+                .close
+                .clone()
+                .flatten()
+                .map(|f| (f.code.0, f.reason));
+            assert_eq!(
+                written
+                    .as_ref()
+                    .map(|(code, reason)| (*code, reason.as_str())),
+                Some((expected_close.0, expected_close.1.as_str())),
+                "close frame of {command:?}"
+            );
+        }
+        self.check_transport();
+    }
+
+    /// Takes the output and checks it; once the connection is closed and its output was
+    /// taken, nothing more may come.
+    fn drain_output(&mut self) -> Vec<OpCode> {
+        let frames = self.output.drain(&mut self.conn);
+        assert!(
+            !self.sealed || frames.is_empty(),
+            "{frames:?} written after the connection closed"
+        );
+        self.sealed = self.conn.state() == State::Closed;
+        self.check_transport();
+        frames
+    }
+
+    /// The state and transport action follow from what happened, by the role; the transport
+    /// action never goes back.
+    fn check_transport(&mut self) {
+        let conn = &self.conn;
+        assert_eq!(conn.is_close_received(), self.close_received);
+        let closed = self.error.is_some() || self.close_received || self.stopped;
+        let state = if closed {
+            State::Closed
+        } else if conn.is_close_sent() {
+            State::Closing
+        } else {
+            State::Open
+        };
+        assert_eq!(conn.state(), state);
+        // Abort after a timeout, or an end of stream while reading (no close frame came).
+        let aborted = self.timed_out || self.error == Some(ProtocolError::UnexpectedEof);
+        let expected = if aborted {
+            TransportAction::Abort
+        } else if !closed {
+            TransportAction::Open
+        } else if conn.role() == Role::Server || self.eof {
+            // RFC 6455 section 7.1.1: the server closes the TCP connection first; a client
+            // once the server did.
+            TransportAction::Close
+        } else {
+            TransportAction::AwaitClose
+        };
+        let now = conn.transport();
+        assert_eq!(
+            now,
+            expected,
+            "transport in {state:?} ({:?}, eof {}, {:?})",
+            conn.role(),
+            self.eof,
+            self.error
+        );
+        assert!(
+            transport_rank(now) >= transport_rank(self.transport),
+            "transport went back from {:?} to {now:?}",
+            self.transport
+        );
+        self.transport = now;
+    }
+
+    /// Takes events until the connection needs more bytes, answering each; `step` is the
+    /// chunk's number, for the commands that run after an event.
+    fn drain_events(&mut self, step: Option<usize>) {
+        let mut n_events = 0;
+        loop {
+            let close_sent_before = self.conn.is_close_sent();
+            let out_before = self.conn.output_len();
+            match self.conn.next_event() {
+                Ok(Some(event)) => {
                     assert!(
-                        added >= 2 + mask + 2 && added <= 2 + mask + 125,
-                        "{added} bytes"
+                        self.error.is_none(),
+                        "event {event:?} after {:?}",
+                        self.error
                     );
-                    output.drain(conn);
-                    assert_eq!(
-                        output.close_code,
-                        Some(Some(e.close_code().0)),
-                        "close frame for {e:?}"
-                    );
+                    assert!(!self.stopped, "event {event:?} after a fail or timeout");
+                    self.checker.check(&event);
+                    if matches!(event, Event::Message(Message::Close(_))) {
+                        self.close_received = true;
+                        assert_eq!(self.conn.state(), State::Closed);
+                        assert!(self.conn.is_close_sent(), "close not echoed");
+                    }
+                    respond(&mut self.conn, self.input, &event);
+                    self.events.push(event);
+                    self.check_transport();
+                    if let Some(i) = step {
+                        self.act(|a| a.chunk == i && a.phase == Phase::AfterEvent(n_events));
+                    }
+                    n_events += 1;
                 }
-                *error = Some(e);
+                Ok(None) if self.conn.has_pending_work() => {}
+                Ok(None) => break,
+                Err(e) => {
+                    assert!(
+                        self.error.is_none(),
+                        "second error {e:?} after {:?}",
+                        self.error
+                    );
+                    assert!(!self.stopped, "error {e:?} after a fail or timeout");
+                    assert_eq!(self.conn.state(), State::Closed);
+                    // The failing call queued exactly one close frame, with the error's code,
+                    // unless one was sent before (or the stream just ended).
+                    let added = self.conn.output_len() - out_before;
+                    let unexpected_eof = e == ProtocolError::UnexpectedEof;
+                    self.error = Some(e.clone());
+                    if close_sent_before || unexpected_eof {
+                        assert_eq!(added, 0, "{e:?} queued {added} bytes");
+                    } else {
+                        let mask = if self.conn.role() == Role::Client {
+                            4
+                        } else {
+                            0
+                        };
+                        assert!(
+                            added >= 2 + mask + 2 && added <= 2 + mask + 125,
+                            "{added} bytes"
+                        );
+                        self.drain_output();
+                        assert_eq!(
+                            self.output
+                                .close
+                                .as_ref()
+                                .map(|f| f.as_ref().map(|f| f.code.0)),
+                            Some(Some(e.close_code().0)),
+                            "close frame for {e:?}"
+                        );
+                    }
+                    self.check_transport();
+                }
             }
+        }
+        if let Some(i) = step {
+            // Commands after an event the step did not have.
+            self.act(|a| a.chunk == i && matches!(a.phase, Phase::AfterEvent(_)));
         }
     }
 }
