@@ -286,7 +286,9 @@ impl OutputChecker {
 
     /// Takes the connection's output and checks it. Returns the opcodes of the frames taken.
     fn drain(&mut self, conn: &mut Connection) -> Vec<OpCode> {
+        let announced = conn.output_len();
         let bytes = conn.take_output();
+        assert_eq!(bytes.len(), announced, "output_len() before take_output()");
         assert_eq!(conn.output_len(), 0);
         self.pending.extend_from_slice(&bytes);
         self.written.extend_from_slice(&bytes);
