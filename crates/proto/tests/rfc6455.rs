@@ -992,6 +992,25 @@ mod control_frames {
         assert_eq!(pongs, pings);
     }
 
+    /// A pong held back while the output is backed up (`PONG_BACKLOG`) counts in
+    /// `output_len` as it will be written: a client's with its 4-byte masking key (the
+    /// frame_stream_client fuzz target found a client's count 4 bytes short).
+    #[test]
+    fn output_len_counts_a_held_back_pong_as_written() {
+        for role in ROLES {
+            let mut conn = conn(role);
+            conn.send(Message::binary(vec![0u8; 20 << 10])).unwrap();
+            feed(&mut conn, &frame_to(role, true, op::PING, b"ping"));
+            let announced = conn.output_len();
+            let written = conn.take_output();
+            assert_eq!(written.len(), announced, "{role:?}");
+            assert_eq!(
+                parse_frames(&written).last().map(|f| f.opcode),
+                Some(op::PONG)
+            );
+        }
+    }
+
     /// `Config::auto_pong(false)`: "The ping is delivered to the application either way."
     #[test]
     fn auto_pong_off_queues_nothing_but_delivers_the_ping() {

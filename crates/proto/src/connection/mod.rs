@@ -260,10 +260,16 @@ impl Connection {
         &mut self.out
     }
 
-    /// Bytes queued and not yet written (a held-back pong included).
+    /// Bytes queued and not yet written (a held-back pong included, as it will be written:
+    /// with a client's 4-byte masking key).
     #[inline]
     pub fn output_len(&self) -> usize {
-        self.out.len() + self.pending_pong.as_ref().map_or(0, |pong| 2 + pong.len())
+        let mask_len = if self.role == Role::Client { 4 } else { 0 };
+        self.out.len()
+            + self
+                .pending_pong
+                .as_ref()
+                .map_or(0, |pong| 2 + mask_len + pong.len())
     }
 
     /// Takes all pending output as one contiguous buffer (convenient for tests and simple
