@@ -458,24 +458,32 @@ where
         }
     }
 
-    /// Polls for the next message: [`poll_next_event`](WebSocket::poll_next_event) for the
-    /// mode of a `WebSocket`, where every event is a message.
+    /// Polls for the next message: the engine of [`poll_next_event`](WebSocket::poll_next_event)
+    /// taking messages from the core directly, for the mode of a `WebSocket`.
     #[inline]
     fn poll_next_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
-        loop {
-            return match ready!(self.poll_next_event(cx)) {
-                Some(Ok(Event::Message(message))) => Poll::Ready(Some(Ok(message))),
-                // Not in `ReceiveMode::Messages`, the only mode of a `WebSocket`.
-                Some(Ok(Event::Fragment(_))) => continue,
-                Some(Err(error)) => Poll::Ready(Some(Err(error))),
-                None => Poll::Ready(None),
-            };
-        }
+        // A `WebSocket` receives in `ReceiveMode::Messages` only (`Fragments` restores it
+        // before handing the socket back), so the core yields no `Event::Fragment` here; one
+        // would be skipped.
+        self.poll_event_with(cx, |conn| loop {
+            match conn.next_event()? {
+                Some(Event::Message(message)) => {
+                    let seen = Seen::of_message(&message);
+                    return Ok(Some(Delivered {
+                        result: message,
+                        seen,
+                    }));
+                }
+                Some(Event::Fragment(_)) => continue,
+                None => return Ok(None),
+            }
+        })
     }
 
     /// Polls for the next event. The engine of the connection: it delivers what the core has
     /// parsed, writes what the core has queued (pongs, close echoes, and anything fed), runs
     /// the timers, and reads from the transport only when the core needs more bytes.
+    #[inline]
     pub(crate) fn poll_next_event(
         &mut self,
         cx: &mut Context<'_>,
@@ -484,13 +492,8 @@ where
             conn.next_event().map(|event| {
                 event.map(|event| {
                     let seen = match &event {
-                        Event::Message(Message::Pong(_)) => Seen::Pong,
-                        Event::Message(Message::Close(frame)) => Seen::Close(
-                            frame
-                                .as_ref()
-                                .map_or(CloseCode::NO_STATUS.0, |frame| frame.code.0),
-                        ),
-                        _ => Seen::Other,
+                        Event::Message(message) => Seen::of_message(message),
+                        Event::Fragment(_) => Seen::Other,
                     };
                     Delivered {
                         result: event,
@@ -570,6 +573,7 @@ where
     /// Reads once from the transport into the core's buffer, borrowing a pooled buffer when
     /// the connection holds none, and handing it back if the transport has nothing to read
     /// and no partial frame is waiting in it.
+    #[inline]
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let read_size = self.read_size as usize;
         let streaming = self.conn.config().receive_mode == ReceiveMode::Streaming;
@@ -677,6 +681,7 @@ where
         }
     }
 
+    #[inline]
     fn poll_timers(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
         if !self.timers.is_active() {
             return Ok(());
@@ -1032,6 +1037,20 @@ enum Seen {
 }
 
 impl Seen {
+    /// What an owned message tells the shell.
+    #[inline]
+    fn of_message(message: &Message) -> Seen {
+        match message {
+            Message::Pong(_) => Seen::Pong,
+            Message::Close(frame) => Seen::Close(
+                frame
+                    .as_ref()
+                    .map_or(CloseCode::NO_STATUS.0, |frame| frame.code.0),
+            ),
+            _ => Seen::Other,
+        }
+    }
+
     #[inline]
     fn of(message: &MessageRef<'_>) -> Seen {
         match message {

@@ -70,6 +70,7 @@ impl Timers {
     }
 
     /// True when any deadline is set (the common case, all off, costs one branch).
+    #[inline]
     pub(crate) fn is_active(&self) -> bool {
         self.state.as_ref().is_some_and(|s| {
             s.next_ping.is_some() || s.last_received.is_some() || s.close_deadline.is_some()
@@ -77,6 +78,7 @@ impl Timers {
     }
 
     /// Bytes arrived.
+    #[inline]
     pub(crate) fn received(&mut self) {
         if let Some(state) = self.state.as_mut().filter(|s| s.idle.is_some()) {
             if state.last_received.is_some() {
