@@ -599,10 +599,7 @@ fn echo_closes_a_stalled_client_within_one_handshake_timeout() {
 #[test]
 fn servers_raise_their_open_file_limit() {
     let fdx = env!("CARGO_BIN_EXE_fdx");
-    for args in [
-        "echo 127.0.0.1:0",
-        "serve --listen 127.0.0.1:0",
-    ] {
+    for args in ["echo 127.0.0.1:0", "serve --listen 127.0.0.1:0"] {
         let mut child = std::process::Command::new("sh")
             .arg("-c")
             .arg(format!("ulimit -Sn 64 && exec {fdx} {args}"))
@@ -627,4 +624,18 @@ fn servers_raise_their_open_file_limit() {
         assert_eq!(fields[3], fields[4], "fdx {args}: {line}");
         assert_ne!(fields[3], "64", "fdx {args}: {line}");
     }
+}
+
+/// `--socket-buffer` fixes the accepted connections' kernel buffers; the server still echoes,
+/// also a message far larger than the buffers.
+#[test]
+fn echo_with_a_fixed_socket_buffer() {
+    let server = Background::start(&["echo", "127.0.0.1:0", "--socket-buffer", "16384"]);
+    let big = "x".repeat(300_000);
+    let out = run(
+        &["connect", &server.url],
+        format!("small\n{big}\n").as_bytes(),
+    );
+    out.assert_ok();
+    assert_eq!(out.stdout, format!("small\n{big}\n"));
 }
