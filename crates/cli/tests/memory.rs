@@ -43,7 +43,9 @@ fn echo_returns_memory_after_many_connections_close() {
         let echoes = sockets.into_iter().map(|mut ws| {
             let payload = payload.clone();
             tokio::spawn(async move {
-                ws.send(Message::Binary(payload.clone())).await.expect("send");
+                ws.send(Message::Binary(payload.clone()))
+                    .await
+                    .expect("send");
                 match ws.recv().await {
                     Some(Ok(Message::Binary(echoed))) => assert_eq!(echoed.len(), payload.len()),
                     other => panic!("expected the echo, got {other:?}"),

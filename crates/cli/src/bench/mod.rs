@@ -63,4 +63,3 @@ async fn run(args: BenchArgs) -> Result<(), Failure> {
     };
     report::print(&report, args.json)
 }
-
