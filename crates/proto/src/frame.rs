@@ -78,6 +78,7 @@ impl OpCode {
 
 /// Why a header could not be parsed. All of these fail the connection with 1002.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum FrameError {
     /// Opcode 3-7 or 0xB-0xF.
     #[error("reserved opcode {0:#x}")]
