@@ -261,23 +261,15 @@ mod tests {
     use super::*;
     use crate::frame::masked_frame_with_key;
     use crate::message::{payload, Style};
-    use fullduplex_proto::frame::MAX_HEADER_LEN;
     use fullduplex_proto::mask::apply_mask;
 
-    /// A server frame: unmasked unless `mask` is given.
+    /// A server frame: unmasked unless `mask` is given; `fin` false leaves FIN clear.
     fn frame(opcode: OpCode, fin: bool, body: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
-        let mut header = FrameHeader::new(opcode, body.len() as u64);
-        header.fin = fin;
-        header.mask = mask;
-        let mut head = [0u8; MAX_HEADER_LEN];
-        let n = header.encode(&mut head);
-        let mut out = head[..n].to_vec();
-        let start = out.len();
-        out.extend_from_slice(body);
-        if let Some(key) = mask {
-            apply_mask(&mut out[start..], key, 0);
+        let mut frame = crate::frame::encode_frame(opcode, false, body, mask);
+        if !fin {
+            frame[0] &= 0x7f;
         }
-        out
+        frame
     }
 
     fn echoes(size: usize, count: usize, mask: Option<[u8; 4]>) -> Vec<u8> {
