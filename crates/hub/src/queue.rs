@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -52,6 +53,8 @@ pub struct DeliveryQueue {
     deflate: bool,
     /// Told when the queue overflows, besides the queue's own waiters.
     overflow_signal: Option<Arc<Notify>>,
+    /// The driver that writes this queue, woken instead of `ready`.
+    waker: Option<Waker>,
 }
 
 #[derive(Debug, Default)]
@@ -81,7 +84,16 @@ impl DeliveryQueue {
             has_control: AtomicBool::new(false),
             deflate: false,
             overflow_signal: None,
+            waker: None,
         }
+    }
+
+    /// The same queue, which wakes `waker` where it would wake [`wait`](DeliveryQueue::wait)
+    /// and [`overflowed`](DeliveryQueue::overflowed) (a push to an empty queue, an overflow, a
+    /// control request): for a connection polled by a driver, which is woken instead of them.
+    pub fn with_waker(mut self, waker: Waker) -> DeliveryQueue {
+        self.waker = Some(waker);
+        self
     }
 
     /// The same queue, which also notifies `signal` when it overflows: for a consumer that
@@ -108,7 +120,7 @@ impl DeliveryQueue {
     pub fn control(&self, control: Control) {
         self.lock().control.push(control);
         self.has_control.store(true, Ordering::Release);
-        self.ready.notify_one();
+        self.wake();
     }
 
     /// What the server asked of the connection since the last call, in order.
@@ -117,6 +129,14 @@ impl DeliveryQueue {
             return Vec::new();
         }
         std::mem::take(&mut self.lock().control)
+    }
+
+    /// Wakes whoever writes this queue.
+    fn wake(&self) {
+        match &self.waker {
+            Some(waker) => waker.wake_by_ref(),
+            None => self.ready.notify_one(),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -139,7 +159,7 @@ impl DeliveryQueue {
             state.frames = VecDeque::new();
             state.bytes = 0;
             drop(state);
-            self.ready.notify_one();
+            self.wake();
             if let Some(signal) = &self.overflow_signal {
                 signal.notify_one();
             }
@@ -150,7 +170,7 @@ impl DeliveryQueue {
         state.frames.push_back(frame);
         drop(state);
         if was_empty {
-            self.ready.notify_one();
+            self.wake();
         }
         Ok(())
     }
@@ -168,7 +188,7 @@ impl DeliveryQueue {
         state.frames.push_back(frame);
         drop(state);
         if was_empty {
-            self.ready.notify_one();
+            self.wake();
         }
         Ok(())
     }
