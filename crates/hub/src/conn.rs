@@ -1,17 +1,17 @@
-//! One WebSocket client: its requests, its subscriptions, and the task that writes its
-//! queue.
+//! One WebSocket client: its requests, its subscriptions, and writing its queue.
 //!
 //! Everything the server sends a client (replies, replays, fan-out) goes through the
-//! client's [`DeliveryQueue`] as encoded frames, so the order is the order of queuing. The task
-//! drains the whole queue at once and writes it as one batch (small frames are copied into
-//! one buffer, large ones are queued as they are) with one flush.
+//! client's [`DeliveryQueue`] as encoded frames, so the order is the order of queuing. A
+//! [`Connection`] has no task of its own: a driver ([`crate::driver`]) polls it when its socket
+//! or its queue wakes it. Each poll drains the whole queue and writes it as one batch (small
+//! frames are copied into one buffer, large ones are queued as they are) with one flush,
+//! together with the replies to the requests read in the same turn.
 
-use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::ready;
+use std::task::{ready, Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Sleep;
@@ -36,7 +36,7 @@ const BATCH_BYTES: usize = 64 << 10;
 
 /// Why a connection ended.
 #[derive(Debug)]
-enum End {
+pub(crate) enum End {
     /// The client closed, or the transport ended.
     Closed,
     /// The connection failed.
@@ -118,12 +118,14 @@ impl RateLimit {
 }
 
 /// A connected client.
-struct Session {
+pub(crate) struct Session {
     hub: Arc<Hub>,
     id: u64,
     queue: Arc<DeliveryQueue>,
-    /// Subscribed topics, and whether the subscription is in the topic's presence.
-    topics: HashMap<Topic, bool>,
+    /// Subscribed topics, and whether the subscription is in the topic's presence: a list
+    /// searched in order, as it holds at most `max_subscriptions` (100 by default) and most
+    /// connections few; smaller than a map, which every idle connection would carry.
+    topics: Vec<(Topic, bool)>,
     grants: Grants,
     rate: RateLimit,
     /// Topics this connection may still create ([`crate::BrokerConfig::new_topics_per_connection`]).
@@ -147,62 +149,245 @@ struct Session {
     transport: TransportGuard,
 }
 
-/// Runs a client connection until it ends, then leaves its topics.
-///
-/// Not an `async fn`: the session is built here and the returned future owns it and the
-/// socket in place (an `async fn` keeps its arguments twice, which every idle connection's
-/// task would carry).
-pub(crate) fn run(
-    hub: Arc<Hub>,
-    mut ws: HyperWebSocket,
-    admission: Admission,
-    slot: Slot,
-) -> impl Future<Output = ()> + Send {
-    let Admission {
-        grants,
-        token_user,
-        hooked,
-        headers,
-        transport,
-    } = admission;
-    let open = hub.metrics.connections.fetch_add(1, Ordering::Relaxed) + 1;
-    hub.metrics
-        .connections_peak
-        .fetch_max(open, Ordering::Relaxed);
-    inc(&hub.metrics.connections_total);
-    let mut session = Session {
-        id: hub.next_conn_id(),
-        queue: Arc::new(
-            DeliveryQueue::new(hub.config.max_queued_bytes).with_deflate(ws.is_compressed()),
-        ),
-        topics: HashMap::new(),
-        grants,
-        rate: RateLimit::new(hub.config.publish_rate),
-        new_topics: RateLimit::per_window(
-            hub.config.broker.new_topics_per_connection,
-            hub.config.broker.new_topics_window,
-        ),
-        reply_id: None,
-        expiry: None,
-        refresh_asked: false,
-        headers: headers.map(Box::new),
-        token_user,
-        hooked,
-        transport: hub.metrics.open_transport(transport),
-        hub,
-        _slot: slot,
-    };
-    session.schedule_expiry();
-    session.hub.registry.add_session(
-        session.id,
-        session.grants.user().cloned(),
-        session.queue.clone(),
-    );
-    async move {
-        let end = session.drive(&mut ws).await;
+/// How many requests one connection may have handled in one turn of its driver before the
+/// others get theirs.
+const REQUESTS_PER_TURN: usize = 128;
+
+/// A request being handled: it owns the session while it runs, and hands it back.
+type Request = Pin<Box<dyn Future<Output = Session> + Send>>;
+
+/// What a connection is doing.
+// Idle is what almost every connection is, almost always: the session stays in place rather
+// than in an allocation of its own.
+#[allow(clippy::large_enum_variant)]
+enum Activity {
+    /// Waiting for requests and writing its queue.
+    Idle(Session),
+    /// Handling a request that waits (a subscription's history read, a hook, Redis); its
+    /// queue is still written meanwhile, and nothing more is read.
+    Busy(Request),
+    /// The session is being moved between the two.
+    Moving,
+}
+
+/// A client connection as a [driver](crate::driver) holds it: the socket and the session,
+/// polled with the driver's waker for this connection instead of running in a task of its
+/// own. Its [`DeliveryQueue`] wakes the same waker.
+pub(crate) struct Connection {
+    ws: HyperWebSocket,
+    queue: Arc<DeliveryQueue>,
+    activity: Activity,
+}
+
+impl Connection {
+    /// Opens the session of an upgraded connection; `waker` is what the connection's queue
+    /// wakes when something is pushed.
+    pub(crate) fn open(
+        hub: Arc<Hub>,
+        ws: HyperWebSocket,
+        admission: Admission,
+        slot: Slot,
+        waker: Waker,
+    ) -> Connection {
+        let Admission {
+            grants,
+            token_user,
+            hooked,
+            headers,
+            transport,
+        } = admission;
+        let open = hub.metrics.connections.fetch_add(1, Ordering::Relaxed) + 1;
+        hub.metrics
+            .connections_peak
+            .fetch_max(open, Ordering::Relaxed);
+        inc(&hub.metrics.connections_total);
+        let queue = Arc::new(
+            DeliveryQueue::new(hub.config.max_queued_bytes)
+                .with_deflate(ws.is_compressed())
+                .with_waker(waker),
+        );
+        let mut session = Session {
+            id: hub.next_conn_id(),
+            queue: queue.clone(),
+            topics: Vec::new(),
+            grants,
+            rate: RateLimit::new(hub.config.publish_rate),
+            new_topics: RateLimit::per_window(
+                hub.config.broker.new_topics_per_connection,
+                hub.config.broker.new_topics_window,
+            ),
+            reply_id: None,
+            expiry: None,
+            refresh_asked: false,
+            headers: headers.map(Box::new),
+            token_user,
+            hooked,
+            transport: hub.metrics.open_transport(transport),
+            hub,
+            _slot: slot,
+        };
+        session.schedule_expiry();
+        session.hub.registry.add_session(
+            session.id,
+            session.grants.user().cloned(),
+            session.queue.clone(),
+        );
+        Connection {
+            ws,
+            queue,
+            activity: Activity::Idle(session),
+        }
+    }
+
+    /// Does what the connection can do now: the server's control requests, writing its
+    /// queue (`frames` is the driver's scratch space, left empty), its token timer, and up to
+    /// [`REQUESTS_PER_TURN`] requests. `Ready` once the connection is over, with why;
+    /// [`close`](Connection::close) then ends it.
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>, frames: &mut Vec<Bytes>) -> Poll<End> {
+        let mut requests = 0;
+        let mut fed = false;
+        loop {
+            if let Activity::Busy(request) = &mut self.activity {
+                if let Poll::Ready(session) = request.as_mut().poll(cx) {
+                    self.activity = Activity::Idle(session);
+                }
+            }
+            // Before writing: a disconnect leaves what is queued to `close`, which writes it
+            // before the close frame.
+            if let Err(end) = self.control(cx) {
+                return Poll::Ready(end);
+            }
+            match self.feed(cx, frames) {
+                Ok(more) => fed |= more,
+                Err(end) => return Poll::Ready(end),
+            }
+            let Activity::Idle(session) = &mut self.activity else {
+                break;
+            };
+            if let Some(expiry) = session.expiry.as_mut() {
+                if expiry.as_mut().poll(cx).is_ready() {
+                    if session.on_expiry() {
+                        return Poll::Ready(End::Expired);
+                    }
+                    continue;
+                }
+            }
+            if requests == REQUESTS_PER_TURN {
+                // More may have arrived: come back after the others.
+                cx.waker().wake_by_ref();
+                break;
+            }
+            match self.ws.poll_recv(cx) {
+                Poll::Pending => break,
+                Poll::Ready(None) => return Poll::Ready(End::Closed),
+                Poll::Ready(Some(Err(error))) => return Poll::Ready(End::Failed(error)),
+                Poll::Ready(Some(Ok(Message::Text(text)))) => {
+                    requests += 1;
+                    self.start(cx, move |mut session| {
+                        Box::pin(async move {
+                            session.handle(text.as_str()).await;
+                            session
+                        })
+                    });
+                }
+                Poll::Ready(Some(Ok(Message::Binary(_)))) => {
+                    requests += 1;
+                    session.error(
+                        "bad_json",
+                        "binary messages are not supported: send JSON text",
+                        None,
+                    );
+                }
+                Poll::Ready(Some(Ok(_))) => {}
+            }
+        }
+        // One write for everything this turn queued (replies included).
+        if fed || self.ws.buffered_amount() > 0 {
+            if let Poll::Ready(Err(error)) = self.ws.poll_write_out(cx) {
+                return Poll::Ready(End::Failed(error));
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Carries out what the server asked of the connection: a disconnect ends it, the
+    /// topics it is to leave are left by a request of their own.
+    fn control(&mut self, cx: &mut Context<'_>) -> Result<(), End> {
+        if !matches!(self.activity, Activity::Idle(_)) {
+            return Ok(());
+        }
+        let mut leave = Vec::new();
+        for control in self.queue.take_control() {
+            match control {
+                Control::Disconnect { code, reason } => {
+                    return Err(End::Disconnected(code, reason))
+                }
+                Control::Unsubscribe { topic } => leave.push(topic),
+            }
+        }
+        if !leave.is_empty() {
+            self.start(cx, move |mut session| {
+                Box::pin(async move {
+                    for topic in leave {
+                        session.unsubscribe(topic, true).await;
+                    }
+                    session
+                })
+            });
+        }
+        Ok(())
+    }
+
+    /// Moves what is queued onto the socket (not yet written out) when the socket takes
+    /// more: true if anything was. A full socket leaves the frames in the queue, where an
+    /// overflow still ends the connection.
+    fn feed(&mut self, cx: &mut Context<'_>, frames: &mut Vec<Bytes>) -> Result<bool, End> {
+        match self.ws.poll_ready_send(cx) {
+            Poll::Pending if self.queue.is_overflowed() => return Err(End::SlowConsumer),
+            Poll::Pending => return Ok(false),
+            Poll::Ready(Err(error)) => return Err(End::Failed(error)),
+            Poll::Ready(Ok(())) => {}
+        }
+        if self.queue.drain(frames) == Drained::Overflowed {
+            return Err(End::SlowConsumer);
+        }
+        if frames.is_empty() {
+            return Ok(false);
+        }
+        coalesce(frames);
+        let fed = frames
+            .drain(..)
+            .try_for_each(|frame| self.ws.start_send_encoded(frame));
+        frames.clear();
+        fed.map(|()| true).map_err(End::Failed)
+    }
+
+    /// Hands the session to a request and polls it once: most requests finish at once.
+    fn start(&mut self, cx: &mut Context<'_>, request: impl FnOnce(Session) -> Request) {
+        let Activity::Idle(session) = std::mem::replace(&mut self.activity, Activity::Moving)
+        else {
+            return;
+        };
+        let mut request = request(session);
+        self.activity = match request.as_mut().poll(cx) {
+            Poll::Ready(session) => Activity::Idle(session),
+            Poll::Pending => Activity::Busy(request),
+        };
+    }
+
+    /// Ends the connection the way `end` calls for (after the request being handled, if
+    /// any): leaves its topics, writes what is queued and closes.
+    pub(crate) async fn close(self, end: End) {
+        let Connection {
+            mut ws, activity, ..
+        } = self;
+        let mut session = match activity {
+            Activity::Idle(session) => session,
+            Activity::Busy(request) => request.await,
+            Activity::Moving => return,
+        };
         Box::pin(session.leave_all()).await;
-        // Boxed, like `handle`: the closing steps run once, and their state need not be
-        // part of every idle connection's task.
+        // Boxed: the closing steps' state lives only while a connection closes.
         Box::pin(session.finish(&mut ws, end)).await;
     }
 }
@@ -217,68 +402,6 @@ impl Drop for Session {
 }
 
 impl Session {
-    /// Reads requests and writes the queue until the connection ends.
-    async fn drive(&mut self, ws: &mut HyperWebSocket) -> End {
-        let mut frames = Vec::new();
-        loop {
-            // Before draining: a disconnect leaves what is queued to `finish`, which writes it
-            // before the close frame.
-            for control in self.queue.take_control() {
-                match control {
-                    Control::Disconnect { code, reason } => return End::Disconnected(code, reason),
-                    Control::Unsubscribe { topic } => {
-                        Box::pin(self.unsubscribe(topic, true)).await;
-                    }
-                }
-            }
-            if self.queue.drain(&mut frames) == Drained::Overflowed {
-                return End::SlowConsumer;
-            }
-            if !frames.is_empty() {
-                tokio::select! {
-                    biased;
-                    _ = self.queue.overflowed() => return End::SlowConsumer,
-                    result = write_batch(ws, &mut frames) => {
-                        if let Err(error) = result {
-                            return End::Failed(error);
-                        }
-                    }
-                }
-                continue;
-            }
-            let expiry = self.expiry.as_mut();
-            tokio::select! {
-                biased;
-                _ = self.hub.shutdown_token().cancelled() => return End::Shutdown,
-                _ = async {
-                    match expiry {
-                        Some(sleep) => sleep.await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    if self.on_expiry() {
-                        return End::Expired;
-                    }
-                }
-                _ = self.queue.wait() => {}
-                message = ws.recv() => match message {
-                    None => return End::Closed,
-                    Some(Err(error)) => return End::Failed(error),
-                    // Boxed: a request's state (a subscription's history sync, a publish
-                    // through Redis) lives only while it is handled, not in every idle
-                    // connection's task, whose future it would otherwise triple.
-                    Some(Ok(Message::Text(text))) => Box::pin(self.handle(text.as_str())).await,
-                    Some(Ok(Message::Binary(_))) => self.error(
-                        "bad_json",
-                        "binary messages are not supported: send JSON text",
-                        None,
-                    ),
-                    Some(Ok(_)) => {}
-                },
-            }
-        }
-    }
-
     /// Closes the connection the way `end` calls for.
     async fn finish(&mut self, ws: &mut HyperWebSocket, end: End) {
         let hub = self.hub.clone();
@@ -413,7 +536,7 @@ impl Session {
                 Some(&topic),
             );
         }
-        if self.topics.contains_key(&topic) {
+        if self.topics.iter().any(|(held, _)| *held == topic) {
             return self.error(
                 "already_subscribed",
                 "already subscribed to this topic",
@@ -436,7 +559,9 @@ impl Session {
                 topic: topic.as_str(),
                 headers,
             };
-            if let Err(denied) = self.hub.hooks.subscribe(&hook).await {
+            // Boxed: an HTTP call's state (about 5 KB) would otherwise be part of every
+            // request's future.
+            if let Err(denied) = Box::pin(self.hub.hooks.subscribe(&hook)).await {
                 return self.error("forbidden", &denied.to_string(), Some(&topic));
             }
         }
@@ -458,7 +583,9 @@ impl Session {
             .await;
         match subscribed {
             Ok(_) => {
-                self.topics.insert(topic.clone(), request.presence);
+                // Grown one place at a time: a connection with one topic keeps one entry.
+                self.topics.reserve_exact(1);
+                self.topics.push((topic.clone(), request.presence));
                 if request.presence {
                     if let Err(error) = self.hub.join(&topic, &self.client_info()).await {
                         self.error("unavailable", &error.to_string(), Some(&topic));
@@ -482,9 +609,10 @@ impl Session {
     /// Leaves `topic` and answers `unsubscribed` (with the request's id, or, when the server
     /// API asked, none); false if the connection did not subscribe to it.
     async fn unsubscribe(&mut self, topic: Topic, by_server: bool) -> bool {
-        let Some(presence) = self.topics.remove(&topic) else {
+        let Some(index) = self.topics.iter().position(|(held, _)| *held == topic) else {
             return false;
         };
+        let (_, presence) = self.topics.swap_remove(index);
         self.hub.unsubscribe(&topic, self.id);
         if presence {
             self.leave_presence(&topic).await;
@@ -504,7 +632,8 @@ impl Session {
         let Some(verifier) = &self.hub.tokens else {
             return self.error("bad_token", "this server does not use tokens", None);
         };
-        match verifier.verify(token).await {
+        // Boxed, like the subscribe hook: a key fetch is rare and large.
+        match Box::pin(verifier.verify(token)).await {
             Ok(grants) if grants.user() == self.token_user.as_ref() => {
                 self.grants = if self.hooked {
                     // The hook's user and grants stay; only the token's expiry moves.
@@ -567,8 +696,7 @@ impl Session {
 
     /// Leaves every topic (the connection is over).
     async fn leave_all(&mut self) {
-        let topics: Vec<(Topic, bool)> = self.topics.drain().collect();
-        for (topic, presence) in topics {
+        for (topic, presence) in std::mem::take(&mut self.topics) {
             self.hub.unsubscribe(&topic, self.id);
             if presence {
                 self.leave_presence(&topic).await;

@@ -376,11 +376,8 @@ async fn websocket<B>(hub: Arc<Hub>, mut request: Request<B>) -> HttpResponse {
             let task_hub = hub.clone();
             hub.tasks().spawn(async move {
                 match upgrade.await {
-                    // A task of its own: this one, with the upgrade's state, ends here.
-                    Ok(ws) => {
-                        let tasks = task_hub.tasks().clone();
-                        tasks.spawn(conn::run(task_hub, ws, admission, slot));
-                    }
+                    // To a driver: this task, with the upgrade's state, ends here.
+                    Ok(ws) => task_hub.drivers().insert(&task_hub, ws, admission, slot),
                     Err(error) => {
                         inc(&task_hub.metrics.handshake_failures);
                         tracing::debug!(%error, "upgrade failed");

@@ -39,6 +39,7 @@ pub mod auth;
 pub mod clock;
 mod conn;
 pub mod deflate;
+mod driver;
 pub mod engine;
 pub mod fetch;
 pub mod history;
@@ -185,6 +186,8 @@ pub struct Hub {
     slots: AtomicUsize,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    /// The WebSocket connection drivers, started with the first connection.
+    drivers: std::sync::OnceLock<driver::Drivers>,
 }
 
 impl Hub {
@@ -238,6 +241,7 @@ impl Hub {
             slots: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            drivers: std::sync::OnceLock::new(),
             config,
         }))
     }
@@ -410,6 +414,15 @@ impl Hub {
 
     pub(crate) fn tasks(&self) -> &TaskTracker {
         &self.tasks
+    }
+
+    /// The WebSocket connection drivers: one per worker thread of the runtime that serves
+    /// the first connection.
+    pub(crate) fn drivers(self: &Arc<Self>) -> &driver::Drivers {
+        self.drivers.get_or_init(|| {
+            let workers = tokio::runtime::Handle::current().metrics().num_workers();
+            driver::Drivers::start(self, workers)
+        })
     }
 
     pub(crate) fn next_conn_id(&self) -> u64 {

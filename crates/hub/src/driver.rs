@@ -1,0 +1,330 @@
+//! Connection drivers: the hub's WebSocket connections run in a few drivers (one per worker
+//! thread) instead of a task each.
+//!
+//! A driver is one task that owns many [`Connection`]s in a slab. Each slot has a waker of its
+//! own, made once per slot and reused by the connections that take it: the socket, the
+//! connection's [`DeliveryQueue`](crate::queue::DeliveryQueue) and a request in progress all
+//! wake that waker, which notes the slot in the driver's list and wakes the driver's task
+//! (once, however many slots were woken). The driver then polls exactly the woken
+//! connections. A fan-out to 10,000 subscribers thus costs 10,000 pushes to a list under one
+//! lock and one task wake-up per driver, where a task per connection cost 10,000 task
+//! wake-ups and runs; and an idle connection costs its socket and session in the slab, with
+//! no task header or future.
+//!
+//! Connections are handed to the drivers in turn as they are upgraded. A driver stops at
+//! shutdown: each of its connections is then closed (1001) in a short-lived task of its own,
+//! as is each connection that ends (the close handshake and leaving the topics wait, and
+//! must not hold the driver).
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
+
+use bytes::Bytes;
+use fullduplex::hyper::HyperWebSocket;
+use tokio::sync::mpsc;
+use tokio_util::sync::WaitForCancellationFutureOwned;
+
+use crate::conn::{Admission, Connection, End};
+use crate::{Hub, Slot};
+
+/// How many connections a driver polls before it lets other tasks run.
+const TURN: usize = 512;
+
+/// Slots per page of the slab. The slab grows a page at a time and never moves a slot: a
+/// single vector of 10,000 slots would be copied as it doubles, and leave the allocator
+/// the old copies as free space that stays resident.
+const PAGE: usize = 64;
+
+/// An upgraded connection on its way to a driver.
+struct Arrival {
+    ws: HyperWebSocket,
+    admission: Admission,
+    slot: Slot,
+}
+
+/// The hub's connection drivers.
+#[derive(Debug)]
+pub(crate) struct Drivers {
+    inboxes: Vec<mpsc::UnboundedSender<Arrival>>,
+    next: AtomicUsize,
+}
+
+impl std::fmt::Debug for Arrival {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Arrival").finish_non_exhaustive()
+    }
+}
+
+impl Drivers {
+    /// Starts `count` drivers (at least one) on the current runtime, in `hub`'s tasks.
+    pub(crate) fn start(hub: &Arc<Hub>, count: usize) -> Drivers {
+        let inboxes = (0..count.max(1))
+            .map(|_| {
+                let (sender, inbox) = mpsc::unbounded_channel();
+                let driver = Driver::new(hub.clone(), inbox);
+                // The driver keeps its own turns (`TURN`): tokio's per-task budget, meant for
+                // one connection's future, would turn sockets away after a few dozen polls.
+                hub.tasks().spawn(tokio::task::unconstrained(driver));
+                sender
+            })
+            .collect();
+        Drivers {
+            inboxes,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Hands an upgraded connection to the next driver. Once the drivers have stopped
+    /// (shutdown), the connection is closed with 1001 instead.
+    pub(crate) fn insert(
+        &self,
+        hub: &Arc<Hub>,
+        ws: HyperWebSocket,
+        admission: Admission,
+        slot: Slot,
+    ) {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.inboxes.len();
+        if let Err(mpsc::error::SendError(arrival)) = self.inboxes[index].send(Arrival {
+            ws,
+            admission,
+            slot,
+        }) {
+            let connection = Connection::open(
+                hub.clone(),
+                arrival.ws,
+                arrival.admission,
+                arrival.slot,
+                Waker::noop().clone(),
+            );
+            hub.tasks().spawn(connection.close(End::Shutdown));
+        }
+    }
+}
+
+/// One driver: a slab of connections and the list of those woken.
+struct Driver {
+    hub: Arc<Hub>,
+    inbox: mpsc::UnboundedReceiver<Arrival>,
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    slots: Slab,
+    /// Slots without a connection, reused first.
+    free: Vec<u32>,
+    /// Woken connections to poll, each at most once (`Entry::queued`).
+    ready: VecDeque<u32>,
+    woken: Arc<Woken>,
+    /// Scratch space for a connection's frames while they are fed to its socket.
+    frames: Vec<Bytes>,
+}
+
+/// The connections' slots, in pages of [`PAGE`].
+#[derive(Default)]
+struct Slab {
+    pages: Vec<Vec<Entry>>,
+    len: usize,
+}
+
+impl Slab {
+    fn get_mut(&mut self, index: u32) -> Option<&mut Entry> {
+        let index = index as usize;
+        self.pages.get_mut(index / PAGE)?.get_mut(index % PAGE)
+    }
+
+    /// Adds a slot at index `len()`.
+    fn push(&mut self, entry: Entry) {
+        match self.pages.last_mut() {
+            Some(page) if page.len() < PAGE => page.push(entry),
+            _ => {
+                let mut page = Vec::with_capacity(PAGE);
+                page.push(entry);
+                self.pages.push(page);
+            }
+        }
+        self.len += 1;
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// One slot of the slab.
+struct Entry {
+    connection: Option<Box<Connection>>,
+    /// Notes this slot in the driver's list and wakes the driver; kept for the slot's next
+    /// connection.
+    waker: Waker,
+    queued: bool,
+}
+
+/// What the slots' wakers reach, from any thread.
+#[derive(Debug, Default)]
+struct Woken(Mutex<WokenList>);
+
+#[derive(Debug, Default)]
+struct WokenList {
+    /// Slots woken since the driver last looked (duplicates possible).
+    slots: Vec<u32>,
+    /// The driver's task while it waits.
+    driver: Option<Waker>,
+}
+
+impl Woken {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WokenList> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A slot's waker.
+struct SlotWaker {
+    index: u32,
+    woken: Arc<Woken>,
+}
+
+impl Wake for SlotWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let driver = {
+            let mut list = self.woken.lock();
+            list.slots.push(self.index);
+            list.driver.take()
+        };
+        if let Some(driver) = driver {
+            driver.wake();
+        }
+    }
+}
+
+impl Driver {
+    fn new(hub: Arc<Hub>, inbox: mpsc::UnboundedReceiver<Arrival>) -> Driver {
+        Driver {
+            shutdown: Box::pin(hub.shutdown_token().clone().cancelled_owned()),
+            hub,
+            inbox,
+            slots: Slab::default(),
+            free: Vec::new(),
+            ready: VecDeque::new(),
+            woken: Arc::default(),
+            frames: Vec::new(),
+        }
+    }
+
+    /// Opens an arriving connection in a free slot and polls it soon.
+    fn open(&mut self, arrival: Arrival) {
+        let index = match self.free.pop() {
+            Some(index) => index,
+            None => {
+                let index = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+                self.slots.push(Entry {
+                    connection: None,
+                    waker: Waker::from(Arc::new(SlotWaker {
+                        index,
+                        woken: self.woken.clone(),
+                    })),
+                    queued: false,
+                });
+                index
+            }
+        };
+        let Some(entry) = self.slots.get_mut(index) else {
+            return;
+        };
+        entry.connection = Some(Box::new(Connection::open(
+            self.hub.clone(),
+            arrival.ws,
+            arrival.admission,
+            arrival.slot,
+            entry.waker.clone(),
+        )));
+        if !entry.queued {
+            entry.queued = true;
+            self.ready.push_back(index);
+        }
+    }
+
+    /// Moves the slots woken meanwhile into `ready`; with none, leaves the task's waker for
+    /// the next wake-up and returns false.
+    fn collect(&mut self, cx: &Context<'_>) -> bool {
+        let mut list = self.woken.lock();
+        if list.slots.is_empty() {
+            match &list.driver {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                _ => list.driver = Some(cx.waker().clone()),
+            }
+            return false;
+        }
+        for index in list.slots.drain(..) {
+            if let Some(entry) = self.slots.get_mut(index) {
+                if !entry.queued && entry.connection.is_some() {
+                    entry.queued = true;
+                    self.ready.push_back(index);
+                }
+            }
+        }
+        true
+    }
+
+    /// Closes an ended connection in a task of its own and frees its slot.
+    fn end(&mut self, index: u32, end: End) {
+        let Some(entry) = self.slots.get_mut(index) else {
+            return;
+        };
+        if let Some(connection) = entry.connection.take() {
+            self.free.push(index);
+            self.hub.tasks().spawn(connection.close(end));
+        }
+    }
+}
+
+impl Future for Driver {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let driver = self.get_mut();
+        if driver.shutdown.as_mut().poll(cx).is_ready() {
+            driver.inbox.close();
+            while let Ok(arrival) = driver.inbox.try_recv() {
+                driver.open(arrival);
+            }
+            for index in 0..driver.slots.len() as u32 {
+                driver.end(index, End::Shutdown);
+            }
+            return Poll::Ready(());
+        }
+        while let Poll::Ready(Some(arrival)) = driver.inbox.poll_recv(cx) {
+            driver.open(arrival);
+        }
+        let mut polled = 0;
+        loop {
+            let Some(index) = driver.ready.pop_front() else {
+                if driver.collect(cx) {
+                    continue;
+                }
+                return Poll::Pending;
+            };
+            if polled == TURN {
+                driver.ready.push_front(index);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            polled += 1;
+            let Some(entry) = driver.slots.get_mut(index) else {
+                continue;
+            };
+            entry.queued = false;
+            let Some(connection) = entry.connection.as_mut() else {
+                continue;
+            };
+            let mut slot_cx = Context::from_waker(&entry.waker);
+            if let Poll::Ready(end) = connection.poll(&mut slot_cx, &mut driver.frames) {
+                driver.end(index, end);
+            }
+        }
+    }
+}
