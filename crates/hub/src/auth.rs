@@ -82,10 +82,13 @@ impl TopicPattern {
 }
 
 /// What a connection may do.
+///
+/// The pattern lists are shared: every connection without a token holds the same two
+/// lists, and a clone costs no allocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grants {
-    subscribe: Vec<TopicPattern>,
-    publish: Vec<TopicPattern>,
+    subscribe: Arc<[TopicPattern]>,
+    publish: Arc<[TopicPattern]>,
     user: Option<Arc<str>>,
     expires: Option<u64>,
 }
@@ -93,9 +96,11 @@ pub struct Grants {
 impl Grants {
     /// Everything (no token secret configured).
     pub fn all() -> Grants {
+        static ALL: std::sync::LazyLock<Arc<[TopicPattern]>> =
+            std::sync::LazyLock::new(|| Arc::from([TopicPattern::new("*")]));
         Grants {
-            subscribe: vec![TopicPattern::new("*")],
-            publish: vec![TopicPattern::new("*")],
+            subscribe: ALL.clone(),
+            publish: ALL.clone(),
             user: None,
             expires: None,
         }
