@@ -81,6 +81,10 @@ pub struct FanoutArgs {
     /// of running.
     #[arg(long, num_args = 1..)]
     pub report: Vec<PathBuf>,
+    /// Another `fdx` binary (an earlier build, say) to run beside `fdx` as `fdx-before`, with
+    /// the same arguments: a before/after comparison in the same rounds.
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
 }
 
 /// A server of the fan-out benchmark.
@@ -678,6 +682,25 @@ pub fn run(mut args: FanoutArgs) -> Result<(), String> {
         args.seconds = 0.5;
     }
     let (mut servers, notes) = available(args.compression);
+    if let Some(baseline) = &args.baseline {
+        let before: Vec<FanoutServer> = servers
+            .iter()
+            .filter(|s| s.base == "fdx")
+            .map(|s| {
+                let mut command = s.command.clone();
+                command[0] = baseline.display().to_string();
+                FanoutServer {
+                    name: s.name.replacen("fdx", "fdx-before", 1),
+                    base: "fdx-before".into(),
+                    command,
+                    path: s.path.clone(),
+                    compression: s.compression,
+                }
+            })
+            .collect();
+        let at = servers.iter().filter(|s| s.base == "fdx").count();
+        servers.splice(at..at, before);
+    }
     for note in &notes {
         eprintln!("fanout: {note}");
     }
