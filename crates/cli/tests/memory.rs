@@ -79,3 +79,84 @@ fn echo_returns_memory_after_many_connections_close() {
         "RSS {start} KiB at start, {peak} KiB at the peak, still {now} KiB 20 s after the close"
     );
 }
+
+/// What `fdx serve` holds for each idle subscriber: 2,000 WebSocket connections subscribe to
+/// one topic, and the server's RSS growth divided by them stays under a bound (the
+/// connections are driven without a task each; with a task per connection this build took
+/// more). A published message still reaches every one of them.
+#[cfg(target_os = "linux")]
+#[test]
+fn serve_holds_little_per_idle_subscriber() {
+    const SUBSCRIBERS: usize = 2_000;
+    /// Bytes per idle subscriber (user space RSS) this test allows, for a debug or release
+    /// build; BENCHMARKS.md has the release figure at 10,000 subscribers.
+    const LIMIT: u64 = IDLE_SUBSCRIBER_LIMIT;
+    let server = Background::start(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--no-clock",
+        "--ping-interval",
+        "0",
+    ]);
+    let pid = server.pid();
+    let url = format!("ws://127.0.0.1:{}/ws", server.port());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    std::thread::sleep(Duration::from_millis(300));
+    let start = rss_kib(pid);
+    let (grown, sockets) = runtime.block_on(async move {
+        let mut sockets = Vec::with_capacity(SUBSCRIBERS);
+        for _ in 0..SUBSCRIBERS {
+            let (mut ws, _) = fullduplex::connect(url.as_str()).await.expect("connect");
+            ws.send(Message::text(r#"{"type":"subscribe","topic":"idle"}"#))
+                .await
+                .expect("subscribe");
+            sockets.push(ws);
+        }
+        for ws in &mut sockets {
+            match tokio::time::timeout(Duration::from_secs(10), ws.recv()).await {
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    assert!(text.as_str().contains("subscribed"), "{}", text.as_str())
+                }
+                other => panic!("expected subscribed, got {other:?}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        (rss_kib(pid).saturating_sub(start), sockets)
+    });
+    let per_subscriber = grown * 1024 / SUBSCRIBERS as u64;
+    eprintln!("fdx serve: {per_subscriber} B per idle subscriber ({grown} KiB for {SUBSCRIBERS})");
+    assert!(
+        per_subscriber <= LIMIT,
+        "{per_subscriber} B per idle subscriber, more than {LIMIT} B"
+    );
+    // Still connected and served: one publish reaches all.
+    let port = server.port();
+    runtime.block_on(async move {
+        let mut sockets = sockets;
+        let (mut publisher, _) = fullduplex::connect(format!("ws://127.0.0.1:{port}/ws").as_str())
+            .await
+            .expect("connect publisher");
+        publisher
+            .send(Message::text(
+                r#"{"type":"publish","topic":"idle","data":"wake"}"#,
+            ))
+            .await
+            .expect("publish");
+        for ws in &mut sockets {
+            match tokio::time::timeout(Duration::from_secs(10), ws.recv()).await {
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    assert!(text.as_str().contains("wake"), "{}", text.as_str())
+                }
+                other => panic!("expected the message, got {other:?}"),
+            }
+        }
+    });
+}
+
+/// The bound of [`serve_holds_little_per_idle_subscriber`]: debug builds keep larger
+/// futures and no inlining.
+const IDLE_SUBSCRIBER_LIMIT: u64 = if cfg!(debug_assertions) { 4096 } else { 2048 };
