@@ -150,8 +150,21 @@ pub(crate) struct Session {
 }
 
 /// How many requests one connection may have handled in one turn of its driver before the
-/// others get theirs.
-const REQUESTS_PER_TURN: usize = 128;
+/// others get theirs. Large, because a publisher's turn is what lets its subscribers'
+/// queues fill: they are written after it, each with everything the turn gave it.
+pub(crate) const REQUESTS_PER_TURN: usize = 1024;
+
+/// How a connection's turn ended.
+#[derive(Debug)]
+pub(crate) enum Turn {
+    /// It waits to be woken (by its socket, its queue, a request or a timer).
+    Waiting,
+    /// It handled [`REQUESTS_PER_TURN`] requests and may have more: poll it again after the
+    /// others.
+    More,
+    /// It is over; [`Connection::close`] ends it.
+    Ended(End),
+}
 
 /// A request being handled: it owns the session while it runs, and hands it back.
 type Request = Pin<Box<dyn Future<Output = Session> + Send>>;
@@ -177,6 +190,8 @@ pub(crate) struct Connection {
     ws: HyperWebSocket,
     queue: Arc<DeliveryQueue>,
     activity: Activity,
+    /// The last turn stopped at [`REQUESTS_PER_TURN`].
+    more: bool,
 }
 
 impl Connection {
@@ -236,14 +251,23 @@ impl Connection {
             ws,
             queue,
             activity: Activity::Idle(session),
+            more: false,
         }
     }
 
     /// Does what the connection can do now: the server's control requests, writing its
     /// queue (`frames` is the driver's scratch space, left empty), its token timer, and up to
-    /// [`REQUESTS_PER_TURN`] requests. `Ready` once the connection is over, with why;
-    /// [`close`](Connection::close) then ends it.
-    pub(crate) fn poll(&mut self, cx: &mut Context<'_>, frames: &mut Vec<Bytes>) -> Poll<End> {
+    /// [`REQUESTS_PER_TURN`] requests.
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>, frames: &mut Vec<Bytes>) -> Turn {
+        match self.poll_turn(cx, frames) {
+            Poll::Ready(end) => Turn::Ended(end),
+            Poll::Pending if self.more => Turn::More,
+            Poll::Pending => Turn::Waiting,
+        }
+    }
+
+    fn poll_turn(&mut self, cx: &mut Context<'_>, frames: &mut Vec<Bytes>) -> Poll<End> {
+        self.more = false;
         let mut requests = 0;
         let mut fed = false;
         loop {
@@ -273,8 +297,8 @@ impl Connection {
                 }
             }
             if requests == REQUESTS_PER_TURN {
-                // More may have arrived: come back after the others.
-                cx.waker().wake_by_ref();
+                // More may have arrived: the driver comes back after the others.
+                self.more = true;
                 break;
             }
             match self.ws.poll_recv(cx) {
@@ -738,12 +762,9 @@ const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
 /// Where even that does not fit the clock's range: about a year.
 const FAR_FUTURE_FALLBACK: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// Writes `frames` (emptying it): small frames are copied into buffers of about
-/// `BATCH_BYTES`, large ones are queued as they are, and everything leaves with one flush
-/// (waiting on the way only while the socket's write buffer is full).
-///
-/// One `poll_fn` over the socket's own queue rather than `feed_encoded` futures: its state is
-/// part of every connection's task, and this way it is a position in `frames`.
+/// Writes `frames` (emptying it) when a connection closes: small frames are copied into
+/// buffers of about `BATCH_BYTES`, large ones are queued as they are, and everything leaves
+/// with one flush (waiting on the way only while the socket's write buffer is full).
 async fn write_batch(
     ws: &mut HyperWebSocket,
     frames: &mut Vec<Bytes>,

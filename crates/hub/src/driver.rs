@@ -28,10 +28,11 @@ use fullduplex::hyper::HyperWebSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use crate::conn::{Admission, Connection, End};
+use crate::conn::{Admission, Connection, End, Turn};
 use crate::{Hub, Slot};
 
-/// How many connections a driver polls before it lets other tasks run.
+/// How many connections a driver polls before it lets other tasks run (and looks at the
+/// connections woken meanwhile).
 const TURN: usize = 512;
 
 /// Slots per page of the slab. The slab grows a page at a time and never moves a slot: a
@@ -113,8 +114,13 @@ struct Driver {
     slots: Slab,
     /// Slots without a connection, reused first.
     free: Vec<u32>,
-    /// Woken connections to poll, each at most once (`Entry::queued`).
+    /// Connections woken by their socket, a request or a timer, to poll first; each
+    /// connection is in this or `writers` at most once (`Entry::queued`).
     ready: VecDeque<u32>,
+    /// Connections woken only because their queue has frames to write: polled after
+    /// `ready`, so that a publisher's input is read before the queues it fills are written
+    /// (each subscriber's write then carries more of them).
+    writers: VecDeque<u32>,
     woken: Arc<Woken>,
     /// Scratch space for a connection's frames while they are fed to its socket.
     frames: Vec<Bytes>,
@@ -157,6 +163,8 @@ struct Entry {
     /// Notes this slot in the driver's list and wakes the driver; kept for the slot's next
     /// connection.
     waker: Waker,
+    /// The same for the connection's delivery queue, which is written after the reads.
+    queue_waker: Waker,
     queued: bool,
 }
 
@@ -168,6 +176,8 @@ struct Woken(Mutex<WokenList>);
 struct WokenList {
     /// Slots woken since the driver last looked (duplicates possible).
     slots: Vec<u32>,
+    /// Slots whose queue woke them.
+    writes: Vec<u32>,
     /// The driver's task while it waits.
     driver: Option<Waker>,
 }
@@ -178,10 +188,12 @@ impl Woken {
     }
 }
 
-/// A slot's waker.
+/// A slot's waker (one for the socket and the rest, one for the queue).
 struct SlotWaker {
     index: u32,
     woken: Arc<Woken>,
+    /// The queue's waker: the slot goes to the writers.
+    write: bool,
 }
 
 impl Wake for SlotWaker {
@@ -192,7 +204,11 @@ impl Wake for SlotWaker {
     fn wake_by_ref(self: &Arc<Self>) {
         let driver = {
             let mut list = self.woken.lock();
-            list.slots.push(self.index);
+            if self.write {
+                list.writes.push(self.index);
+            } else {
+                list.slots.push(self.index);
+            }
             list.driver.take()
         };
         if let Some(driver) = driver {
@@ -210,6 +226,7 @@ impl Driver {
             slots: Slab::default(),
             free: Vec::new(),
             ready: VecDeque::new(),
+            writers: VecDeque::new(),
             woken: Arc::default(),
             frames: Vec::new(),
         }
@@ -221,12 +238,17 @@ impl Driver {
             Some(index) => index,
             None => {
                 let index = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
-                self.slots.push(Entry {
-                    connection: None,
-                    waker: Waker::from(Arc::new(SlotWaker {
+                let waker = |write| {
+                    Waker::from(Arc::new(SlotWaker {
                         index,
                         woken: self.woken.clone(),
-                    })),
+                        write,
+                    }))
+                };
+                self.slots.push(Entry {
+                    connection: None,
+                    waker: waker(false),
+                    queue_waker: waker(true),
                     queued: false,
                 });
                 index
@@ -240,7 +262,7 @@ impl Driver {
             arrival.ws,
             arrival.admission,
             arrival.slot,
-            entry.waker.clone(),
+            entry.queue_waker.clone(),
         )));
         if !entry.queued {
             entry.queued = true;
@@ -252,22 +274,46 @@ impl Driver {
     /// the next wake-up and returns false.
     fn collect(&mut self, cx: &Context<'_>) -> bool {
         let mut list = self.woken.lock();
-        if list.slots.is_empty() {
+        if list.slots.is_empty() && list.writes.is_empty() {
             match &list.driver {
                 Some(waker) if waker.will_wake(cx.waker()) => {}
                 _ => list.driver = Some(cx.waker().clone()),
             }
             return false;
         }
-        for index in list.slots.drain(..) {
-            if let Some(entry) = self.slots.get_mut(index) {
-                if !entry.queued && entry.connection.is_some() {
-                    entry.queued = true;
-                    self.ready.push_back(index);
+        let WokenList { slots, writes, .. } = &mut *list;
+        for (woken, queue) in [(slots, &mut self.ready), (writes, &mut self.writers)] {
+            for index in woken.drain(..) {
+                if let Some(entry) = self.slots.get_mut(index) {
+                    if !entry.queued && entry.connection.is_some() {
+                        entry.queued = true;
+                        queue.push_back(index);
+                    }
                 }
             }
         }
         true
+    }
+
+    /// Gives the connection in slot `index` its turn. One that has more requests goes back
+    /// to the readers.
+    fn poll_slot(&mut self, index: u32) {
+        let Some(entry) = self.slots.get_mut(index) else {
+            return;
+        };
+        let Some(connection) = entry.connection.as_mut() else {
+            entry.queued = false;
+            return;
+        };
+        let mut slot_cx = Context::from_waker(&entry.waker);
+        match connection.poll(&mut slot_cx, &mut self.frames) {
+            Turn::Waiting => entry.queued = false,
+            Turn::More => self.ready.push_back(index),
+            Turn::Ended(end) => {
+                entry.queued = false;
+                self.end(index, end);
+            }
+        }
     }
 
     /// Closes an ended connection in a task of its own and frees its slot.
@@ -300,31 +346,43 @@ impl Future for Driver {
         while let Poll::Ready(Some(arrival)) = driver.inbox.poll_recv(cx) {
             driver.open(arrival);
         }
-        let mut polled = 0;
-        loop {
+        // Each turn: the connections woken since the last one join the lines; every
+        // connection that was ready gets its turn (reading requests, a publisher's
+        // included), then up to `TURN` writers are written.
+        driver.collect(cx);
+        let readers = driver.ready.len();
+        for _ in 0..readers {
             let Some(index) = driver.ready.pop_front() else {
+                break;
+            };
+            driver.poll_slot(index);
+        }
+        let mut written = 0;
+        while written < TURN {
+            let next = match driver.ready.pop_front() {
+                Some(index) => Some((index, true)),
+                None => driver.writers.pop_front().map(|index| (index, false)),
+            };
+            let Some((index, reader)) = next else {
                 if driver.collect(cx) {
                     continue;
                 }
                 return Poll::Pending;
             };
-            if polled == TURN {
+            // A reader woken during this turn waits for the next one (its writes go out
+            // meanwhile), unless the writers are done.
+            if reader && !driver.writers.is_empty() {
                 driver.ready.push_front(index);
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
+                let Some(writer) = driver.writers.pop_front() else {
+                    break;
+                };
+                driver.poll_slot(writer);
+            } else {
+                driver.poll_slot(index);
             }
-            polled += 1;
-            let Some(entry) = driver.slots.get_mut(index) else {
-                continue;
-            };
-            entry.queued = false;
-            let Some(connection) = entry.connection.as_mut() else {
-                continue;
-            };
-            let mut slot_cx = Context::from_waker(&entry.waker);
-            if let Poll::Ready(end) = connection.poll(&mut slot_cx, &mut driver.frames) {
-                driver.end(index, end);
-            }
+            written += 1;
         }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }

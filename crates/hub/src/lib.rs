@@ -14,6 +14,9 @@
 //!   with a `gap` event, never skipped silently.
 //! * Each connection has a bounded outgoing queue; a client that cannot keep up is closed
 //!   with 1013 and never slows anyone else down ([`queue`]).
+//! * No task per WebSocket connection: one driver per worker thread polls the connections
+//!   that their sockets or queues woke, so an idle subscriber costs its socket and session
+//!   and a fan-out wakes each driver once.
 //! * Origin checks, tokens (HS256, RS256, ES256, JWKS) listing topics and refreshed before
 //!   they expire, backend hooks, an API key for HTTP publishing and the server API, limits on
 //!   connections, subscriptions, message size and publish rate ([`auth`]).

@@ -2,9 +2,9 @@
 //!
 //! The broker pushes into it without ever waiting (a lock held for a `VecDeque::push_back`),
 //! so a stalled client cannot slow a publisher down. When a push would take the queue over
-//! its byte limit, the queue is emptied and marked overflowed: the connection task then
-//! closes that connection (1013, `slow consumer`). The connection task drains everything
-//! queued at once and writes it in one batch.
+//! its byte limit, the queue is emptied and marked overflowed: the connection's driver then
+//! closes that connection (1013, `slow consumer`). The driver drains everything queued at
+//! once and writes it in one batch.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
