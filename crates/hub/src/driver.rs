@@ -357,30 +357,20 @@ impl Future for Driver {
             };
             driver.poll_slot(index);
         }
-        let mut written = 0;
-        while written < TURN {
-            let next = match driver.ready.pop_front() {
-                Some(index) => Some((index, true)),
-                None => driver.writers.pop_front().map(|index| (index, false)),
-            };
-            let Some((index, reader)) = next else {
+        // Then the writers; a reader woken meanwhile waits until they are done or the next
+        // turn.
+        for _ in 0..TURN {
+            let next = driver
+                .writers
+                .pop_front()
+                .or_else(|| driver.ready.pop_front());
+            let Some(index) = next else {
                 if driver.collect(cx) {
                     continue;
                 }
                 return Poll::Pending;
             };
-            // A reader woken during this turn waits for the next one (its writes go out
-            // meanwhile), unless the writers are done.
-            if reader && !driver.writers.is_empty() {
-                driver.ready.push_front(index);
-                let Some(writer) = driver.writers.pop_front() else {
-                    break;
-                };
-                driver.poll_slot(writer);
-            } else {
-                driver.poll_slot(index);
-            }
-            written += 1;
+            driver.poll_slot(index);
         }
         cx.waker().wake_by_ref();
         Poll::Pending
