@@ -69,7 +69,7 @@ impl Drivers {
                 let driver = Driver::new(hub.clone(), inbox);
                 // The driver keeps its own turns (`TURN`): tokio's per-task budget, meant for
                 // one connection's future, would turn sockets away after a few dozen polls.
-                hub.tasks().spawn(tokio::task::unconstrained(driver));
+                hub.tasks().spawn(tokio::task::unconstrained(driver.run()));
                 sender
             })
             .collect();
@@ -328,11 +328,32 @@ impl Driver {
     }
 }
 
-impl Future for Driver {
-    type Output = ();
+/// Why a driver's turn ended.
+enum TurnEnd {
+    /// It polled `TURN` connections and others may be waiting.
+    Yield,
+    /// The hub is shutting down: every connection is on its way to being closed.
+    Stopped,
+}
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let driver = self.get_mut();
+impl Driver {
+    /// Runs turns until shutdown. Between full turns the driver yields to the scheduler in a
+    /// way that lets it poll the sockets first (`yield_now`, not a wake-up of its own): a
+    /// self-woken task would run again at once, and tokio would look at the sockets only
+    /// every few dozen turns, so a publisher's socket would be read a few times a second in a
+    /// long fan-out and each subscriber's write would carry one frame.
+    async fn run(mut self) {
+        loop {
+            match std::future::poll_fn(|cx| self.poll_turn(cx)).await {
+                TurnEnd::Yield => tokio::task::yield_now().await,
+                TurnEnd::Stopped => return,
+            }
+        }
+    }
+
+    /// One turn: see [`Driver::run`].
+    fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<TurnEnd> {
+        let driver = self;
         if driver.shutdown.as_mut().poll(cx).is_ready() {
             driver.inbox.close();
             while let Ok(arrival) = driver.inbox.try_recv() {
@@ -341,7 +362,7 @@ impl Future for Driver {
             for index in 0..driver.slots.len() as u32 {
                 driver.end(index, End::Shutdown);
             }
-            return Poll::Ready(());
+            return Poll::Ready(TurnEnd::Stopped);
         }
         while let Poll::Ready(Some(arrival)) = driver.inbox.poll_recv(cx) {
             driver.open(arrival);
@@ -372,7 +393,6 @@ impl Future for Driver {
             };
             driver.poll_slot(index);
         }
-        cx.waker().wake_by_ref();
-        Poll::Pending
+        Poll::Ready(TurnEnd::Yield)
     }
 }
