@@ -82,7 +82,8 @@ pub struct FanoutArgs {
     #[arg(long, num_args = 1..)]
     pub report: Vec<PathBuf>,
     /// Another `fdx` binary (an earlier build, say) to run beside `fdx` as `fdx-before`, with
-    /// the same arguments: a before/after comparison in the same rounds.
+    /// the same arguments: a before/after comparison in the same rounds (`--servers fdx` keeps
+    /// it).
     #[arg(long)]
     pub baseline: Option<PathBuf>,
 }
@@ -712,7 +713,16 @@ pub fn run(mut args: FanoutArgs) -> Result<(), String> {
                 ));
             }
         }
-        servers.retain(|s| args.servers.iter().any(|n| n == &s.name || n == &s.base));
+        // `fdx-before` (from `--baseline`) goes with `fdx`, and `fdx-before-deflate` with
+        // `fdx-deflate`.
+        servers.retain(|s| {
+            let (name, base) = if s.base == "fdx-before" {
+                (s.name.replacen("fdx-before", "fdx", 1), "fdx")
+            } else {
+                (s.name.clone(), s.base.as_str())
+            };
+            args.servers.iter().any(|n| n == &name || n == base)
+        });
     }
     if servers.is_empty() {
         return Err("fanout: no servers".into());
