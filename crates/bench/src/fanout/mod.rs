@@ -58,9 +58,10 @@ pub struct FanoutArgs {
     /// Deliveries in the burst (messages = this / subscribers per topic).
     #[arg(long, default_value_t = 200_000)]
     pub burst_deliveries: u64,
-    /// Deliveries per second in the steady phase (messages/s = this / subscribers per topic).
-    #[arg(long, default_value_t = 20_000.0)]
-    pub rate: f64,
+    /// Deliveries per second in the steady phase (messages/s = this / subscribers per topic);
+    /// comma-separated: one scenario each, and a table of p99 against throughput.
+    #[arg(long, value_delimiter = ',', default_values_t = [20_000.0])]
+    pub rate: Vec<f64>,
     /// Seconds of the steady phase.
     #[arg(long, default_value_t = 5.0)]
     pub seconds: f64,
@@ -213,7 +214,7 @@ pub fn available(compression: bool) -> (Vec<FanoutServer>, Vec<String>) {
     (list, notes)
 }
 
-/// One scenario: subscribers over topics, message size.
+/// One scenario: subscribers over topics, message size, steady rate.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Scenario {
     /// Subscribers.
@@ -222,12 +223,19 @@ pub struct Scenario {
     pub topics: usize,
     /// Bytes of `data`.
     pub size: usize,
+    /// Steady deliveries per second (0 in runs saved before the rate was part of the
+    /// scenario: then the results' `rate`).
+    #[serde(default)]
+    pub rate: f64,
 }
 
 impl Scenario {
-    /// `10000x1-64B`.
+    /// `10000x1-64B@20000/s`.
     pub fn id(&self) -> String {
-        format!("{}x{}-{}B", self.subscribers, self.topics, self.size)
+        format!(
+            "{}x{}-{}B@{}/s",
+            self.subscribers, self.topics, self.size, self.rate
+        )
     }
 
     fn per_topic(&self) -> usize {
@@ -291,7 +299,7 @@ pub struct FanoutResults {
     pub rounds: usize,
     /// Deliveries per burst, steady deliveries per second, steady seconds.
     pub burst_deliveries: u64,
-    /// Steady deliveries per second.
+    /// Steady deliveries per second (the first `--rate`; each scenario has its own).
     pub rate: f64,
     /// Steady seconds.
     pub seconds: f64,
@@ -558,7 +566,7 @@ fn run_one(
     let rss_base = procfs::process_rss(running.pid).ok_or("no RSS")?;
     let per_topic = scenario.per_topic() as f64;
     let burst = ((args.burst_deliveries as f64 / per_topic).round() as u64).max(1);
-    let rate = (args.rate / per_topic).max(0.1);
+    let rate = (scenario.rate / per_topic).max(0.1);
     let mut load_args = vec![
         running.addr.clone(),
         "--path".into(),
@@ -679,7 +687,7 @@ pub fn run(mut args: FanoutArgs) -> Result<(), String> {
         args.rounds = 1;
         args.compression = true;
         args.burst_deliveries = 500;
-        args.rate = 500.0;
+        args.rate = vec![500.0];
         args.seconds = 0.5;
     }
     let (mut servers, notes) = available(args.compression);
@@ -728,8 +736,15 @@ pub fn run(mut args: FanoutArgs) -> Result<(), String> {
         return Err("fanout: no servers".into());
     }
     let mut scenarios = Vec::new();
+    if args.rate.iter().any(|&rate| rate.is_nan() || rate <= 0.0) {
+        return Err("--rate: deliveries per second above 0".into());
+    }
     for &topics in &args.topics {
-        for &size in &args.size {
+        for (&size, &rate) in args
+            .size
+            .iter()
+            .flat_map(|size| args.rate.iter().map(move |rate| (size, rate)))
+        {
             if topics == 0 || topics > args.subscribers {
                 return Err(format!(
                     "--topics {topics}: between 1 and --subscribers ({})",
@@ -740,6 +755,7 @@ pub fn run(mut args: FanoutArgs) -> Result<(), String> {
                 subscribers: args.subscribers,
                 topics,
                 size,
+                rate,
             });
         }
     }
@@ -749,7 +765,7 @@ pub fn run(mut args: FanoutArgs) -> Result<(), String> {
         load_before: load_average(),
         rounds: args.rounds.max(1),
         burst_deliveries: args.burst_deliveries,
-        rate: args.rate,
+        rate: args.rate.first().copied().unwrap_or_default(),
         seconds: args.seconds,
         servers: servers.iter().map(|s| s.name.clone()).collect(),
         notes,
@@ -841,8 +857,13 @@ pub fn rewrite(files: &[PathBuf], out: Option<PathBuf>, no_write: bool) -> Resul
     let mut merged: Option<FanoutResults> = None;
     for path in files {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let results: FanoutResults =
+        let mut results: FanoutResults =
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        for run in &mut results.runs {
+            if run.scenario.rate == 0.0 {
+                run.scenario.rate = results.rate;
+            }
+        }
         match merged.as_mut() {
             None => merged = Some(results),
             Some(all) => {

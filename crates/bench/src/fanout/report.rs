@@ -104,7 +104,11 @@ pub fn markdown(results: &FanoutResults) -> String {
          end.\n",
         results.rounds,
         results.burst_deliveries,
-        results.rate,
+        rates(results)
+            .iter()
+            .map(|rate| rate.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         results.seconds,
         results.load_before,
         results.load_after
@@ -128,12 +132,14 @@ pub fn markdown(results: &FanoutResults) -> String {
         rounds.dedup();
         let _ = writeln!(
             out,
-            "**{} subscribers on {} topic{} ({} each), {} B JSON `data`** ({} rounds)\n",
+            "**{} subscribers on {} topic{} ({} each), {} B JSON `data`, steady {} deliveries/s** \
+             ({} rounds)\n",
             scenario.subscribers,
             scenario.topics,
             if scenario.topics == 1 { "" } else { "s" },
             per_topic,
             scenario.size,
+            scenario.rate,
             rounds.len()
         );
         out.push_str(
@@ -195,12 +201,90 @@ pub fn markdown(results: &FanoutResults) -> String {
             gens.join(", ")
         );
     }
+    out.push_str(&throughput(results));
     out.push_str(&targets(results));
     if !results.failures.is_empty() {
         let _ = writeln!(out, "\nFailed runs:\n");
         for failure in &results.failures {
             let _ = writeln!(out, "- {failure}");
         }
+    }
+    out
+}
+
+/// The steady rates of the scenarios, in order.
+fn rates(results: &FanoutResults) -> Vec<f64> {
+    let mut list: Vec<f64> = Vec::new();
+    for scenario in scenarios(results) {
+        if !list.contains(&scenario.rate) {
+            list.push(scenario.rate);
+        }
+    }
+    list
+}
+
+/// With more than one steady rate: latency and CPU against throughput, a row per rate and
+/// a table per subscribers, topics and size.
+fn throughput(results: &FanoutResults) -> String {
+    let mut out = String::new();
+    if rates(results).len() < 2 {
+        return out;
+    }
+    let mut shapes: Vec<(usize, usize, usize)> = Vec::new();
+    for s in scenarios(results) {
+        if !shapes.contains(&(s.subscribers, s.topics, s.size)) {
+            shapes.push((s.subscribers, s.topics, s.size));
+        }
+    }
+    for (subscribers, topics, size) in shapes {
+        let _ = writeln!(
+            out,
+            "**Latency against throughput: {subscribers} subscribers on {topics} topic{}, {size} B** \
+             (steady phase; medians over rounds; p50 / p99 / to the last subscriber, then server \
+             CPU µs per delivery)\n",
+            if topics == 1 { "" } else { "s" },
+        );
+        let servers: Vec<&String> = results
+            .servers
+            .iter()
+            .filter(|server| {
+                results.runs.iter().any(|r| {
+                    &r.server == *server
+                        && (r.scenario.subscribers, r.scenario.topics, r.scenario.size)
+                            == (subscribers, topics, size)
+                })
+            })
+            .collect();
+        out.push_str("| deliveries/s |");
+        for server in &servers {
+            let _ = write!(out, " {server}: p50 / p99 / last | CPU |");
+        }
+        out.push_str("\n| ---: |");
+        out.push_str(&" ---: | ---: |".repeat(servers.len()));
+        out.push('\n');
+        for scenario in scenarios(results)
+            .into_iter()
+            .filter(|s| (s.subscribers, s.topics, s.size) == (subscribers, topics, size))
+        {
+            let _ = write!(out, "| {} |", scenario.rate);
+            for server in &servers {
+                let rs = runs(results, &scenario, server);
+                if rs.is_empty() {
+                    out.push_str(" | |");
+                    continue;
+                }
+                let _ = write!(
+                    out,
+                    " {} / {} / {} | {:.2} |",
+                    ms(med(&rs, |r| r.steady.p50_us)),
+                    ms(med(&rs, |r| r.steady.p99_us)),
+                    ms(med(&rs, |r| r.steady.last_p50_us)),
+                    med(&rs, |r| r.steady_cpu_us),
+                );
+            }
+            out.push('\n');
+        }
+        out.push('\n');
     }
     out
 }
@@ -216,7 +300,11 @@ fn targets(results: &FanoutResults) -> String {
         .into_iter()
         .filter(|s| s.topics == 1 && s.subscribers >= 10_000)
     {
-        let size = format!("{} B", scenario.size);
+        let size = if rates(results).len() > 1 {
+            format!("{} B, {}/s", scenario.size, scenario.rate)
+        } else {
+            format!("{} B", scenario.size)
+        };
         let fdx = runs(results, &scenario, "fdx");
         if fdx.is_empty() {
             continue;
@@ -286,5 +374,93 @@ fn targets(results: &FanoutResults) -> String {
         out
     } else {
         String::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fanout::load::PhaseReport;
+
+    fn run(server: &str, rate: f64, round: usize, p99_ms: f64) -> FanoutRun {
+        FanoutRun {
+            scenario: Scenario {
+                subscribers: 10_000,
+                topics: 1,
+                size: 64,
+                rate,
+            },
+            server: server.into(),
+            base: server.into(),
+            compression: false,
+            round,
+            subscribe_seconds: 1.0,
+            rss_base: 0,
+            rss_idle: 0,
+            memory_per_subscriber: 1000.0,
+            burst: PhaseReport::default(),
+            steady: PhaseReport {
+                p50_us: p99_ms * 500.0,
+                p99_us: p99_ms * 1000.0,
+                last_p50_us: p99_ms * 900.0,
+                deliveries: 1,
+                ..PhaseReport::default()
+            },
+            burst_cpu_us: 1.0,
+            burst_user_share: 0.5,
+            steady_cpu_us: 10.0,
+            steady_user_share: 0.2,
+            burst_load_cpu_us: 1.0,
+            cpu0_other: 0.0,
+            cpu1_other: 0.0,
+        }
+    }
+
+    fn results(runs: Vec<FanoutRun>) -> FanoutResults {
+        FanoutResults {
+            rounds: 2,
+            rate: 20_000.0,
+            servers: vec!["fdx".into(), "uwebsockets".into()],
+            runs,
+            ..FanoutResults::default()
+        }
+    }
+
+    #[test]
+    fn several_rates_give_a_row_per_rate_with_the_median_p99() {
+        let results = results(vec![
+            run("fdx", 20_000.0, 1, 100.0),
+            run("fdx", 20_000.0, 2, 140.0),
+            run("uwebsockets", 20_000.0, 1, 90.0),
+            run("fdx", 200_000.0, 1, 130.0),
+            run("uwebsockets", 200_000.0, 1, 160.0),
+        ]);
+        let text = markdown(&results);
+        assert!(text.contains("**Latency against throughput: 10000 subscribers on 1 topic, 64 B**"));
+        let rows: Vec<&str> = text
+            .lines()
+            .filter(|line| line.starts_with("| 20000 |") || line.starts_with("| 200000 |"))
+            .collect();
+        assert_eq!(rows.len(), 2, "{text}");
+        // The median of 100 and 140 ms.
+        assert!(rows[0].contains("120 ms"), "{}", rows[0]);
+        assert!(
+            rows[1].contains("130 ms") && rows[1].contains("160 ms"),
+            "{}",
+            rows[1]
+        );
+        assert!(
+            text.contains("Steady: 20000, 200000 deliveries/s"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn one_rate_gives_no_throughput_table() {
+        let results = results(vec![
+            run("fdx", 20_000.0, 1, 100.0),
+            run("uwebsockets", 20_000.0, 1, 90.0),
+        ]);
+        assert!(!markdown(&results).contains("Latency against throughput"));
     }
 }
