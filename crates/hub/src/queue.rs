@@ -125,7 +125,11 @@ impl DeliveryQueue {
 
     /// What the server asked of the connection since the last call, in order.
     pub fn take_control(&self) -> Vec<Control> {
-        if !self.has_control.swap(false, Ordering::AcqRel) {
+        // A plain load first: this runs on every turn of the connection, and a swap would
+        // take the cache line for writing each time.
+        if !self.has_control.load(Ordering::Acquire)
+            || !self.has_control.swap(false, Ordering::AcqRel)
+        {
             return Vec::new();
         }
         std::mem::take(&mut self.lock().control)
