@@ -1,14 +1,16 @@
 //! An echo server: every text and binary message comes back unchanged.
 //!
 //! ```text
-//! cargo run --release -p fullduplex --example echo_server -- 127.0.0.1:9001 [--streaming | --set] [--borrowed]
+//! cargo run --release -p fullduplex --example echo_server -- 127.0.0.1:9001 [--streaming | --set [--threads N]] [--borrowed]
 //! ```
 //!
 //! This is the Autobahn server testee. With `--streaming` it receives messages in pieces
 //! (`WebSocket::into_streaming`) and echoes every piece as soon as it arrives, as a frame of a
 //! fragmented reply (the conformance run covers that mode too), with a write buffer limit
 //! large enough for a whole message of a peer that does not read while it sends. With `--set`
-//! all connections live in one `WebSocketSet`, driven by the main task. With `--borrowed` the
+//! the connections live in `WebSocketSet`s on `SetThreads`: N threads (default: one per CPU),
+//! each with a runtime, a listener (`SO_REUSEPORT`, one port) and a set of its own. With
+//! `--borrowed` the
 //! messages are lent to a handler (`recv_many`: every message that has arrived, in one call)
 //! that copies the echo into the write buffer through its outbox, where the default echo
 //! takes messages (`recv`); `--set --borrowed` does the same for the set's connections
@@ -23,26 +25,42 @@
 
 use fullduplex::proto::deflate::DeflateConfig;
 use fullduplex::set::Key;
-use fullduplex::{Config, Event, MessageRef, Outbox, WebSocketSet};
+use fullduplex::{Config, Event, MessageRef, Outbox, SetThreads, WebSocketSet};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let streaming = args.iter().any(|a| a == "--streaming");
     let in_set = args.iter().any(|a| a == "--set");
     let borrowed = args.iter().any(|a| a == "--borrowed");
-    let addr = args
+    let threads = match args.iter().position(|a| a == "--threads") {
+        Some(at) => args.get(at + 1).ok_or("--threads N")?.parse()?,
+        None => std::thread::available_parallelism().map_or(1, usize::from),
+    };
+    let addr: std::net::SocketAddr = args
         .iter()
-        .find(|a| !a.starts_with("--"))
-        .cloned()
-        .unwrap_or_else(|| "127.0.0.1:9001".to_owned());
-    let listener = TcpListener::bind(&addr).await?;
-    println!("listening on {}", listener.local_addr()?);
+        .enumerate()
+        .find(|(at, a)| !a.starts_with("--") && (*at == 0 || args[at - 1] != "--threads"))
+        .map_or("127.0.0.1:9001", |(_, a)| a.as_str())
+        .parse()?;
     if in_set {
-        return echo_in_set(listener, borrowed).await;
+        return echo_on_set_threads(addr, threads, borrowed);
     }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(echo_per_task(addr, streaming, borrowed))
+}
+
+/// A task per connection on a multi-thread runtime.
+async fn echo_per_task(
+    addr: std::net::SocketAddr,
+    streaming: bool,
+    borrowed: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let listener = TcpListener::bind(addr).await?;
+    println!("listening on {}", listener.local_addr()?);
     loop {
         let (tcp, peer) = listener.accept().await?;
         tokio::spawn(async move {
@@ -64,7 +82,51 @@ fn config() -> Config {
         .no_keepalive()
 }
 
-/// Every connection in one set: handshakes run as tasks, open connections in this one.
+/// `threads` sets, each on a thread of its own with a listener of its own on `addr` (port 0:
+/// the first thread picks the port and the others take the same).
+fn echo_on_set_threads(
+    addr: std::net::SocketAddr,
+    threads: usize,
+    borrowed: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (port_sender, port) = tokio::sync::watch::channel(addr.port());
+    let sets = SetThreads::spawn(threads, move |index| {
+        let port_sender = port_sender.clone();
+        let mut port = port.clone();
+        async move {
+            let port = if index == 0 {
+                addr.port()
+            } else {
+                let Ok(port) = port.wait_for(|&port| port != 0).await else {
+                    return;
+                };
+                *port
+            };
+            let bound = fullduplex::reuseport_listener(std::net::SocketAddr::new(addr.ip(), port));
+            let listener = match bound {
+                Ok(listener) => listener,
+                Err(error) => {
+                    eprintln!("thread {index}: bind {addr}: {error}");
+                    std::process::exit(1);
+                }
+            };
+            if index == 0 {
+                if let Ok(local) = listener.local_addr() {
+                    port_sender.send_replace(local.port());
+                    println!("listening on {local}");
+                }
+            }
+            if let Err(error) = echo_in_set(listener, borrowed).await {
+                eprintln!("thread {index}: {error}");
+            }
+        }
+    })?;
+    sets.join().map_err(|_| "a set thread panicked")?;
+    Ok(())
+}
+
+/// Every connection of one listener in one set: handshakes run as tasks, open connections in
+/// this one.
 async fn echo_in_set(
     listener: TcpListener,
     borrowed: bool,

@@ -57,6 +57,7 @@ pub mod set;
 mod socket;
 mod split;
 mod stream;
+mod threads;
 mod timers;
 #[cfg(feature = "rustls")]
 pub mod tls;
@@ -76,6 +77,9 @@ pub use set::WebSocketSet;
 pub use socket::WebSocket;
 pub use split::{ReadHalf, WriteHalf};
 pub use stream::MaybeTlsStream;
+#[cfg(all(unix, not(target_os = "solaris"), not(target_os = "illumos")))]
+pub use threads::reuseport_listener;
+pub use threads::SetThreads;
 
 pub use bytes::Bytes;
 pub use fullduplex_proto as proto;

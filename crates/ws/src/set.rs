@@ -63,7 +63,10 @@ impl Key {
 /// still keeps a `recv` going (in a `tokio::select!` beside whatever produces its pushes).
 ///
 /// All connections of a set run on the task that polls it, so one set uses one core; a
-/// multi-threaded server keeps one set per worker. Connections are served in the order they
+/// multi-threaded server keeps one set per thread. Poll a set in a task on a runtime whose
+/// thread also polls the sockets, not from the `block_on` of a multi-thread runtime (the
+/// body of `#[tokio::main]`), where every readiness event would wake the main thread from a
+/// worker: [`SetThreads`](crate::SetThreads) starts threads with a runtime each for sets. Connections are served in the order they
 /// were woken, and a busy connection goes to the back after 32 deliveries in a row. When
 /// tokio's cooperative budget for the task is spent, the set stops where it is (the waiting
 /// connections keep their places) and yields to the runtime.
