@@ -367,11 +367,12 @@ impl Driver {
         while let Poll::Ready(Some(arrival)) = driver.inbox.poll_recv(cx) {
             driver.open(arrival);
         }
-        // Each turn: the connections woken since the last one join the lines; every
-        // connection that was ready gets its turn (reading requests, a publisher's
-        // included), then up to `TURN` writers are written.
+        // Each turn: the connections woken since the last one join the lines; up to `TURN`
+        // connections that were ready get their turn (reading requests, a publisher's
+        // included), then up to `TURN` writers are written. Readers beyond `TURN` (a
+        // reconnect storm) wait for the next turn, so the writers do not wait for all of them.
         driver.collect(cx);
-        let readers = driver.ready.len();
+        let readers = driver.ready.len().min(TURN);
         for _ in 0..readers {
             let Some(index) = driver.ready.pop_front() else {
                 break;
