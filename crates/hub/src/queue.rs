@@ -57,6 +57,9 @@ pub struct DeliveryQueue {
     waker: Option<Waker>,
 }
 
+/// Slots a drained queue keeps: the ring's first allocation.
+const IDLE_SLOTS: usize = 4;
+
 #[derive(Debug, Default)]
 struct State {
     frames: VecDeque<Bytes>,
@@ -205,8 +208,11 @@ impl DeliveryQueue {
         }
         into.extend(state.frames.drain(..));
         state.bytes = 0;
-        if state.frames.capacity() > 64 {
-            state.frames = VecDeque::new();
+        // A burst grows the ring (to 32 slots for 20 messages); an idle subscriber keeps
+        // only what a message or two at a steady rate needs, so the next push allocates
+        // nothing and 10,000 subscribers do not keep a burst's 1 KiB each.
+        if state.frames.capacity() > IDLE_SLOTS {
+            state.frames.shrink_to(IDLE_SLOTS);
         }
         Drained::Frames
     }
@@ -282,6 +288,27 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(1), queue.overflowed())
             .await
             .expect("overflow seen");
+    }
+
+    #[test]
+    fn a_drained_queue_gives_back_what_a_burst_grew() {
+        let queue = DeliveryQueue::new(1 << 20);
+        let mut frames = Vec::new();
+        queue.push(Bytes::from_static(b"one")).unwrap();
+        queue.drain(&mut frames);
+        let idle = queue.lock().frames.capacity();
+        assert!(idle <= IDLE_SLOTS, "{idle}");
+        for _ in 0..20 {
+            queue.push(Bytes::from_static(b"burst")).unwrap();
+        }
+        assert!(queue.lock().frames.capacity() >= 20);
+        frames.clear();
+        assert_eq!(queue.drain(&mut frames), Drained::Frames);
+        assert_eq!(frames.len(), 20);
+        assert_eq!(queue.lock().frames.capacity(), idle);
+        // A message at a steady rate fits without growing the ring again.
+        queue.push(Bytes::from_static(b"next")).unwrap();
+        assert_eq!(queue.lock().frames.capacity(), idle);
     }
 
     #[tokio::test]
