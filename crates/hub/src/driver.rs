@@ -353,46 +353,42 @@ impl Driver {
 
     /// One turn: see [`Driver::run`].
     fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<TurnEnd> {
-        let driver = self;
-        if driver.shutdown.as_mut().poll(cx).is_ready() {
-            driver.inbox.close();
-            while let Ok(arrival) = driver.inbox.try_recv() {
-                driver.open(arrival);
+        if self.shutdown.as_mut().poll(cx).is_ready() {
+            self.inbox.close();
+            while let Ok(arrival) = self.inbox.try_recv() {
+                self.open(arrival);
             }
-            for index in 0..driver.slots.len() as u32 {
-                driver.end(index, End::Shutdown);
+            for index in 0..self.slots.len() as u32 {
+                self.end(index, End::Shutdown);
             }
             return Poll::Ready(TurnEnd::Stopped);
         }
-        while let Poll::Ready(Some(arrival)) = driver.inbox.poll_recv(cx) {
-            driver.open(arrival);
+        while let Poll::Ready(Some(arrival)) = self.inbox.poll_recv(cx) {
+            self.open(arrival);
         }
         // Each turn: the connections woken since the last one join the lines; up to `TURN`
         // connections that were ready get their turn (reading requests, a publisher's
         // included), then up to `TURN` writers are written. Readers beyond `TURN` (a
         // reconnect storm) wait for the next turn, so the writers do not wait for all of them.
-        driver.collect(cx);
-        let readers = driver.ready.len().min(TURN);
+        self.collect(cx);
+        let readers = self.ready.len().min(TURN);
         for _ in 0..readers {
-            let Some(index) = driver.ready.pop_front() else {
+            let Some(index) = self.ready.pop_front() else {
                 break;
             };
-            driver.poll_slot(index);
+            self.poll_slot(index);
         }
         // Then the writers; a reader woken meanwhile waits until they are done or the next
         // turn.
         for _ in 0..TURN {
-            let next = driver
-                .writers
-                .pop_front()
-                .or_else(|| driver.ready.pop_front());
+            let next = self.writers.pop_front().or_else(|| self.ready.pop_front());
             let Some(index) = next else {
-                if driver.collect(cx) {
+                if self.collect(cx) {
                     continue;
                 }
                 return Poll::Pending;
             };
-            driver.poll_slot(index);
+            self.poll_slot(index);
         }
         Poll::Ready(TurnEnd::Yield)
     }

@@ -10,8 +10,7 @@
 //! large enough for a whole message of a peer that does not read while it sends. With `--set`
 //! the connections live in `WebSocketSet`s on `SetThreads`: N threads (default: one per CPU),
 //! each with a runtime, a listener (`SO_REUSEPORT`, one port) and a set of its own. With
-//! `--borrowed` the
-//! messages are lent to a handler (`recv_many`: every message that has arrived, in one call)
+//! `--borrowed` the messages are lent to a handler (`recv_many`: every message that has arrived, in one call)
 //! that copies the echo into the write buffer through its outbox, where the default echo
 //! takes messages (`recv`); `--set --borrowed` does the same for the set's connections
 //! (`WebSocketSet::recv_many`: one connection's messages per call). Replies are fed, not
