@@ -53,6 +53,8 @@
 //! applies to it alone, not to other WebSockets on the connection (RFC 8441 section 6).
 
 use std::future::Future;
+use std::io::{self, IoSlice};
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -64,6 +66,8 @@ use fullduplex_proto::Role;
 use http::header::{CONNECTION, UPGRADE};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 use crate::config::Config;
 use crate::error::{Error, UsageError};
@@ -72,6 +76,106 @@ use crate::socket::WebSocket;
 
 /// A WebSocket over a connection that hyper upgraded.
 pub type HyperWebSocket = WebSocket<TokioIo<Upgraded>>;
+
+/// The stream a [`HyperUpgrade`] builds its [`WebSocket`] on, made from hyper's [`Upgraded`]
+/// (see [`HyperUpgrade::with_stream`]).
+pub trait FromUpgraded: AsyncRead + AsyncWrite + Unpin + Sized {
+    /// The stream, and the bytes hyper read past the request head (the first WebSocket
+    /// bytes, which the WebSocket reads before the stream).
+    fn from_upgraded(upgraded: Upgraded) -> (Self, Bytes);
+}
+
+impl FromUpgraded for TokioIo<Upgraded> {
+    /// `Upgraded` replays the bytes it read past the head by itself.
+    fn from_upgraded(upgraded: Upgraded) -> (Self, Bytes) {
+        (TokioIo::new(upgraded), Bytes::new())
+    }
+}
+
+/// A server connection's stream after a hyper upgrade: the [`TcpStream`] itself when hyper's
+/// HTTP/1.1 connection served `TokioIo<TcpStream>` directly
+/// (`hyper::server::conn::http1::Builder`), hyper's boxed [`Upgraded`] otherwise (TLS, an
+/// HTTP/2 stream, hyper-util's `auto` connection, which wraps the stream it peeks into).
+///
+/// The plain socket saves an idle WebSocket hyper's box around the stream and a dynamic call
+/// per read and write.
+#[derive(Debug)]
+pub enum UpgradedStream {
+    /// The TCP connection, handed back by hyper.
+    Tcp(TcpStream),
+    /// Any other upgraded stream (boxed: the enum stays the size of a `TcpStream`).
+    Hyper(Box<TokioIo<Upgraded>>),
+}
+
+impl FromUpgraded for UpgradedStream {
+    fn from_upgraded(upgraded: Upgraded) -> (Self, Bytes) {
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => (UpgradedStream::Tcp(parts.io.into_inner()), parts.read_buf),
+            Err(upgraded) => (
+                UpgradedStream::Hyper(Box::new(TokioIo::new(upgraded))),
+                Bytes::new(),
+            ),
+        }
+    }
+}
+
+impl AsyncRead for UpgradedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpgradedStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            UpgradedStream::Hyper(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpgradedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpgradedStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            UpgradedStream::Hyper(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpgradedStream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpgradedStream::Hyper(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpgradedStream::Tcp(s) => s.is_write_vectored(),
+            UpgradedStream::Hyper(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpgradedStream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            UpgradedStream::Hyper(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpgradedStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            UpgradedStream::Hyper(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
 
 /// Whether `request` asks for a WebSocket: over HTTP/1.1, `Upgrade` has the token `websocket`
 /// and `Connection` the token `upgrade` (any case); over HTTP/2, it is an extended CONNECT with
@@ -181,6 +285,7 @@ where
             protocol: accept.protocol,
             deflate,
         }),
+        stream: PhantomData,
     };
     Ok((Response::from_parts(parts, R::from(Bytes::new())), future))
 }
@@ -206,15 +311,31 @@ struct Pending {
 /// The future returned by [`upgrade`] and [`upgrade_with`]: resolves to the [`WebSocket`]
 /// once hyper has written the `101` (HTTP/1.1) or `200` (HTTP/2) response and handed over the
 /// connection or stream. Await it in a spawned task, after returning the response to hyper.
+///
+/// The WebSocket runs on a stream of type `S`: hyper's [`Upgraded`] by default, or, through
+/// [`with_stream`](HyperUpgrade::with_stream), any [`FromUpgraded`] such as
+/// [`UpgradedStream`].
 #[derive(Debug)]
 #[must_use = "the WebSocket only exists once this future is awaited"]
-pub struct HyperUpgrade {
+pub struct HyperUpgrade<S = TokioIo<Upgraded>> {
     on_upgrade: OnUpgrade,
     pending: Option<Pending>,
+    stream: PhantomData<fn() -> S>,
 }
 
-impl Future for HyperUpgrade {
-    type Output = Result<HyperWebSocket, Error>;
+impl<S> HyperUpgrade<S> {
+    /// The same upgrade, yielding a WebSocket over `T` (made by [`FromUpgraded`]).
+    pub fn with_stream<T: FromUpgraded>(self) -> HyperUpgrade<T> {
+        HyperUpgrade {
+            on_upgrade: self.on_upgrade,
+            pending: self.pending,
+            stream: PhantomData,
+        }
+    }
+}
+
+impl<S: FromUpgraded> Future for HyperUpgrade<S> {
+    type Output = Result<WebSocket<S>, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
@@ -227,13 +348,12 @@ impl Future for HyperUpgrade {
             return Poll::Ready(Err(UsageError::PolledAfterCompletion.into()));
         };
         let upgraded = upgraded.map_err(|error| Error::Io(std::io::Error::other(error)))?;
-        // hyper keeps bytes it read past the request head inside `Upgraded` and replays
-        // them first, so there is no leftover to pass on here.
+        let (stream, leftover) = S::from_upgraded(upgraded);
         let mut ws = WebSocket::from_raw(
-            TokioIo::new(upgraded),
+            stream,
             Role::Server,
             pending.config,
-            BytesMut::new(),
+            BytesMut::from(leftover),
         );
         ws.set_protocol(pending.protocol);
         if let Some(params) = pending.deflate {

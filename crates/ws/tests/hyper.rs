@@ -226,3 +226,72 @@ async fn axum_handler_upgrades() {
     .await
     .expect("bounded");
 }
+
+/// `with_stream::<UpgradedStream>()` on hyper's own HTTP/1.1 connection hands the WebSocket
+/// the `TcpStream` itself, and the bytes the client sent right after its request head (read by
+/// hyper with the head) are the WebSocket's first.
+#[tokio::test]
+async fn an_http1_upgrade_gives_back_the_tcp_stream_with_the_bytes_after_the_head() {
+    use fullduplex::hyper::UpgradedStream;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let Ok((tcp, _)) = listener.accept().await else {
+            return;
+        };
+        let service = service_fn(|mut request: Request<Incoming>| async move {
+            let (response, upgrade) =
+                fullduplex::hyper::upgrade::<_, Full<Bytes>>(&mut request).unwrap();
+            tokio::spawn(async move {
+                let Ok(mut ws) = upgrade.with_stream::<UpgradedStream>().await else {
+                    return;
+                };
+                let kind = match ws.get_ref() {
+                    UpgradedStream::Tcp(_) => "tcp",
+                    UpgradedStream::Hyper(_) => "hyper",
+                };
+                let _ = ws.send(Message::text(kind)).await;
+                while let Some(Ok(message)) = ws.recv().await {
+                    let _ = ws.send(message).await;
+                }
+            });
+            Ok::<_, Infallible>(response)
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(tcp), service)
+            .with_upgrades()
+            .await;
+    });
+
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let mut bytes = b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n"
+        .to_vec();
+    // A masked text frame "early" in the same write as the head.
+    let key = [1u8, 2, 3, 4];
+    bytes.extend_from_slice(&[0x81, 0x80 | 5]);
+    bytes.extend_from_slice(&key);
+    bytes.extend(b"early".iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    tcp.write_all(&bytes).await.unwrap();
+
+    let read = async {
+        let mut received = Vec::new();
+        let mut buf = [0u8; 1024];
+        let expected_tail = b"\x81\x03tcp\x81\x05early";
+        while !received.ends_with(expected_tail) {
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(
+                n > 0,
+                "closed early: {:?}",
+                String::from_utf8_lossy(&received)
+            );
+            received.extend_from_slice(&buf[..n]);
+        }
+        received
+    };
+    let received = tokio::time::timeout(LIMIT, read).await.expect("in time");
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+}
