@@ -106,6 +106,18 @@ impl Grants {
         }
     }
 
+    /// These grants behind an `Arc`, the same one for every connection that holds
+    /// [`Grants::all`] (a connection without a token keeps 8 bytes for them, not 64).
+    pub(crate) fn into_shared(self) -> Arc<Grants> {
+        static ALL: std::sync::LazyLock<Arc<Grants>> =
+            std::sync::LazyLock::new(|| Arc::new(Grants::all()));
+        if self == **ALL {
+            ALL.clone()
+        } else {
+            Arc::new(self)
+        }
+    }
+
     /// Grants from pattern lists.
     pub fn new(subscribe: &[&str], publish: &[&str]) -> Grants {
         Grants {

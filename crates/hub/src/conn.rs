@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::time::Sleep;
 
 use bytes::{Bytes, BytesMut};
-use fullduplex::hyper::HyperWebSocket;
+use fullduplex::hyper::UpgradedStream;
 use fullduplex::{CloseCode, CloseFrame, Message, PollSocket};
 
 use crate::auth::Grants;
@@ -28,6 +28,10 @@ use crate::registry::{SubscribeError, SubscribeRequest};
 use crate::topic::Topic;
 use crate::wire::{self, ClientRequest};
 use crate::{Hub, Slot};
+
+/// A hub connection's WebSocket: over the TCP socket itself for cleartext HTTP/1.1, over
+/// hyper's upgraded stream for TLS and HTTP/2.
+pub(crate) type HubWebSocket = fullduplex::WebSocket<UpgradedStream>;
 
 /// Frames at least this long are queued without copying.
 const LARGE_FRAME: usize = 16 << 10;
@@ -74,47 +78,85 @@ pub(crate) struct Admission {
     pub transport: Transport,
 }
 
-/// A token bucket: `rate` tokens per second, at most `capacity` saved up (and at first).
-#[derive(Debug)]
-struct RateLimit {
-    rate: f64,
+/// A token bucket's terms: `per_second` tokens a second, at most `capacity` saved up (and at
+/// first). Every connection has the same terms, from the hub's configuration; a connection
+/// keeps only its [`Bucket`].
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    per_second: f64,
     capacity: f64,
-    tokens: f64,
-    updated: Instant,
 }
 
-impl RateLimit {
-    /// `rate` per second, also the burst.
-    fn new(rate: u32) -> RateLimit {
-        RateLimit::per_window(rate, Duration::from_secs(1))
+impl Rate {
+    /// `count` per `window`, also the burst (0: unlimited).
+    fn per_window(count: u32, window: Duration) -> Rate {
+        let count = f64::from(count);
+        Rate {
+            per_second: count / window.as_secs_f64().max(1e-3),
+            capacity: count,
+        }
     }
 
-    /// `count` per `window`, also the burst (0: unlimited).
-    fn per_window(count: u32, window: Duration) -> RateLimit {
-        let count = f64::from(count);
-        RateLimit {
-            rate: count / window.as_secs_f64().max(1e-3),
-            capacity: count,
-            tokens: count,
-            updated: Instant::now(),
+    /// `count` per second, also the burst (0: unlimited).
+    fn per_second(count: u32) -> Rate {
+        Rate::per_window(count, Duration::from_secs(1))
+    }
+}
+
+/// The milliseconds since the first call, wrapping after 49 days: a [`Bucket`]'s clock, 4
+/// bytes instead of an `Instant`'s 16 (an elapsed time past 49 days would be read short, and
+/// only refill the bucket less).
+fn millis(now: Instant) -> u32 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    // Truncated on purpose: the clock wraps.
+    now.saturating_duration_since(epoch).as_millis() as u32
+}
+
+/// A connection's token bucket under a [`Rate`]: 8 bytes.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f32,
+    updated: u32,
+}
+
+impl Bucket {
+    /// A full bucket.
+    fn full(rate: Rate, now: Instant) -> Bucket {
+        Bucket {
+            tokens: rate.capacity as f32,
+            updated: millis(now),
         }
     }
 
     /// Takes a token if one is there (always, when the rate is 0: unlimited).
-    fn allow(&mut self, now: Instant) -> bool {
-        if self.rate == 0.0 {
+    fn allow(&mut self, rate: Rate, now: Instant) -> bool {
+        if rate.per_second == 0.0 {
             return true;
         }
-        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        let now = millis(now);
+        let elapsed = f64::from(now.wrapping_sub(self.updated)) / 1000.0;
         self.updated = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        let tokens = (f64::from(self.tokens) + elapsed * rate.per_second).min(rate.capacity);
+        if tokens >= 1.0 {
+            self.tokens = (tokens - 1.0) as f32;
             true
         } else {
+            self.tokens = tokens as f32;
             false
         }
     }
+}
+
+/// The terms of a connection's publishes.
+fn publish_rate(hub: &Hub) -> Rate {
+    Rate::per_second(hub.config.publish_rate)
+}
+
+/// The terms of a connection's topic creation.
+fn new_topic_rate(hub: &Hub) -> Rate {
+    let broker = &hub.config.broker;
+    Rate::per_window(broker.new_topics_per_connection, broker.new_topics_window)
 }
 
 /// A connected client.
@@ -126,10 +168,11 @@ pub(crate) struct Session {
     /// searched in order, as it holds at most `max_subscriptions` (100 by default) and most
     /// connections few; smaller than a map, which every idle connection would carry.
     topics: Vec<(Topic, bool)>,
-    grants: Grants,
-    rate: RateLimit,
+    grants: Arc<Grants>,
+    /// Publishes under [`HubConfig::publish_rate`](crate::HubConfig::publish_rate).
+    publishes: Bucket,
     /// Topics this connection may still create ([`crate::BrokerConfig::new_topics_per_connection`]).
-    new_topics: RateLimit,
+    new_topics: Bucket,
     /// The `id` of the request being handled (JSON text), for its answers.
     reply_id: Option<Box<str>>,
     /// When the token expires: first the time to ask for a refresh, then the expiry.
@@ -187,7 +230,7 @@ enum Activity {
 /// polled with the driver's waker for this connection instead of running in a task of its
 /// own. Its [`DeliveryQueue`] wakes the same waker.
 pub(crate) struct Connection {
-    ws: HyperWebSocket,
+    ws: HubWebSocket,
     queue: Arc<DeliveryQueue>,
     activity: Activity,
     /// The last turn stopped at [`REQUESTS_PER_TURN`].
@@ -199,7 +242,7 @@ impl Connection {
     /// wakes when something is pushed.
     pub(crate) fn open(
         hub: Arc<Hub>,
-        ws: HyperWebSocket,
+        ws: HubWebSocket,
         admission: Admission,
         slot: Slot,
         waker: Waker,
@@ -216,6 +259,7 @@ impl Connection {
             .connections_peak
             .fetch_max(open, Ordering::Relaxed);
         inc(&hub.metrics.connections_total);
+        let now = Instant::now();
         let queue = Arc::new(
             DeliveryQueue::new(hub.config.max_queued_bytes)
                 .with_deflate(ws.is_compressed())
@@ -225,12 +269,9 @@ impl Connection {
             id: hub.next_conn_id(),
             queue: queue.clone(),
             topics: Vec::new(),
-            grants,
-            rate: RateLimit::new(hub.config.publish_rate),
-            new_topics: RateLimit::per_window(
-                hub.config.broker.new_topics_per_connection,
-                hub.config.broker.new_topics_window,
-            ),
+            grants: grants.into_shared(),
+            publishes: Bucket::full(publish_rate(&hub), now),
+            new_topics: Bucket::full(new_topic_rate(&hub), now),
             reply_id: None,
             expiry: None,
             refresh_asked: false,
@@ -427,7 +468,7 @@ impl Drop for Session {
 
 impl Session {
     /// Closes the connection the way `end` calls for.
-    async fn finish(&mut self, ws: &mut HyperWebSocket, end: End) {
+    async fn finish(&mut self, ws: &mut HubWebSocket, end: End) {
         let hub = self.hub.clone();
         let close_within = hub.config.shutdown_timeout;
         let frame = match end {
@@ -524,7 +565,10 @@ impl Session {
                         Some(&topic),
                     );
                 }
-                if !self.rate.allow(Instant::now()) {
+                if !self
+                    .publishes
+                    .allow(publish_rate(&self.hub), Instant::now())
+                {
                     inc(&self.hub.metrics.drops);
                     return self.error(
                         "rate_limited",
@@ -592,7 +636,11 @@ impl Session {
         // A topic nobody on this node subscribes to is created by this subscription: at most
         // so many per connection and window, so that a few connections cannot fill the
         // topic table.
-        if !self.hub.registry.has_topic(&topic) && !self.new_topics.allow(Instant::now()) {
+        if !self.hub.registry.has_topic(&topic)
+            && !self
+                .new_topics
+                .allow(new_topic_rate(&self.hub), Instant::now())
+        {
             let broker = &self.hub.config.broker;
             let message = format!(
                 "at most {} new topics per connection every {} s",
@@ -609,7 +657,9 @@ impl Session {
             Ok(_) => {
                 // Grown one place at a time: a connection with one topic keeps one entry.
                 self.topics.reserve_exact(1);
-                self.topics.push((topic.clone(), request.presence));
+                let name = self.hub.registry.shared_name(&topic);
+                self.topics
+                    .push((name.unwrap_or_else(|| topic.clone()), request.presence));
                 if request.presence {
                     if let Err(error) = self.hub.join(&topic, &self.client_info()).await {
                         self.error("unavailable", &error.to_string(), Some(&topic));
@@ -661,10 +711,11 @@ impl Session {
             Ok(grants) if grants.user() == self.token_user.as_ref() => {
                 self.grants = if self.hooked {
                     // The hook's user and grants stay; only the token's expiry moves.
-                    self.grants.clone().with_expiry(grants.expires())
+                    Grants::clone(&self.grants).with_expiry(grants.expires())
                 } else {
                     grants
-                };
+                }
+                .into_shared();
                 self.schedule_expiry();
                 let id = self.reply_id.as_deref();
                 self.send(wire::refreshed_frame(self.grants.expires(), id));
@@ -766,7 +817,7 @@ const FAR_FUTURE_FALLBACK: Duration = Duration::from_secs(365 * 24 * 3600);
 /// buffers of about `BATCH_BYTES`, large ones are queued as they are, and everything leaves
 /// with one flush (waiting on the way only while the socket's write buffer is full).
 async fn write_batch(
-    ws: &mut HyperWebSocket,
+    ws: &mut HubWebSocket,
     frames: &mut Vec<Bytes>,
 ) -> Result<(), fullduplex::Error> {
     coalesce(frames);
@@ -863,13 +914,41 @@ mod tests {
     #[test]
     fn rate_limit() {
         let start = Instant::now();
-        let mut limit = RateLimit::new(2);
-        assert!(limit.allow(start));
-        assert!(limit.allow(start));
-        assert!(!limit.allow(start));
-        assert!(limit.allow(start + Duration::from_millis(600)));
-        assert!(!limit.allow(start + Duration::from_millis(700)));
-        let mut unlimited = RateLimit::new(0);
-        assert!((0..1000).all(|_| unlimited.allow(start)));
+        let two = Rate::per_second(2);
+        let mut limit = Bucket::full(two, start);
+        assert!(limit.allow(two, start));
+        assert!(limit.allow(two, start));
+        assert!(!limit.allow(two, start));
+        assert!(limit.allow(two, start + Duration::from_millis(600)));
+        assert!(!limit.allow(two, start + Duration::from_millis(700)));
+        let unlimited = Rate::per_second(0);
+        let mut bucket = Bucket::full(unlimited, start);
+        assert!((0..1000).all(|_| bucket.allow(unlimited, start)));
+    }
+
+    #[test]
+    fn a_bucket_refills_over_a_window_and_not_past_its_capacity() {
+        let start = Instant::now();
+        let rate = Rate::per_window(10, Duration::from_secs(60));
+        let mut bucket = Bucket::full(rate, start);
+        assert_eq!((0..20).filter(|_| bucket.allow(rate, start)).count(), 10);
+        // 7 s give one token back (not two); an hour gives back no more than the capacity.
+        assert!(bucket.allow(rate, start + Duration::from_secs(7)));
+        assert!(!bucket.allow(rate, start + Duration::from_secs(7)));
+        let later = start + Duration::from_secs(3600);
+        assert_eq!((0..20).filter(|_| bucket.allow(rate, later)).count(), 10);
+    }
+
+    #[test]
+    fn an_idle_connection_stays_small() {
+        // What every idle subscriber keeps in its driver's slot (BENCHMARKS.md, "Memory per
+        // idle subscriber"): the WebSocket over the plain socket and the session.
+        let connection = std::mem::size_of::<Connection>();
+        let session = std::mem::size_of::<Session>();
+        assert!(connection <= 432, "Connection is {connection} bytes");
+        assert!(session <= 152, "Session is {session} bytes");
+        assert!(
+            std::mem::size_of::<UpgradedStream>() <= std::mem::size_of::<tokio::net::TcpStream>()
+        );
     }
 }

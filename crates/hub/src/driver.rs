@@ -24,11 +24,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 
 use bytes::Bytes;
-use fullduplex::hyper::HyperWebSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use crate::conn::{Admission, Connection, End, Turn};
+use crate::conn::{Admission, Connection, End, HubWebSocket, Turn};
 use crate::{Hub, Slot};
 
 /// How many connections a driver polls before it lets other tasks run (and looks at the
@@ -42,7 +41,7 @@ const PAGE: usize = 64;
 
 /// An upgraded connection on its way to a driver.
 struct Arrival {
-    ws: HyperWebSocket,
+    ws: HubWebSocket,
     admission: Admission,
     slot: Slot,
 }
@@ -84,7 +83,7 @@ impl Drivers {
     pub(crate) fn insert(
         &self,
         hub: &Arc<Hub>,
-        ws: HyperWebSocket,
+        ws: HubWebSocket,
         admission: Admission,
         slot: Slot,
     ) {

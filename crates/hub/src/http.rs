@@ -6,6 +6,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use fullduplex::hyper::UpgradedStream;
 use fullduplex::{Accept, Config, Reject};
 use http::header::{HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOST, ORIGIN};
 use http::{Method, Request, Response, StatusCode};
@@ -375,7 +376,7 @@ async fn websocket<B>(hub: Arc<Hub>, mut request: Request<B>) -> HttpResponse {
             }
             let task_hub = hub.clone();
             hub.tasks().spawn(async move {
-                match upgrade.await {
+                match upgrade.with_stream::<UpgradedStream>().await {
                     // To a driver: this task, with the upgrade's state, ends here.
                     Ok(ws) => task_hub.drivers().insert(&task_hub, ws, admission, slot),
                     Err(error) => {

@@ -601,6 +601,14 @@ impl Registry {
             .map_or(0, |local| lock(&local).subscribers.len())
     }
 
+    /// The registry's own copy of `topic`'s name, if it has the topic: a subscriber that
+    /// keeps it instead of the name its request parsed shares one allocation with the others.
+    pub fn shared_name(&self, topic: &Topic) -> Option<Topic> {
+        lock(&self.topics)
+            .get_key_value(topic)
+            .map(|(name, _)| name.clone())
+    }
+
     /// Whether `topic` has subscribers (or subscriptions being set up) on this node.
     pub fn has_topic(&self, topic: &Topic) -> bool {
         lock(&self.topics).contains_key(topic)
@@ -714,6 +722,20 @@ mod tests {
         snapshot: &Snapshot,
     ) -> Result<Subscribed, JoinError> {
         join(registry, t, id, queue, None, None, snapshot)
+    }
+
+    #[test]
+    fn subscribers_share_the_registry_s_copy_of_a_topic_name() {
+        let registry = registry();
+        let t = topic("t");
+        assert_eq!(registry.shared_name(&t), None);
+        let a = Arc::new(DeliveryQueue::new(1 << 20));
+        subscribe(&registry, &t, 1, &a, &snapshot(&t, "e1", 0, 0..=0)).unwrap();
+        let parsed = topic("t");
+        let shared = registry.shared_name(&parsed).unwrap();
+        assert_eq!(shared, parsed);
+        let again = registry.shared_name(&topic("t")).unwrap();
+        assert!(std::ptr::eq(shared.as_str(), again.as_str()));
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! RFC 8441 extended CONNECT, the background tasks (clock, history sweeper) and the graceful
 //! shutdown.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -100,10 +102,18 @@ impl Hub {
                     None => {
                         // hyper's head timeout starts at the first byte: a client that sends
                         // nothing at all would keep its place forever.
-                        let mut byte = [0u8; 1];
-                        let first = tokio::time::timeout(HEADER_READ_TIMEOUT, tcp.peek(&mut byte));
-                        match first.await {
-                            Ok(Ok(_)) => {
+                        let mut first = [0u8; 1];
+                        let peeked =
+                            tokio::time::timeout(HEADER_READ_TIMEOUT, tcp.peek(&mut first));
+                        match peeked.await {
+                            // `PRI` (the HTTP/2 preface), `POST`, `PUT`, `PATCH`: hyper-util
+                            // tells them apart. Anything else is HTTP/1.1, served by hyper's
+                            // own connection so that a WebSocket upgrade (always a `GET`)
+                            // keeps the plain socket.
+                            Ok(Ok(1..)) if first[0] != b'P' => {
+                                serve_http1(hub, tcp, permit, peer).await
+                            }
+                            Ok(Ok(1..)) => {
                                 serve_connection(hub, TokioIo::new(tcp), permit, peer).await
                             }
                             _ => tracing::debug!(%peer, "nothing received: closed"),
@@ -137,6 +147,47 @@ impl Hub {
     }
 }
 
+/// The service every HTTP connection runs: [`http::route`], with the connection's permit and
+/// abort signal in each request's extensions.
+fn service(
+    hub: Arc<Hub>,
+    permit: HttpPermit,
+    abort: ConnectionAbort,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = http::HttpResponse,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<http::HttpResponse, std::convert::Infallible>> + Send,
+> + Clone {
+    service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(permit.clone());
+        request.extensions_mut().insert(abort.clone());
+        http::route(hub.clone(), request)
+    })
+}
+
+/// Serves a cleartext HTTP/1.1 connection with hyper's own HTTP/1.1 connection, so that an
+/// upgrade hands back the `TcpStream` itself
+/// ([`UpgradedStream::Tcp`](fullduplex::hyper::UpgradedStream::Tcp)).
+async fn serve_http1(
+    hub: Arc<Hub>,
+    tcp: tokio::net::TcpStream,
+    permit: HttpPermit,
+    peer: SocketAddr,
+) {
+    let abort = ConnectionAbort(Arc::new(Notify::new()));
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .serve_connection(
+            TokioIo::new(tcp),
+            service(hub.clone(), permit, abort.clone()),
+        )
+        .with_upgrades();
+    drive(&hub, connection, |c| c.graceful_shutdown(), &abort, peer).await;
+}
+
 /// Serves one HTTP/1.1 or HTTP/2 connection (cleartext h2 by its prior-knowledge preface,
 /// over TLS as ALPN chose) until it ends or the hub shuts down.
 async fn serve_connection<I>(hub: Arc<Hub>, io: TokioIo<I>, permit: HttpPermit, peer: SocketAddr)
@@ -144,11 +195,6 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let abort = ConnectionAbort(Arc::new(Notify::new()));
-    let service = service_fn(|mut request: Request<Incoming>| {
-        request.extensions_mut().insert(permit.clone());
-        request.extensions_mut().insert(abort.clone());
-        http::route(hub.clone(), request)
-    });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -165,12 +211,28 @@ where
         .max_concurrent_streams(fullduplex::http2::MAX_STREAMS)
         .initial_stream_window_size(fullduplex::http2::STREAM_WINDOW)
         .initial_connection_window_size(fullduplex::http2::CONNECTION_WINDOW);
-    let connection = builder.serve_connection_with_upgrades(io, service);
+    let connection =
+        builder.serve_connection_with_upgrades(io, service(hub.clone(), permit, abort.clone()));
+    drive(&hub, connection, |c| c.graceful_shutdown(), &abort, peer).await;
+}
+
+/// Runs `connection` until it ends, the hub shuts down (then `graceful_shutdown` asks it to
+/// finish), or its `abort` is signalled (then it gets [`ABORT_GRACE`] to end by itself).
+async fn drive<C, E>(
+    hub: &Hub,
+    connection: C,
+    graceful_shutdown: impl FnOnce(Pin<&mut C>),
+    abort: &ConnectionAbort,
+    peer: SocketAddr,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
         _ = hub.shutdown_token().cancelled() => {
-            connection.as_mut().graceful_shutdown();
+            graceful_shutdown(connection.as_mut());
             connection.await
         }
         _ = abort.0.notified() => {
