@@ -1,10 +1,32 @@
 //! Giving free memory back to the system. glibc keeps what was freed in its arenas, so a
 //! server's resident size would otherwise stay at its peak after a flood of large messages or
-//! a burst of connections (RELIABILITY.md has the figures). Used by the hub's history sweep
-//! and connection count, and by `fdx echo`/`fdx exec`.
+//! a burst of connections (RELIABILITY.md has the figures). Used by the hub's history sweep,
+//! connection count and delivery queues, and by `fdx echo`/`fdx exec`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Fewest connections that must have closed since the busiest moment before a trim.
 const MIN_CLOSED: usize = 64;
+
+/// Bytes of burst buffers (delivery queues' rings) freed since the last trim that make one
+/// worth its heap walk.
+const MIN_BURST_FREED: usize = 4 << 20;
+
+/// Bytes of burst buffers freed since the last [`take_burst_freed`].
+static BURST_FREED: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts `bytes` of a burst's buffers as freed: once [`MIN_BURST_FREED`] have been, the hub's
+/// next check trims (see [`burst_freed_enough`]).
+pub fn note_burst_freed(bytes: usize) {
+    BURST_FREED.fetch_add(bytes, Ordering::Relaxed);
+}
+
+/// Whether enough burst buffers were freed since the last call that returned true for a
+/// trim to be worth its heap walk; resets the count when it does.
+pub fn burst_freed_enough() -> bool {
+    BURST_FREED.load(Ordering::Relaxed) >= MIN_BURST_FREED
+        && BURST_FREED.swap(0, Ordering::Relaxed) >= MIN_BURST_FREED
+}
 
 /// Asks the allocator to return free memory to the system (glibc's `malloc_trim(0)`; nothing
 /// with other allocators). It walks the heap once (milliseconds for hundreds of MiB): call it
@@ -47,5 +69,13 @@ mod tests {
             "200 of 1,000 is under a quarter"
         );
         assert!(connections_dropped_enough(64, 0));
+    }
+
+    #[test]
+    fn a_burst_s_buffers_are_enough_once_they_add_up() {
+        // Other tests in this binary may free rings too: only what this one adds is known.
+        let _ = burst_freed_enough();
+        note_burst_freed(MIN_BURST_FREED);
+        assert!(burst_freed_enough());
     }
 }

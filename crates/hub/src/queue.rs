@@ -57,9 +57,8 @@ pub struct DeliveryQueue {
     waker: Option<Waker>,
 }
 
-/// Slots a drained queue keeps after a burst grew its ring: enough for a few messages at a
-/// steady rate without allocating again. (A queue that has only ever held one frame at a
-/// time keeps one slot.)
+/// The largest ring a drained queue keeps: enough for a few messages at a steady rate
+/// without allocating again. A larger one (a burst's) is freed when drained.
 const IDLE_SLOTS: usize = 4;
 
 #[derive(Debug, Default)]
@@ -221,11 +220,17 @@ impl DeliveryQueue {
         }
         into.extend(state.frames.drain(..));
         state.bytes = 0;
-        // A burst grows the ring (to 32 slots for 20 messages); an idle subscriber keeps
-        // only what a message or two at a steady rate needs, so the next push allocates
-        // nothing and 10,000 subscribers do not keep a burst's 1 KiB each.
+        // A burst grows the ring (to 32 slots for 20 messages): once drained, it is freed
+        // whole (the next push takes one slot), so that 10,000 subscribers do not keep a
+        // burst's 1 KiB each. Shrinking it in place would leave a hole beside each small
+        // ring that the allocator can neither reuse for large blocks nor give back; freed
+        // whole, the rings of a burst (allocated one after the other) join into free space
+        // that [`crate::allocator`] returns to the system.
         if state.frames.capacity() > IDLE_SLOTS {
-            state.frames.shrink_to(IDLE_SLOTS);
+            crate::allocator::note_burst_freed(
+                state.frames.capacity() * std::mem::size_of::<Bytes>(),
+            );
+            state.frames = VecDeque::new();
         }
         Drained::Frames
     }
@@ -314,7 +319,14 @@ mod tests {
         queue.push_reply(Bytes::from_static(b"two")).unwrap();
         assert_eq!(queue.lock().frames.capacity(), 1);
         queue.drain(&mut frames);
-        let idle = IDLE_SLOTS;
+        // A few frames at a time keep their ring: a steady rate allocates nothing.
+        for _ in 0..2 {
+            for _ in 0..IDLE_SLOTS {
+                queue.push(Bytes::from_static(b"few")).unwrap();
+            }
+            queue.drain(&mut frames);
+            assert_eq!(queue.lock().frames.capacity(), IDLE_SLOTS);
+        }
         for _ in 0..20 {
             queue.push(Bytes::from_static(b"burst")).unwrap();
         }
@@ -322,10 +334,10 @@ mod tests {
         frames.clear();
         assert_eq!(queue.drain(&mut frames), Drained::Frames);
         assert_eq!(frames.len(), 20);
-        assert_eq!(queue.lock().frames.capacity(), idle);
-        // A message at a steady rate fits without growing the ring again.
+        // A burst's ring is freed whole; the next frame takes one slot again.
+        assert_eq!(queue.lock().frames.capacity(), 0);
         queue.push(Bytes::from_static(b"next")).unwrap();
-        assert_eq!(queue.lock().frames.capacity(), idle);
+        assert_eq!(queue.lock().frames.capacity(), 1);
     }
 
     #[tokio::test]

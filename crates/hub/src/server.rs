@@ -286,8 +286,9 @@ impl HttpPermit {
 }
 
 /// Every 5 s: once many connections have closed since the busiest moment
-/// ([`crate::allocator::connections_dropped_enough`]), asks the allocator to give free memory
-/// back, so the hub's resident size follows its connections down after a burst.
+/// ([`crate::allocator::connections_dropped_enough`]) or a burst's queue rings were freed
+/// ([`crate::allocator::burst_freed_enough`]), asks the allocator to give free memory back, so
+/// the hub's resident size follows its connections and queues down after a burst.
 async fn return_memory_after_drops(hub: Arc<Hub>) {
     let mut ticks = tokio::time::interval(Duration::from_secs(5));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -298,8 +299,12 @@ async fn return_memory_after_drops(hub: Arc<Hub>) {
                 let now = hub.metrics.connections.load(std::sync::atomic::Ordering::Relaxed);
                 let peak = hub.metrics.connections_peak.load(std::sync::atomic::Ordering::Relaxed);
                 let as_count = |n: i64| usize::try_from(n).unwrap_or(0);
-                if crate::allocator::connections_dropped_enough(as_count(peak), as_count(now)) {
+                let dropped =
+                    crate::allocator::connections_dropped_enough(as_count(peak), as_count(now));
+                if dropped {
                     hub.metrics.connections_peak.store(now, std::sync::atomic::Ordering::Relaxed);
+                }
+                if dropped | crate::allocator::burst_freed_enough() {
                     tokio::task::spawn_blocking(crate::allocator::return_free_memory);
                 }
             }
