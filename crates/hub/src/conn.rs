@@ -23,7 +23,7 @@ use fullduplex::{CloseCode, CloseFrame, Message, PollSocket};
 use crate::auth::Grants;
 use crate::engine::{BrokerError, ClientInfo};
 use crate::metrics::{inc, Transport, TransportGuard};
-use crate::queue::{Control, DeliveryQueue, Drained};
+use crate::queue::{Control, DeliveryQueue, Drained, SlotWake};
 use crate::registry::{SubscribeError, SubscribeRequest};
 use crate::topic::Topic;
 use crate::wire::{self, ClientRequest};
@@ -238,14 +238,15 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    /// Opens the session of an upgraded connection; `waker` is what the connection's queue
-    /// wakes when something is pushed.
+    /// Opens the session of an upgraded connection, for slot `index` of `driver` (which its
+    /// queue and [`waker`](Connection::waker) wake), or for no driver (a connection only to
+    /// be closed).
     pub(crate) fn open(
         hub: Arc<Hub>,
         ws: HubWebSocket,
         admission: Admission,
         slot: Slot,
-        waker: Waker,
+        driver: Option<(Arc<dyn SlotWake>, u32)>,
     ) -> Connection {
         let Admission {
             grants,
@@ -260,11 +261,12 @@ impl Connection {
             .fetch_max(open, Ordering::Relaxed);
         inc(&hub.metrics.connections_total);
         let now = Instant::now();
-        let queue = Arc::new(
-            DeliveryQueue::new(hub.config.max_queued_bytes)
-                .with_deflate(ws.is_compressed())
-                .with_waker(waker),
-        );
+        let mut queue =
+            DeliveryQueue::new(hub.config.max_queued_bytes).with_deflate(ws.is_compressed());
+        if let Some((driver, index)) = driver {
+            queue = queue.with_driver(driver, index);
+        }
+        let queue = Arc::new(queue);
         let mut session = Session {
             id: hub.next_conn_id(),
             queue: queue.clone(),
@@ -294,6 +296,12 @@ impl Connection {
             activity: Activity::Idle(session),
             more: false,
         }
+    }
+
+    /// The waker to poll this connection with: its queue, which notes the connection's slot
+    /// for a read turn of its driver.
+    pub(crate) fn waker(&self) -> Waker {
+        Waker::from(self.queue.clone())
     }
 
     /// Does what the connection can do now: the server's control requests, writing its

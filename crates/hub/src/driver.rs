@@ -1,11 +1,11 @@
 //! Connection drivers: the hub's WebSocket connections run in a few drivers (one per worker
 //! thread) instead of a task each.
 //!
-//! A driver is one task that owns many [`Connection`]s in a slab. Each slot has a waker of its
-//! own, made once per slot and reused by the connections that take it: the socket, the
-//! connection's [`DeliveryQueue`](crate::queue::DeliveryQueue) and a request in progress all
-//! wake that waker, which notes the slot in the driver's list and wakes the driver's task
-//! (once, however many slots were woken). The driver then polls exactly the woken
+//! A driver is one task that owns many [`Connection`]s in a slab. A connection's waker is its
+//! [`DeliveryQueue`](crate::queue::DeliveryQueue) (no allocation of its own), which knows the
+//! connection's slot: the socket, a request in progress and the queue itself (when frames are
+//! pushed) all note the slot in the driver's list and wake the driver's task (once, however
+//! many slots were woken). The driver then polls exactly the woken
 //! connections. A fan-out to 10,000 subscribers thus costs 10,000 pushes to a list under one
 //! lock and one task wake-up per driver, where a task per connection cost 10,000 task
 //! wake-ups and runs; and an idle connection costs its socket and session in the slab, with
@@ -21,13 +21,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::conn::{Admission, Connection, End, HubWebSocket, Turn};
+use crate::queue::SlotWake;
 use crate::{Hub, Slot};
 
 /// How many connections a driver polls before it lets other tasks run (and looks at the
@@ -98,7 +99,7 @@ impl Drivers {
                 arrival.ws,
                 arrival.admission,
                 arrival.slot,
-                Waker::noop().clone(),
+                None,
             );
             hub.tasks().spawn(connection.close(End::Shutdown));
         }
@@ -159,11 +160,8 @@ impl Slab {
 /// One slot of the slab.
 struct Entry {
     connection: Option<Box<Connection>>,
-    /// Notes this slot in the driver's list and wakes the driver; kept for the slot's next
-    /// connection.
-    waker: Waker,
-    /// The same for the connection's delivery queue, which is written after the reads.
-    queue_waker: Waker,
+    /// The connection's [`Connection::waker`], made once.
+    waker: Option<Waker>,
     queued: bool,
 }
 
@@ -187,26 +185,14 @@ impl Woken {
     }
 }
 
-/// A slot's waker (one for the socket and the rest, one for the queue).
-struct SlotWaker {
-    index: u32,
-    woken: Arc<Woken>,
-    /// The queue's waker: the slot goes to the writers.
-    write: bool,
-}
-
-impl Wake for SlotWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
+impl SlotWake for Woken {
+    fn wake_slot(&self, index: u32, write: bool) {
         let driver = {
-            let mut list = self.woken.lock();
-            if self.write {
-                list.writes.push(self.index);
+            let mut list = self.lock();
+            if write {
+                list.writes.push(index);
             } else {
-                list.slots.push(self.index);
+                list.slots.push(index);
             }
             list.driver.take()
         };
@@ -237,32 +223,28 @@ impl Driver {
             Some(index) => index,
             None => {
                 let index = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
-                let waker = |write| {
-                    Waker::from(Arc::new(SlotWaker {
-                        index,
-                        woken: self.woken.clone(),
-                        write,
-                    }))
-                };
                 self.slots.push(Entry {
                     connection: None,
-                    waker: waker(false),
-                    queue_waker: waker(true),
+                    waker: None,
                     queued: false,
                 });
                 index
             }
         };
-        let Some(entry) = self.slots.get_mut(index) else {
-            return;
-        };
-        entry.connection = Some(Box::new(Connection::open(
+        let woken: Arc<dyn SlotWake> = self.woken.clone();
+        let connection = Box::new(Connection::open(
             self.hub.clone(),
             arrival.ws,
             arrival.admission,
             arrival.slot,
-            entry.queue_waker.clone(),
-        )));
+            Some((woken, index)),
+        ));
+        let Some(entry) = self.slots.get_mut(index) else {
+            self.hub.tasks().spawn(connection.close(End::Shutdown));
+            return;
+        };
+        entry.waker = Some(connection.waker());
+        entry.connection = Some(connection);
         if !entry.queued {
             entry.queued = true;
             self.ready.push_back(index);
@@ -300,11 +282,12 @@ impl Driver {
         let Some(entry) = self.slots.get_mut(index) else {
             return;
         };
-        let Some(connection) = entry.connection.as_mut() else {
+        let (Some(connection), Some(waker)) = (entry.connection.as_mut(), entry.waker.as_ref())
+        else {
             entry.queued = false;
             return;
         };
-        let mut slot_cx = Context::from_waker(&entry.waker);
+        let mut slot_cx = Context::from_waker(waker);
         match connection.poll(&mut slot_cx, &mut self.frames) {
             Turn::Waiting => entry.queued = false,
             Turn::More => self.ready.push_back(index),
@@ -320,6 +303,7 @@ impl Driver {
         let Some(entry) = self.slots.get_mut(index) else {
             return;
         };
+        entry.waker = None;
         if let Some(connection) = entry.connection.take() {
             self.free.push(index);
             self.hub.tasks().spawn(connection.close(end));

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::Waker;
+use std::task::Wake;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -54,7 +54,21 @@ pub struct DeliveryQueue {
     /// Told when the queue overflows, besides the queue's own waiters.
     overflow_signal: Option<Arc<Notify>>,
     /// The driver that writes this queue, woken instead of `ready`.
-    waker: Option<Waker>,
+    driver: Option<DriverLink>,
+}
+
+/// Where a driven connection's wake-ups go: its driver's lists of woken slots.
+pub(crate) trait SlotWake: Send + Sync + std::fmt::Debug {
+    /// Notes slot `index` as woken (`write`: by its queue, which has frames to write) and
+    /// wakes the driver's task.
+    fn wake_slot(&self, index: u32, write: bool);
+}
+
+/// A driven connection's place: its driver and slot.
+#[derive(Debug)]
+struct DriverLink {
+    driver: Arc<dyn SlotWake>,
+    index: u32,
 }
 
 /// The largest ring a drained queue keeps: enough for a few messages at a steady rate
@@ -99,15 +113,17 @@ impl DeliveryQueue {
             has_control: AtomicBool::new(false),
             deflate: false,
             overflow_signal: None,
-            waker: None,
+            driver: None,
         }
     }
 
-    /// The same queue, which wakes `waker` where it would wake [`wait`](DeliveryQueue::wait)
-    /// and [`overflowed`](DeliveryQueue::overflowed) (a push to an empty queue, an overflow, a
-    /// control request): for a connection polled by a driver, which is woken instead of them.
-    pub fn with_waker(mut self, waker: Waker) -> DeliveryQueue {
-        self.waker = Some(waker);
+    /// The same queue for the connection in slot `index` of `driver`, which is woken (to
+    /// write) where [`wait`](DeliveryQueue::wait) and [`overflowed`](DeliveryQueue::overflowed)
+    /// would be (a push to an empty queue, an overflow, a control request). The queue is then
+    /// also the connection's [`Waker`](std::task::Waker) (to read: see its `Wake`
+    /// implementation), so that a driven connection needs no waker allocation of its own.
+    pub(crate) fn with_driver(mut self, driver: Arc<dyn SlotWake>, index: u32) -> DeliveryQueue {
+        self.driver = Some(DriverLink { driver, index });
         self
     }
 
@@ -152,8 +168,8 @@ impl DeliveryQueue {
 
     /// Wakes whoever writes this queue.
     fn wake(&self) {
-        match &self.waker {
-            Some(waker) => waker.wake_by_ref(),
+        match &self.driver {
+            Some(link) => link.driver.wake_slot(link.index, true),
             None => self.ready.notify_one(),
         }
     }
@@ -272,6 +288,21 @@ impl DeliveryQueue {
     }
 }
 
+/// A driven connection's waker (for its socket, timers and requests) is its queue: waking it
+/// notes the connection's slot for a read turn of its driver. A queue without a driver
+/// ignores it.
+impl Wake for DeliveryQueue {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let Some(link) = &self.driver {
+            link.driver.wake_slot(link.index, false);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,6 +369,38 @@ mod tests {
         assert_eq!(queue.lock().frames.capacity(), 0);
         queue.push(Bytes::from_static(b"next")).unwrap();
         assert_eq!(queue.lock().frames.capacity(), 1);
+    }
+
+    #[derive(Debug, Default)]
+    struct Recorder(std::sync::Mutex<Vec<(u32, bool)>>);
+
+    impl SlotWake for Recorder {
+        fn wake_slot(&self, index: u32, write: bool) {
+            self.0.lock().unwrap().push((index, write));
+        }
+    }
+
+    #[test]
+    fn a_driven_queue_wakes_its_slot_to_write_and_as_a_waker_to_read() {
+        let recorder = Arc::new(Recorder::default());
+        let queue = Arc::new(DeliveryQueue::new(1 << 20).with_driver(recorder.clone(), 7));
+        // A push to an empty queue wakes the slot to write; a second push does not.
+        queue.push(Bytes::from_static(b"a")).unwrap();
+        queue.push(Bytes::from_static(b"b")).unwrap();
+        assert_eq!(*recorder.0.lock().unwrap(), [(7, true)]);
+        // The queue as the connection's waker wakes the slot to read.
+        let waker = std::task::Waker::from(queue.clone());
+        waker.wake_by_ref();
+        waker.wake();
+        assert_eq!(*recorder.0.lock().unwrap(), [(7, true), (7, false), (7, false)]);
+        // A control request wakes it to write.
+        queue.control(Control::Disconnect {
+            code: 4000,
+            reason: String::new(),
+        });
+        assert_eq!(recorder.0.lock().unwrap().last(), Some(&(7, true)));
+        // A queue without a driver ignores its waker.
+        std::task::Waker::from(Arc::new(DeliveryQueue::new(16))).wake();
     }
 
     #[tokio::test]
