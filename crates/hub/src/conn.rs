@@ -509,6 +509,13 @@ impl Session {
     /// Handles one text message.
     async fn handle(&mut self, text: &str) {
         let parsed = wire::parse(text);
+        // Publishes without an id (no answer) may have their fan-out deferred to the end of
+        // the driver's turn; anything else is answered, and what the connection's earlier
+        // requests published is queued first, so that a client subscribed to its own topic
+        // gets its message before the answers to its later requests.
+        if parsed.id.is_some() || !matches!(parsed.request, Ok(ClientRequest::Publish { .. })) {
+            self.hub.registry.flush_deferred_here();
+        }
         self.reply_id = parsed.id.map(Box::from);
         match parsed.request {
             Ok(request) => self.handle_request(request).await,

@@ -353,6 +353,13 @@ impl Driver {
         // connections that were ready get their turn (reading requests, a publisher's
         // included), then up to `TURN` writers are written. Readers beyond `TURN` (a
         // reconnect storm) wait for the next turn, so the writers do not wait for all of them.
+        //
+        // Messages published during the turn are queued to their subscribers after the
+        // readers (and before the driver waits or yields), all of a topic's at once: a
+        // publisher's 20 messages to a topic then cost each subscriber one queue touch and
+        // one wake-up instead of 20 (see `Registry::defer_fan_out`).
+        let hub = self.hub.clone();
+        let deferral = hub.registry.defer_fan_out();
         self.collect(cx);
         let readers = self.ready.len().min(TURN);
         for _ in 0..readers {
@@ -361,11 +368,13 @@ impl Driver {
             };
             self.poll_slot(index);
         }
+        deferral.flush();
         // Then the writers; a reader woken meanwhile waits until they are done or the next
         // turn.
         for _ in 0..TURN {
             let next = self.writers.pop_front().or_else(|| self.ready.pop_front());
             let Some(index) = next else {
+                deferral.flush();
                 if self.collect(cx) {
                     continue;
                 }

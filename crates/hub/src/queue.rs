@@ -184,13 +184,23 @@ impl DeliveryQueue {
     /// Queues `frame` without waiting. If the queue would exceed its limit, it is emptied and
     /// marked overflowed (and stays so): this and every later push fail.
     pub fn push(&self, frame: Bytes) -> Result<(), Overflow> {
+        self.push_all(std::slice::from_ref(&frame))
+    }
+
+    /// Queues `frames` in order, like as many [`push`](DeliveryQueue::push)es under one lock
+    /// and with at most one wake-up. If they would take the queue over its limit, none is
+    /// queued and the queue overflows.
+    pub fn push_all(&self, frames: &[Bytes]) -> Result<(), Overflow> {
         let mut state = self.lock();
         if state.overflowed {
-            return Err(Overflow { dropped: 1 });
+            return Err(Overflow {
+                dropped: frames.len(),
+            });
         }
-        if state.bytes + frame.len() > self.limit {
+        let bytes: usize = frames.iter().map(Bytes::len).sum();
+        if state.bytes + bytes > self.limit {
             state.overflowed = true;
-            let dropped = state.frames.len() + 1;
+            let dropped = state.frames.len() + frames.len();
             state.frames = VecDeque::new();
             state.bytes = 0;
             drop(state);
@@ -201,10 +211,14 @@ impl DeliveryQueue {
             return Err(Overflow { dropped });
         }
         let was_empty = state.frames.is_empty();
-        state.bytes += frame.len();
-        state.enqueue(frame);
+        state.bytes += bytes;
+        if let [frame] = frames {
+            state.enqueue(frame.clone());
+        } else {
+            state.frames.extend(frames.iter().cloned());
+        }
         drop(state);
-        if was_empty {
+        if was_empty && !frames.is_empty() {
             self.wake();
         }
         Ok(())
@@ -392,7 +406,10 @@ mod tests {
         let waker = std::task::Waker::from(queue.clone());
         waker.wake_by_ref();
         waker.wake();
-        assert_eq!(*recorder.0.lock().unwrap(), [(7, true), (7, false), (7, false)]);
+        assert_eq!(
+            *recorder.0.lock().unwrap(),
+            [(7, true), (7, false), (7, false)]
+        );
         // A control request wakes it to write.
         queue.control(Control::Disconnect {
             code: 4000,

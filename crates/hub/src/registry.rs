@@ -18,6 +18,7 @@
 //! live messages are settled under the topic's lock, so replay and live messages form one
 //! sequence without gap or duplicate.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -133,6 +134,9 @@ struct Local {
     joining: usize,
     /// Set once the engine watches the topic for this node.
     watched: Arc<OnceCell<()>>,
+    /// Message frames delivered while fan-outs were deferred (see [`Registry::defer_fan_out`]),
+    /// not yet queued to the subscribers; the position counts them already.
+    pending: Vec<Bytes>,
 }
 
 impl Local {
@@ -174,6 +178,36 @@ pub struct Registry {
     node: String,
     /// Compressed fan-out, when the hub negotiates compression.
     deflate: Option<SharedDeflate>,
+    /// Topics with pending frames (deferred fan-outs), to queue at the next flush.
+    deferred: Mutex<Vec<Arc<Mutex<Local>>>>,
+}
+
+thread_local! {
+    /// The registry (its address) whose fan-outs this thread defers, while a connection
+    /// driver's turn runs; 0 for none.
+    static DEFERRING: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Fan-outs deferred on this thread while it lives ([`Registry::defer_fan_out`]); dropping it
+/// flushes them.
+#[derive(Debug)]
+pub(crate) struct Deferral<'a> {
+    registry: &'a Registry,
+    previous: usize,
+}
+
+impl Deferral<'_> {
+    /// Queues every deferred frame to its subscribers now.
+    pub(crate) fn flush(&self) {
+        self.registry.flush_deferred();
+    }
+}
+
+impl Drop for Deferral<'_> {
+    fn drop(&mut self) {
+        DEFERRING.with(|deferring| deferring.set(self.previous));
+        self.registry.flush_deferred();
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -193,6 +227,58 @@ impl Registry {
             metrics,
             node: crate::engine::epoch_suffix(),
             deflate: None,
+            deferred: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Defers the fan-out of messages delivered on this thread until the returned guard
+    /// flushes or is dropped: a driver's turn, in which a publisher may publish many messages
+    /// to one topic, then queues them to each subscriber at once (one lock, one wake-up and
+    /// one touch of the subscriber's queue for all of them). Replies, presence events, joins
+    /// and leaves flush a topic's pending frames first, so every subscriber still gets each
+    /// topic's messages in order, once, and none published before it left is lost.
+    pub(crate) fn defer_fan_out(&self) -> Deferral<'_> {
+        let previous = DEFERRING.with(|deferring| deferring.replace(self.address()));
+        Deferral {
+            registry: self,
+            previous,
+        }
+    }
+
+    /// This registry's identity for [`DEFERRING`].
+    fn address(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+
+    fn is_deferring(&self) -> bool {
+        DEFERRING.with(Cell::get) == self.address()
+    }
+
+    /// Queues what this thread deferred so far, if it defers this registry's fan-outs: for an
+    /// answer that must follow what the same connection published before.
+    pub(crate) fn flush_deferred_here(&self) {
+        if self.is_deferring() {
+            self.flush_deferred();
+        }
+    }
+
+    /// Queues the pending frames of every topic that has some.
+    fn flush_deferred(&self) {
+        let topics = std::mem::take(&mut *lock(&self.deferred));
+        for local in topics {
+            let mut local = lock(&local);
+            self.flush_pending(&mut local);
+        }
+    }
+
+    /// Queues `local`'s pending frames to its subscribers.
+    fn flush_pending(&self, local: &mut Local) {
+        if !local.pending.is_empty() {
+            let pending = std::mem::take(&mut local.pending);
+            self.queue_frames(local, &pending);
+            // The topic keeps its buffer (small) for the next turn.
+            local.pending = pending;
+            local.pending.clear();
         }
     }
 
@@ -301,6 +387,7 @@ impl Registry {
                 position: None,
                 subscribers: HashMap::new(),
                 joining: 0,
+                pending: Vec::new(),
                 watched: Arc::new(OnceCell::new()),
             }))
         });
@@ -375,6 +462,7 @@ impl Registry {
     ) -> Result<Subscribed, JoinError> {
         let local = self.get(topic).ok_or(JoinError::Retry)?;
         let mut local = lock(&local);
+        self.flush_pending(&mut local);
         if local.subscribers.contains_key(&id) {
             return Err(SubscribeError::AlreadySubscribed.into());
         }
@@ -446,6 +534,7 @@ impl Registry {
         };
         let (removed, unused) = {
             let mut local = lock(local);
+            self.flush_pending(&mut local);
             let removed = local.subscribers.remove(&id).is_some();
             (removed, local.is_unused())
         };
@@ -463,10 +552,10 @@ impl Registry {
     /// subscribers of `topic`, if it is the next one. Engines call it in offset order per
     /// topic.
     pub fn deliver(&self, topic: &Topic, epoch: &str, offset: u64, frame: &Bytes) -> Delivery {
-        let Some(local) = self.get(topic) else {
+        let Some(local_arc) = self.get(topic) else {
             return Delivery::Unwatched;
         };
-        let mut local = lock(&local);
+        let mut local = lock(&local_arc);
         let Some((current, last)) = &local.position else {
             // Nobody has joined yet: the first subscription's snapshot settles the rest.
             local.position = Some((Arc::from(epoch), offset));
@@ -478,7 +567,15 @@ impl Registry {
                 return Delivery::Skipped;
             }
             if offset == last + 1 {
-                let delivered = self.fan_out(&mut local, frame);
+                let delivered = if self.is_deferring() {
+                    if local.pending.is_empty() {
+                        lock(&self.deferred).push(local_arc.clone());
+                    }
+                    local.pending.push(frame.clone());
+                    local.subscribers.len()
+                } else {
+                    self.fan_out(&mut local, frame)
+                };
                 if let Some(position) = &mut local.position {
                     position.1 = offset;
                 }
@@ -555,24 +652,51 @@ impl Registry {
         let Some(local) = self.get(topic) else {
             return;
         };
-        let local = lock(&local);
+        let mut local = lock(&local);
+        self.flush_pending(&mut local);
         for subscriber in local.subscribers.values().filter(|s| s.presence) {
             // An overflow closes that connection; the others go on.
             let _ = subscriber.queue.push(frame.clone());
         }
     }
 
-    /// Queues `frame` to every subscriber of `state`; returns how many took it. Those whose
-    /// queue overflows are dropped (their connection closes itself as a slow consumer).
+    /// Queues `frame` to every subscriber of `local`, after its pending frames; returns how
+    /// many took it.
     fn fan_out(&self, local: &mut Local, frame: &Bytes) -> usize {
+        self.flush_pending(local);
+        self.queue_frames(local, std::slice::from_ref(frame))
+    }
+
+    /// Queues `frames` (in order) to every subscriber of `local`, each subscriber's at once;
+    /// returns how many took them. Those whose queue overflows are dropped (their connection
+    /// closes itself as a slow consumer).
+    fn queue_frames(&self, local: &mut Local, frames: &[Bytes]) -> usize {
         let mut overflowed = Vec::new();
-        // Compressed once, when the first subscriber that negotiated compression is reached.
-        let mut frames = FanOutFrame::new(frame, self.deflate.as_ref());
+        // Compressed once per message, when the first subscriber that negotiated compression
+        // is reached.
+        let mut deflated: Option<Vec<Bytes>> = None;
+        let plain_bytes: usize = frames.iter().map(Bytes::len).sum();
         let mut bytes = 0;
         for (&id, subscriber) in &local.subscribers {
-            let frame = frames.for_queue(&subscriber.queue);
-            bytes += frame.len();
-            if let Err(overflow) = subscriber.queue.push(frame.clone()) {
+            let queue = &subscriber.queue;
+            let frames = match self.deflate.as_ref() {
+                Some(deflate) if queue.wants_deflate() => {
+                    let deflated = deflated.get_or_insert_with(|| {
+                        let compress = |frame: &Bytes| deflate.compress(frame);
+                        frames
+                            .iter()
+                            .map(|frame| compress(frame).unwrap_or_else(|| frame.clone()))
+                            .collect()
+                    });
+                    bytes += deflated.iter().map(Bytes::len).sum::<usize>();
+                    deflated.as_slice()
+                }
+                _ => {
+                    bytes += plain_bytes;
+                    frames
+                }
+            };
+            if let Err(overflow) = queue.push_all(frames) {
                 add(&self.metrics.drops, overflow.dropped as u64);
                 overflowed.push(id);
             }
@@ -584,7 +708,10 @@ impl Registry {
             .subscriptions
             .fetch_sub(overflowed.len() as i64, Ordering::Relaxed);
         let delivered = local.subscribers.len();
-        add(&self.metrics.messages_out, delivered as u64);
+        add(
+            &self.metrics.messages_out,
+            (delivered * frames.len()) as u64,
+        );
         add(&self.metrics.bytes_out, bytes as u64);
         delivered
     }
@@ -736,6 +863,83 @@ mod tests {
         assert_eq!(shared, parsed);
         let again = registry.shared_name(&topic("t")).unwrap();
         assert!(std::ptr::eq(shared.as_str(), again.as_str()));
+    }
+
+    fn offsets(queue: &DeliveryQueue) -> Vec<(String, u64)> {
+        kinds_and_offsets(&received(queue))
+    }
+
+    fn messages(range: std::ops::RangeInclusive<u64>) -> Vec<(String, u64)> {
+        range.map(|o| ("message".to_owned(), o)).collect()
+    }
+
+    #[test]
+    fn deferred_fan_outs_are_queued_at_the_flush_all_at_once_in_order() {
+        let registry = registry();
+        let t = topic("t");
+        let a = Arc::new(DeliveryQueue::new(1 << 20));
+        subscribe(&registry, &t, 1, &a, &snapshot(&t, "e1", 0, 0..=0)).unwrap();
+        received(&a);
+        {
+            let deferral = registry.defer_fan_out();
+            for offset in 1..=3 {
+                let frame = message(&t, offset).frame;
+                assert_eq!(
+                    registry.deliver(&t, "e1", offset, &frame),
+                    Delivery::Delivered(1)
+                );
+            }
+            assert_eq!(a.queued_bytes(), 0, "nothing is queued before the flush");
+            assert_eq!(registry.position(&t).map(|p| p.1), Some(3));
+            deferral.flush();
+            assert_eq!(offsets(&a), messages(1..=3));
+            registry.deliver(&t, "e1", 4, &message(&t, 4).frame);
+        }
+        // Dropping the deferral flushed; now deliveries are queued at once.
+        assert_eq!(offsets(&a), messages(4..=4));
+        registry.deliver(&t, "e1", 5, &message(&t, 5).frame);
+        assert_eq!(offsets(&a), messages(5..=5));
+    }
+
+    #[test]
+    fn a_join_or_leave_in_a_deferred_turn_keeps_every_subscriber_s_messages_exact() {
+        let registry = registry();
+        let t = topic("t");
+        let a = Arc::new(DeliveryQueue::new(1 << 20));
+        let b = Arc::new(DeliveryQueue::new(1 << 20));
+        subscribe(&registry, &t, 1, &a, &snapshot(&t, "e1", 0, 0..=0)).unwrap();
+        received(&a);
+        let deferral = registry.defer_fan_out();
+        registry.deliver(&t, "e1", 1, &message(&t, 1).frame);
+        registry.deliver(&t, "e1", 2, &message(&t, 2).frame);
+        // b joins at offset 2: 1 and 2 are a's, queued before b is added.
+        subscribe(&registry, &t, 2, &b, &snapshot(&t, "e1", 0, 0..=2)).unwrap();
+        assert_eq!(offsets(&a), messages(1..=2));
+        assert_eq!(offsets(&b), [("subscribed".to_owned(), 2)]);
+        // a leaves after 3 was published: it still gets 3 (so does b, at the same moment).
+        registry.deliver(&t, "e1", 3, &message(&t, 3).frame);
+        assert!(registry.leave(&t, 1, |_| {}));
+        assert_eq!(offsets(&a), messages(3..=3));
+        assert_eq!(offsets(&b), messages(3..=3));
+        registry.deliver(&t, "e1", 4, &message(&t, 4).frame);
+        deferral.flush();
+        assert_eq!(offsets(&b), messages(4..=4));
+        assert_eq!(a.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn a_delivery_from_a_thread_that_does_not_defer_comes_after_the_pending_ones() {
+        let registry = registry();
+        let t = topic("t");
+        let a = Arc::new(DeliveryQueue::new(1 << 20));
+        subscribe(&registry, &t, 1, &a, &snapshot(&t, "e1", 0, 0..=0)).unwrap();
+        received(&a);
+        let _deferral = registry.defer_fan_out();
+        registry.deliver(&t, "e1", 1, &message(&t, 1).frame);
+        std::thread::scope(|scope| {
+            scope.spawn(|| registry.deliver(&t, "e1", 2, &message(&t, 2).frame));
+        });
+        assert_eq!(offsets(&a), messages(1..=2));
     }
 
     #[test]
