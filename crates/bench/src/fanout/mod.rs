@@ -3,7 +3,8 @@
 //! same generator ([`load`]) with the same subscribers and the same JSON messages.
 //!
 //! Each run starts one server pinned to CPU 0 and the generator on CPU 1, connects and
-//! subscribes every subscriber, measures the server's RSS growth (memory per idle subscriber),
+//! subscribes every subscriber, measures the server's RSS growth (memory per idle subscriber,
+//! after a warm-up of a few subscribers that subscribe and leave),
 //! then a burst (messages back to back, until every subscriber has all of them) and a steady
 //! rate. The server's CPU time is sampled exactly around each phase (the generator waits for
 //! the runner's `go`): the sum of its threads' on-CPU nanoseconds (`/proc/PID/task/*/schedstat`),
@@ -553,6 +554,61 @@ fn phase(value: serde_json::Value) -> Result<PhaseReport, String> {
     serde_json::from_value(value).map_err(|e| format!("phase report: {e}"))
 }
 
+/// Subscribers that connect, subscribe and leave before the server's base RSS is taken.
+const WARM_UP_SUBSCRIBERS: usize = 16;
+
+/// Connects [`WARM_UP_SUBSCRIBERS`] subscribers, waits until they are subscribed, and closes
+/// them: the server's RSS then already holds what its first connections cost once (code
+/// pages first run, a thread's allocator arena, lazily made tables), so that the growth
+/// over the scenario's subscribers is what each one costs. Every server gets the same.
+fn warm_up(server: &FanoutServer, scenario: &Scenario, running: &Running) -> Result<(), String> {
+    let args = generator_args(
+        server,
+        running,
+        WARM_UP_SUBSCRIBERS,
+        scenario,
+        ["1".into(), "1".into(), "1".into()],
+    );
+    let mut generator = Generator::start(&args)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    generator.wait_for("event", "subscribed", deadline)?;
+    drop(generator);
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(())
+}
+
+/// The generator's arguments: `subscribers` on the scenario's topics and message size, and
+/// `[burst messages, steady messages/s per topic, steady seconds]`.
+fn generator_args(
+    server: &FanoutServer,
+    running: &Running,
+    subscribers: usize,
+    scenario: &Scenario,
+    [burst, rate, seconds]: [String; 3],
+) -> Vec<String> {
+    let mut args = vec![
+        running.addr.clone(),
+        "--path".into(),
+        server.path.clone(),
+        "--subscribers".into(),
+        subscribers.to_string(),
+        "--topics".into(),
+        scenario.topics.min(subscribers).to_string(),
+        "--size".into(),
+        scenario.size.to_string(),
+        "--burst".into(),
+        burst,
+        "--rate".into(),
+        rate,
+        "--seconds".into(),
+        seconds,
+    ];
+    if server.compression {
+        args.push("--compression".into());
+    }
+    args
+}
+
 /// Runs one server in one scenario.
 fn run_one(
     server: &FanoutServer,
@@ -563,30 +619,22 @@ fn run_one(
     let what = |e: String| format!("{} {}: {e}", server.name, scenario.id());
     let running = start(server).map_err(what)?;
     std::thread::sleep(Duration::from_millis(500));
+    warm_up(server, scenario, &running).map_err(what)?;
     let rss_base = procfs::process_rss(running.pid).ok_or("no RSS")?;
     let per_topic = scenario.per_topic() as f64;
     let burst = ((args.burst_deliveries as f64 / per_topic).round() as u64).max(1);
     let rate = (scenario.rate / per_topic).max(0.1);
-    let mut load_args = vec![
-        running.addr.clone(),
-        "--path".into(),
-        server.path.clone(),
-        "--subscribers".into(),
-        scenario.subscribers.to_string(),
-        "--topics".into(),
-        scenario.topics.to_string(),
-        "--size".into(),
-        scenario.size.to_string(),
-        "--burst".into(),
-        burst.to_string(),
-        "--rate".into(),
-        rate.to_string(),
-        "--seconds".into(),
-        args.seconds.to_string(),
-    ];
-    if server.compression {
-        load_args.push("--compression".into());
-    }
+    let load_args = generator_args(
+        server,
+        &running,
+        scenario.subscribers,
+        scenario,
+        [
+            burst.to_string(),
+            rate.to_string(),
+            args.seconds.to_string(),
+        ],
+    );
     let mut generator = Generator::start(&load_args).map_err(what)?;
     let load_pid = generator.pid();
     let deadline = Instant::now() + Duration::from_secs(330);
