@@ -15,8 +15,8 @@ const MIN_BURST_FREED: usize = 4 << 20;
 /// Bytes of burst buffers freed since the last [`take_burst_freed`].
 static BURST_FREED: AtomicUsize = AtomicUsize::new(0);
 
-/// Counts `bytes` of a burst's buffers as freed: once [`MIN_BURST_FREED`] have been, the hub's
-/// next check trims (see [`burst_freed_enough`]).
+/// Counts `bytes` of a burst's buffers as freed: once 4 MiB have been, the hub's next check
+/// trims (see [`burst_freed_enough`]).
 pub fn note_burst_freed(bytes: usize) {
     BURST_FREED.fetch_add(bytes, Ordering::Relaxed);
 }
