@@ -5,11 +5,10 @@
 //! [`DeliveryQueue`](crate::queue::DeliveryQueue) (no allocation of its own), which knows the
 //! connection's slot: the socket, a request in progress and the queue itself (when frames are
 //! pushed) all note the slot in the driver's list and wake the driver's task (once, however
-//! many slots were woken). The driver then polls exactly the woken
-//! connections. A fan-out to 10,000 subscribers thus costs 10,000 pushes to a list under one
-//! lock and one task wake-up per driver, where a task per connection cost 10,000 task
-//! wake-ups and runs; and an idle connection costs its socket and session in the slab, with
-//! no task header or future.
+//! many slots were woken). The driver then polls exactly the woken connections. A fan-out to
+//! 10,000 subscribers thus costs 10,000 pushes to a list under one lock and one task wake-up
+//! per driver, where a task per connection cost 10,000 task wake-ups and runs; and an idle
+//! connection costs its socket and session in the slab, with no task header or future.
 //!
 //! Connections are handed to the drivers in turn as they are upgraded. A driver stops at
 //! shutdown: each of its connections is then closed (1001) in a short-lived task of its own,

@@ -182,6 +182,9 @@ pub struct Registry {
     deferred: Mutex<Vec<Arc<Mutex<Local>>>>,
 }
 
+/// The most pending frames whose buffer a topic keeps after a flush.
+const PENDING_KEPT: usize = 64;
+
 thread_local! {
     /// The registry (its address) whose fan-outs this thread defers, while a connection
     /// driver's turn runs; 0 for none.
@@ -274,11 +277,13 @@ impl Registry {
     /// Queues `local`'s pending frames to its subscribers.
     fn flush_pending(&self, local: &mut Local) {
         if !local.pending.is_empty() {
-            let pending = std::mem::take(&mut local.pending);
+            let mut pending = std::mem::take(&mut local.pending);
             self.queue_frames(local, &pending);
-            // The topic keeps its buffer (small) for the next turn.
-            local.pending = pending;
-            local.pending.clear();
+            // The topic keeps a small buffer for its next turn, not what a flood grew.
+            if pending.capacity() <= PENDING_KEPT {
+                pending.clear();
+                local.pending = pending;
+            }
         }
     }
 
@@ -674,21 +679,22 @@ impl Registry {
         let mut overflowed = Vec::new();
         // Compressed once per message, when the first subscriber that negotiated compression
         // is reached.
-        let mut deflated: Option<Vec<Bytes>> = None;
+        let mut deflated: Option<(Vec<Bytes>, usize)> = None;
         let plain_bytes: usize = frames.iter().map(Bytes::len).sum();
         let mut bytes = 0;
         for (&id, subscriber) in &local.subscribers {
             let queue = &subscriber.queue;
             let frames = match self.deflate.as_ref() {
                 Some(deflate) if queue.wants_deflate() => {
-                    let deflated = deflated.get_or_insert_with(|| {
-                        let compress = |frame: &Bytes| deflate.compress(frame);
-                        frames
+                    let (deflated, size) = deflated.get_or_insert_with(|| {
+                        let compressed: Vec<Bytes> = frames
                             .iter()
-                            .map(|frame| compress(frame).unwrap_or_else(|| frame.clone()))
-                            .collect()
+                            .map(|frame| deflate.compress(frame).unwrap_or_else(|| frame.clone()))
+                            .collect();
+                        let size = compressed.iter().map(Bytes::len).sum();
+                        (compressed, size)
                     });
-                    bytes += deflated.iter().map(Bytes::len).sum::<usize>();
+                    bytes += *size;
                     deflated.as_slice()
                 }
                 _ => {
@@ -925,6 +931,30 @@ mod tests {
         deferral.flush();
         assert_eq!(offsets(&b), messages(4..=4));
         assert_eq!(a.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn a_topic_keeps_a_small_pending_buffer_not_a_flood_s() {
+        let registry = registry();
+        let t = topic("t");
+        let a = Arc::new(DeliveryQueue::new(1 << 20));
+        subscribe(&registry, &t, 1, &a, &snapshot(&t, "e1", 0, 0..=0)).unwrap();
+        let capacity = || {
+            registry
+                .get(&t)
+                .map(|local| lock(&local).pending.capacity())
+        };
+        let deferral = registry.defer_fan_out();
+        registry.deliver(&t, "e1", 1, &message(&t, 1).frame);
+        deferral.flush();
+        let small = capacity().unwrap_or(0);
+        assert!((1..=PENDING_KEPT).contains(&small), "{small}");
+        for offset in 2..=1000 {
+            registry.deliver(&t, "e1", offset, &message(&t, offset).frame);
+        }
+        deferral.flush();
+        assert_eq!(capacity(), Some(0));
+        received(&a);
     }
 
     #[test]
