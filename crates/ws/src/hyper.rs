@@ -36,6 +36,11 @@
 //! Serve it with `hyper::server::conn::http1::Builder::new().serve_connection(io, service)
 //! .with_upgrades()`: without `with_upgrades` hyper never hands the connection over.
 //!
+//! `upgrade.with_stream::<UpgradedStream>()` yields a WebSocket over the `TcpStream` itself
+//! when that connection served `TokioIo<TcpStream>` ([`UpgradedStream::Tcp`]), and over hyper's
+//! boxed stream otherwise: an idle connection then keeps no hyper allocation, and reads and
+//! writes make no dynamic call.
+//!
 //! # HTTP/2
 //!
 //! The same service accepts WebSockets over HTTP/2 (RFC 8441): serve the connection with
