@@ -184,23 +184,35 @@ impl DeliveryQueue {
     /// Queues `frame` without waiting. If the queue would exceed its limit, it is emptied and
     /// marked overflowed (and stays so): this and every later push fail.
     pub fn push(&self, frame: Bytes) -> Result<(), Overflow> {
-        self.push_all(std::slice::from_ref(&frame))
+        self.push_counted(frame.len(), 1, |state| state.enqueue(frame))
     }
 
     /// Queues `frames` in order, like as many [`push`](DeliveryQueue::push)es under one lock
     /// and with at most one wake-up. If they would take the queue over its limit, none is
     /// queued and the queue overflows.
     pub fn push_all(&self, frames: &[Bytes]) -> Result<(), Overflow> {
+        let bytes = frames.iter().map(Bytes::len).sum();
+        self.push_counted(bytes, frames.len(), |state| match frames {
+            [frame] => state.enqueue(frame.clone()),
+            _ => state.frames.extend(frames.iter().cloned()),
+        })
+    }
+
+    /// Counts `count` frames of `bytes` against the limit and, if they fit, queues them with
+    /// `enqueue`; otherwise the queue overflows.
+    fn push_counted(
+        &self,
+        bytes: usize,
+        count: usize,
+        enqueue: impl FnOnce(&mut State),
+    ) -> Result<(), Overflow> {
         let mut state = self.lock();
         if state.overflowed {
-            return Err(Overflow {
-                dropped: frames.len(),
-            });
+            return Err(Overflow { dropped: count });
         }
-        let bytes: usize = frames.iter().map(Bytes::len).sum();
         if state.bytes + bytes > self.limit {
             state.overflowed = true;
-            let dropped = state.frames.len() + frames.len();
+            let dropped = state.frames.len() + count;
             state.frames = VecDeque::new();
             state.bytes = 0;
             drop(state);
@@ -212,13 +224,9 @@ impl DeliveryQueue {
         }
         let was_empty = state.frames.is_empty();
         state.bytes += bytes;
-        if let [frame] = frames {
-            state.enqueue(frame.clone());
-        } else {
-            state.frames.extend(frames.iter().cloned());
-        }
+        enqueue(&mut state);
         drop(state);
-        if was_empty && !frames.is_empty() {
+        if was_empty && count > 0 {
             self.wake();
         }
         Ok(())

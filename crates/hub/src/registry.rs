@@ -871,6 +871,21 @@ mod tests {
         assert!(std::ptr::eq(shared.as_str(), again.as_str()));
     }
 
+    /// A registry with one subscriber (`a`, id 1) on topic `t`, its `subscribed` drained.
+    fn one_subscriber() -> (Registry, Topic, Arc<DeliveryQueue>) {
+        let registry = registry();
+        let t = topic("t");
+        let a = Arc::new(DeliveryQueue::new(1 << 20));
+        subscribe(&registry, &t, 1, &a, &snapshot(&t, "e1", 0, 0..=0)).unwrap();
+        received(&a);
+        (registry, t, a)
+    }
+
+    /// Delivers message `offset` of epoch `e1` to `t`.
+    fn live(registry: &Registry, t: &Topic, offset: u64) -> Delivery {
+        registry.deliver(t, "e1", offset, &message(t, offset).frame)
+    }
+
     fn offsets(queue: &DeliveryQueue) -> Vec<(String, u64)> {
         kinds_and_offsets(&received(queue))
     }
@@ -881,53 +896,41 @@ mod tests {
 
     #[test]
     fn deferred_fan_outs_are_queued_at_the_flush_all_at_once_in_order() {
-        let registry = registry();
-        let t = topic("t");
-        let a = Arc::new(DeliveryQueue::new(1 << 20));
-        subscribe(&registry, &t, 1, &a, &snapshot(&t, "e1", 0, 0..=0)).unwrap();
-        received(&a);
+        let (registry, t, a) = one_subscriber();
         {
             let deferral = registry.defer_fan_out();
             for offset in 1..=3 {
-                let frame = message(&t, offset).frame;
-                assert_eq!(
-                    registry.deliver(&t, "e1", offset, &frame),
-                    Delivery::Delivered(1)
-                );
+                assert_eq!(live(&registry, &t, offset), Delivery::Delivered(1));
             }
             assert_eq!(a.queued_bytes(), 0, "nothing is queued before the flush");
             assert_eq!(registry.position(&t).map(|p| p.1), Some(3));
             deferral.flush();
             assert_eq!(offsets(&a), messages(1..=3));
-            registry.deliver(&t, "e1", 4, &message(&t, 4).frame);
+            live(&registry, &t, 4);
         }
         // Dropping the deferral flushed; now deliveries are queued at once.
         assert_eq!(offsets(&a), messages(4..=4));
-        registry.deliver(&t, "e1", 5, &message(&t, 5).frame);
+        live(&registry, &t, 5);
         assert_eq!(offsets(&a), messages(5..=5));
     }
 
     #[test]
     fn a_join_or_leave_in_a_deferred_turn_keeps_every_subscriber_s_messages_exact() {
-        let registry = registry();
-        let t = topic("t");
-        let a = Arc::new(DeliveryQueue::new(1 << 20));
+        let (registry, t, a) = one_subscriber();
         let b = Arc::new(DeliveryQueue::new(1 << 20));
-        subscribe(&registry, &t, 1, &a, &snapshot(&t, "e1", 0, 0..=0)).unwrap();
-        received(&a);
         let deferral = registry.defer_fan_out();
-        registry.deliver(&t, "e1", 1, &message(&t, 1).frame);
-        registry.deliver(&t, "e1", 2, &message(&t, 2).frame);
+        live(&registry, &t, 1);
+        live(&registry, &t, 2);
         // b joins at offset 2: 1 and 2 are a's, queued before b is added.
         subscribe(&registry, &t, 2, &b, &snapshot(&t, "e1", 0, 0..=2)).unwrap();
         assert_eq!(offsets(&a), messages(1..=2));
         assert_eq!(offsets(&b), [("subscribed".to_owned(), 2)]);
         // a leaves after 3 was published: it still gets 3 (so does b, at the same moment).
-        registry.deliver(&t, "e1", 3, &message(&t, 3).frame);
+        live(&registry, &t, 3);
         assert!(registry.leave(&t, 1, |_| {}));
         assert_eq!(offsets(&a), messages(3..=3));
         assert_eq!(offsets(&b), messages(3..=3));
-        registry.deliver(&t, "e1", 4, &message(&t, 4).frame);
+        live(&registry, &t, 4);
         deferral.flush();
         assert_eq!(offsets(&b), messages(4..=4));
         assert_eq!(a.queued_bytes(), 0);
@@ -935,22 +938,19 @@ mod tests {
 
     #[test]
     fn a_topic_keeps_a_small_pending_buffer_not_a_flood_s() {
-        let registry = registry();
-        let t = topic("t");
-        let a = Arc::new(DeliveryQueue::new(1 << 20));
-        subscribe(&registry, &t, 1, &a, &snapshot(&t, "e1", 0, 0..=0)).unwrap();
+        let (registry, t, a) = one_subscriber();
         let capacity = || {
             registry
                 .get(&t)
                 .map(|local| lock(&local).pending.capacity())
         };
         let deferral = registry.defer_fan_out();
-        registry.deliver(&t, "e1", 1, &message(&t, 1).frame);
+        live(&registry, &t, 1);
         deferral.flush();
         let small = capacity().unwrap_or(0);
         assert!((1..=PENDING_KEPT).contains(&small), "{small}");
         for offset in 2..=1000 {
-            registry.deliver(&t, "e1", offset, &message(&t, offset).frame);
+            live(&registry, &t, offset);
         }
         deferral.flush();
         assert_eq!(capacity(), Some(0));
@@ -959,15 +959,11 @@ mod tests {
 
     #[test]
     fn a_delivery_from_a_thread_that_does_not_defer_comes_after_the_pending_ones() {
-        let registry = registry();
-        let t = topic("t");
-        let a = Arc::new(DeliveryQueue::new(1 << 20));
-        subscribe(&registry, &t, 1, &a, &snapshot(&t, "e1", 0, 0..=0)).unwrap();
-        received(&a);
+        let (registry, t, a) = one_subscriber();
         let _deferral = registry.defer_fan_out();
-        registry.deliver(&t, "e1", 1, &message(&t, 1).frame);
+        live(&registry, &t, 1);
         std::thread::scope(|scope| {
-            scope.spawn(|| registry.deliver(&t, "e1", 2, &message(&t, 2).frame));
+            scope.spawn(|| live(&registry, &t, 2));
         });
         assert_eq!(offsets(&a), messages(1..=2));
     }
