@@ -72,14 +72,22 @@ pub struct WebSocket<S> {
     /// The close timeout in milliseconds (kept here, not in the timers, which exist only
     /// while one runs).
     close_timeout_ms: u32,
-    protocol: Option<Box<str>>,
     /// The stream of events has ended; nothing more is read.
     done: bool,
     /// The code of the peer's close frame once it arrived (1005 when it had none), 0 before.
     /// A bare `u16`: it fits in the padding after the flags, so a connection is no larger.
     peer_close_code: u16,
+    /// Boxed, and only once there is one: a subprotocol, an error.
+    extras: Option<Box<Extras>>,
+}
+
+/// What few connections carry.
+#[derive(Debug, Default)]
+struct Extras {
+    /// The subprotocol agreed in the handshake.
+    protocol: Option<Box<str>>,
     /// The error that failed the connection, reported once the close frame is out.
-    pending_error: Option<Box<Error>>,
+    pending_error: Option<Error>,
 }
 
 impl<S> WebSocket<S>
@@ -110,15 +118,29 @@ where
             // Rounded up: a sub-millisecond timeout is not zero.
             close_timeout_ms: u32::try_from(config.close_timeout.as_micros().div_ceil(1000))
                 .unwrap_or(u32::MAX),
-            protocol: None,
             done: false,
             peer_close_code: 0,
-            pending_error: None,
+            extras: None,
         }
     }
 
     pub(crate) fn set_protocol(&mut self, protocol: Option<String>) {
-        self.protocol = protocol.map(String::into_boxed_str);
+        if let Some(protocol) = protocol {
+            self.extras.get_or_insert_with(Box::default).protocol = Some(protocol.into());
+        } else if let Some(extras) = &mut self.extras {
+            extras.protocol = None;
+        }
+    }
+
+    /// Keeps `error` (unless one is kept already) to report once the close frame is out.
+    fn defer_error(&mut self, error: Error) {
+        let extras = self.extras.get_or_insert_with(Box::default);
+        extras.pending_error.get_or_insert(error);
+    }
+
+    /// The error kept by [`defer_error`](Self::defer_error), once.
+    fn take_deferred_error(&mut self) -> Option<Error> {
+        self.extras.as_mut()?.pending_error.take()
     }
 
     pub(crate) fn enable_deflate(&mut self, params: fullduplex_proto::deflate::DeflateParams) {
@@ -132,7 +154,7 @@ where
 
     /// The subprotocol agreed in the handshake, if any.
     pub fn protocol(&self) -> Option<&str> {
-        self.protocol.as_deref()
+        self.extras.as_ref()?.protocol.as_deref()
     }
 
     /// The transport.
@@ -413,8 +435,7 @@ where
             }))
         });
         if let Some(error) = deferred {
-            self.pending_error
-                .get_or_insert_with(|| Box::new(error.into()));
+            self.defer_error(error.into());
         }
         // The handler may have closed through its outbox.
         self.start_close_timer_if_closing();
@@ -530,13 +551,15 @@ where
                     self.done = true;
                     return Poll::Ready(Some(Err(Error::Protocol(ProtocolError::UnexpectedEof))));
                 }
-                Err(error) => self.pending_error = Some(Box::new(error.into())),
+                Err(error) => {
+                    self.extras.get_or_insert_with(Box::default).pending_error = Some(error.into());
+                }
             }
             if self.conn.state() == State::Closed {
                 self.timers.start_close_timer(self.close_timeout());
                 ready!(self.poll_finish(cx));
                 self.done = true;
-                return Poll::Ready(self.pending_error.take().map(|error| Err(*error)));
+                return Poll::Ready(self.take_deferred_error().map(Err));
             }
             if let Err(error) = self.poll_timers(cx) {
                 return Poll::Ready(Some(Err(self.abort(cx, error))));
