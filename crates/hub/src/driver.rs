@@ -159,8 +159,6 @@ impl Slab {
 /// One slot of the slab.
 struct Entry {
     connection: Option<Box<Connection>>,
-    /// The connection's [`Connection::waker`], made once.
-    waker: Option<Waker>,
     queued: bool,
 }
 
@@ -224,7 +222,6 @@ impl Driver {
                 let index = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
                 self.slots.push(Entry {
                     connection: None,
-                    waker: None,
                     queued: false,
                 });
                 index
@@ -242,7 +239,6 @@ impl Driver {
             self.hub.tasks().spawn(connection.close(End::Shutdown));
             return;
         };
-        entry.waker = Some(connection.waker());
         entry.connection = Some(connection);
         if !entry.queued {
             entry.queued = true;
@@ -281,12 +277,14 @@ impl Driver {
         let Some(entry) = self.slots.get_mut(index) else {
             return;
         };
-        let (Some(connection), Some(waker)) = (entry.connection.as_mut(), entry.waker.as_ref())
-        else {
+        let Some(connection) = entry.connection.as_mut() else {
             entry.queued = false;
             return;
         };
-        let mut slot_cx = Context::from_waker(waker);
+        // Made for each turn rather than kept in the slot (16 bytes a connection): a
+        // reference count up and down on the queue, whose lock the turn takes anyway.
+        let waker = connection.waker();
+        let mut slot_cx = Context::from_waker(&waker);
         match connection.poll(&mut slot_cx, &mut self.frames) {
             Turn::Waiting => entry.queued = false,
             Turn::More => self.ready.push_back(index),
@@ -302,7 +300,6 @@ impl Driver {
         let Some(entry) = self.slots.get_mut(index) else {
             return;
         };
-        entry.waker = None;
         if let Some(connection) = entry.connection.take() {
             self.free.push(index);
             self.hub.tasks().spawn(connection.close(end));
@@ -382,5 +379,16 @@ impl Driver {
             self.poll_slot(index);
         }
         Poll::Ready(TurnEnd::Yield)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_is_small() {
+        // One per connection: the boxed connection and its flag, no waker.
+        assert!(std::mem::size_of::<Entry>() <= 16);
     }
 }

@@ -355,7 +355,7 @@ async fn websocket<B>(hub: Arc<Hub>, mut request: Request<B>) -> HttpResponse {
     let permit = request.extensions().get::<HttpPermit>().cloned();
     let mut admitted = None;
     let result = fullduplex::hyper::upgrade_with(&mut request, websocket_config(&hub), |_| {
-        let slot = hub.reserve_slot().ok_or_else(|| {
+        let slot = hub.reserve_slot(transport).ok_or_else(|| {
             Reject::new(StatusCode::SERVICE_UNAVAILABLE).body("too many connections\n")
         })?;
         let admission = conn::Admission {
@@ -363,7 +363,6 @@ async fn websocket<B>(hub: Arc<Hub>, mut request: Request<B>) -> HttpResponse {
             token_user,
             hooked: hub.hooks.has_connect_hook(),
             headers,
-            transport,
         };
         admitted = Some((admission, slot));
         Ok(Accept::new().compression(hub.config.compression))

@@ -70,7 +70,7 @@ pub use engine::{
     Published, RedisBroker, RedisConfig,
 };
 pub use hooks::HookConfig;
-pub use metrics::{Metrics, Transport, TransportGuard};
+pub use metrics::{Metrics, Transport};
 pub use registry::{ConnId, Registry, SubscribeError, SubscribeRequest, Subscribed};
 pub use tokens::{TokenConfig, TokenError, TokenVerifier};
 pub use topic::{Topic, TopicError};
@@ -480,15 +480,22 @@ impl Hub {
         self.config.clock && topic == clock::CLOCK_TOPIC
     }
 
-    /// Takes a connection slot, or `None` at [`HubConfig::max_connections`].
-    pub(crate) fn reserve_slot(self: &Arc<Self>) -> Option<Slot> {
+    /// Takes a connection slot for a connection of `transport` (counted under it in the
+    /// metrics while the slot lives), or `None` at [`HubConfig::max_connections`].
+    pub(crate) fn reserve_slot(self: &Arc<Self>, transport: Transport) -> Option<Slot> {
         let max = self.config.max_connections;
         self.slots
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
             .ok()
-            .map(|_| Slot { hub: self.clone() })
+            .map(|_| {
+                self.metrics.transport_opened(transport);
+                Slot {
+                    hub: self.clone(),
+                    transport,
+                }
+            })
     }
 }
 
@@ -508,14 +515,24 @@ impl Drop for Reservation<'_> {
     }
 }
 
-/// A connection slot; dropping it frees it.
+/// A connection slot; dropping it frees it. It also holds the hub for the connection that
+/// took it, and counts it under its transport.
 #[derive(Debug)]
 pub(crate) struct Slot {
-    hub: Arc<Hub>,
+    pub(crate) hub: Arc<Hub>,
+    transport: Transport,
+}
+
+impl Slot {
+    /// The transport the connection is counted under.
+    pub(crate) fn transport(&self) -> Transport {
+        self.transport
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.hub.slots.fetch_sub(1, Ordering::AcqRel);
+        self.hub.metrics.transport_closed(self.transport);
     }
 }

@@ -101,33 +101,14 @@ impl Transport {
 }
 
 impl Metrics {
-    /// Counts a connection of `transport` as open until the guard is dropped.
-    pub fn open_transport(self: &std::sync::Arc<Self>, transport: Transport) -> TransportGuard {
+    /// Counts a connection of `transport` as open, until [`Metrics::transport_closed`].
+    pub fn transport_opened(&self, transport: Transport) {
         self.transports[transport.index()].fetch_add(1, Ordering::Relaxed);
-        TransportGuard {
-            metrics: self.clone(),
-            transport,
-        }
     }
-}
 
-/// One open connection in [`Metrics::transports`]; dropping it counts the connection closed.
-#[derive(Debug)]
-pub struct TransportGuard {
-    metrics: std::sync::Arc<Metrics>,
-    transport: Transport,
-}
-
-impl TransportGuard {
-    /// The connection's transport.
-    pub fn transport(&self) -> Transport {
-        self.transport
-    }
-}
-
-impl Drop for TransportGuard {
-    fn drop(&mut self) {
-        self.metrics.transports[self.transport.index()].fetch_sub(1, Ordering::Relaxed);
+    /// Counts a connection of `transport` as closed.
+    pub fn transport_closed(&self, transport: Transport) {
+        self.transports[transport.index()].fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -321,8 +302,10 @@ mod tests {
         assert!(text.contains("# TYPE fdx_hub_connections gauge\nfdx_hub_connections 2\n"));
         let samples = text.lines().filter(|l| !l.starts_with('#')).count();
         assert_eq!(samples, 22 + Transport::ALL.len());
-        let _h2 = std::sync::Arc::new(metrics).open_transport(Transport::Http2);
-        let text = _h2.metrics.render();
+        metrics.transport_opened(Transport::Http2);
+        metrics.transport_opened(Transport::Sse);
+        metrics.transport_closed(Transport::Sse);
+        let text = metrics.render();
         assert!(
             text.contains("\nfdx_hub_transport_connections{transport=\"h2\"} 1\n"),
             "{text}"

@@ -160,18 +160,20 @@ impl Reservation {
     }
 }
 
-/// A connection on this node, as the server API finds it.
-#[derive(Debug)]
-struct Session {
-    user: Option<Arc<str>>,
-    queue: Arc<DeliveryQueue>,
+/// This node's connections, as the server API finds them.
+#[derive(Debug, Default)]
+struct Sessions {
+    /// Every connection's queue (one entry per connection, so no more than that).
+    queues: HashMap<ConnId, Arc<DeliveryQueue>>,
+    /// The connections of each user, for those with one.
+    by_user: HashMap<Arc<str>, Vec<ConnId>>,
 }
 
 /// This node's topics, subscribers and connections.
 #[derive(Debug)]
 pub struct Registry {
     topics: Mutex<HashMap<Topic, Arc<Mutex<Local>>>>,
-    sessions: Mutex<HashMap<ConnId, Session>>,
+    sessions: Mutex<Sessions>,
     max_topics: usize,
     metrics: Arc<Metrics>,
     /// This node's id.
@@ -225,7 +227,7 @@ impl Registry {
     pub fn new(max_topics: usize, metrics: Arc<Metrics>) -> Registry {
         Registry {
             topics: Mutex::new(HashMap::new()),
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(Sessions::default()),
             max_topics,
             metrics,
             node: crate::engine::epoch_suffix(),
@@ -311,18 +313,38 @@ impl Registry {
 
     /// Registers connection `id` (of `user`, with delivery queue `queue`) for the server API.
     pub fn add_session(&self, id: ConnId, user: Option<Arc<str>>, queue: Arc<DeliveryQueue>) {
-        lock(&self.sessions).insert(id, Session { user, queue });
+        let mut sessions = lock(&self.sessions);
+        sessions.queues.insert(id, queue);
+        if let Some(user) = user {
+            sessions.by_user.entry(user).or_default().push(id);
+        }
     }
 
-    /// Forgets connection `id`.
-    pub fn remove_session(&self, id: ConnId) {
-        lock(&self.sessions).remove(&id);
+    /// Forgets connection `id` (of `user`, as it was added).
+    pub fn remove_session(&self, id: ConnId, user: Option<&str>) {
+        let mut sessions = lock(&self.sessions);
+        sessions.queues.remove(&id);
+        if let Some(user) = user {
+            if let Some(ids) = sessions.by_user.get_mut(user) {
+                ids.retain(|held| *held != id);
+                if ids.is_empty() {
+                    sessions.by_user.remove(user);
+                }
+            }
+        }
     }
 
     /// Carries `command` out on this node's connections; returns how many it concerned.
     pub fn control(&self, command: &ControlCommand) -> usize {
         let sessions = lock(&self.sessions);
+        let of_user = |user: &str| sessions.by_user.get(user).map_or(&[][..], Vec::as_slice);
         let mut count = 0;
+        let mut tell = |id: &ConnId, control: Control| {
+            if let Some(queue) = sessions.queues.get(id) {
+                queue.control(control);
+                count += 1;
+            }
+        };
         match command {
             ControlCommand::Disconnect {
                 user,
@@ -330,32 +352,33 @@ impl Registry {
                 code,
                 reason,
             } => {
+                let disconnect = || Control::Disconnect {
+                    code: *code,
+                    reason: reason.clone(),
+                };
+                let by_user = user.as_deref().map_or(&[][..], of_user);
+                for id in by_user {
+                    tell(id, disconnect());
+                }
                 let conn = client.as_deref().and_then(|client| {
                     let (node, id) = client.rsplit_once('-')?;
                     (node == self.node).then(|| id.parse::<ConnId>().ok())?
                 });
-                for (id, session) in sessions.iter() {
-                    let by_user = user.is_some() && session.user.as_deref() == user.as_deref();
-                    if by_user || conn == Some(*id) {
-                        session.queue.control(Control::Disconnect {
-                            code: *code,
-                            reason: reason.clone(),
-                        });
-                        count += 1;
-                    }
+                if let Some(id) = conn.filter(|id| !by_user.contains(id)) {
+                    tell(&id, disconnect());
                 }
             }
             ControlCommand::Unsubscribe { user, topic } => {
                 let Ok(topic) = Topic::new(topic) else {
                     return 0;
                 };
-                for session in sessions.values() {
-                    if session.user.as_deref() == Some(user.as_str()) {
-                        session.queue.control(Control::Unsubscribe {
+                for id in of_user(user) {
+                    tell(
+                        id,
+                        Control::Unsubscribe {
                             topic: topic.clone(),
-                        });
-                        count += 1;
-                    }
+                        },
+                    );
                 }
             }
         }
@@ -367,7 +390,7 @@ impl Registry {
         let gauge = |g: &std::sync::atomic::AtomicI64| g.load(Ordering::Relaxed).max(0) as u64;
         NodeInfo {
             node: self.node.clone(),
-            connections: lock(&self.sessions).len() as u64,
+            connections: lock(&self.sessions).queues.len() as u64,
             subscriptions: gauge(&self.metrics.subscriptions),
             topics: self.topic_count() as u64,
         }
@@ -1224,5 +1247,49 @@ mod tests {
         assert_eq!(registry.subscriber_count(&t), 1);
         assert_eq!(received(&fast).len(), 10);
         assert_eq!(registry.metrics.subscriptions.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn the_server_api_finds_connections_by_user_and_by_client_once_each() {
+        let registry = registry();
+        let queues: Vec<_> = (0..3)
+            .map(|_| Arc::new(DeliveryQueue::new(1 << 20)))
+            .collect();
+        let ann: Arc<str> = Arc::from("ann");
+        registry.add_session(1, Some(ann.clone()), queues[0].clone());
+        registry.add_session(2, Some(ann.clone()), queues[1].clone());
+        registry.add_session(3, None, queues[2].clone());
+        let disconnect = |user: Option<&str>, client: Option<String>| {
+            registry.control(&ControlCommand::Disconnect {
+                user: user.map(str::to_owned),
+                client,
+                code: 4000,
+                reason: String::new(),
+            })
+        };
+        let client = |id: u64| Some(format!("{}-{id}", registry.node()));
+        // Both of ann's connections; her first named again as the client counts once.
+        assert_eq!(disconnect(Some("ann"), client(1)), 2);
+        assert_eq!(disconnect(Some("ann"), client(3)), 3);
+        assert_eq!(disconnect(None, client(3)), 1);
+        assert_eq!(disconnect(Some("bob"), None), 0);
+        assert_eq!(disconnect(None, Some("elsewhere-3".into())), 0);
+        assert_eq!(queues[0].take_control().len(), 2);
+        assert_eq!(queues[1].take_control().len(), 2);
+        assert_eq!(queues[2].take_control().len(), 2);
+        let unsubscribe = |user: &str| {
+            registry.control(&ControlCommand::Unsubscribe {
+                user: user.to_owned(),
+                topic: "t".to_owned(),
+            })
+        };
+        assert_eq!(unsubscribe("ann"), 2);
+        // A connection that leaves is no longer found, and neither is a user without any.
+        registry.remove_session(1, Some(&ann));
+        assert_eq!(unsubscribe("ann"), 1);
+        registry.remove_session(2, Some(&ann));
+        assert_eq!(unsubscribe("ann"), 0);
+        assert!(lock(&registry.sessions).by_user.is_empty());
+        assert_eq!(registry.node_info().connections, 1);
     }
 }

@@ -35,7 +35,7 @@ use tokio::time::{Interval, MissedTickBehavior, Sleep};
 
 use crate::auth::Grants;
 use crate::engine::BrokerError;
-use crate::metrics::{inc, Transport, TransportGuard};
+use crate::metrics::{inc, Transport};
 use crate::queue::{Control, DeliveryQueue, Drained};
 use crate::registry::{ConnId, SubscribeError, SubscribeRequest};
 use crate::topic::{Topic, TopicError};
@@ -431,7 +431,7 @@ async fn open<B>(hub: Arc<Hub>, request: Request<B>) -> Result<SseBody, Refusal>
             format!("subscribing to topic {topic} is not allowed"),
         ));
     }
-    let slot = hub.reserve_slot().ok_or_else(|| {
+    let slot = hub.reserve_slot(Transport::Sse).ok_or_else(|| {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "too many connections".to_owned(),
@@ -524,7 +524,8 @@ struct SseStream {
     buf: BytesMut,
     /// Chunks ready to go out, in order.
     pending: VecDeque<Bytes>,
-    _transport: TransportGuard,
+    /// The user the stream was registered under.
+    user: Option<Arc<str>>,
     _slot: Slot,
 }
 
@@ -536,7 +537,9 @@ impl Drop for SseStream {
                 self.hub.unsubscribe(&state.topic, self.id);
             }
         }
-        self.hub.registry.remove_session(self.id);
+        self.hub
+            .registry
+            .remove_session(self.id, self.user.as_deref());
     }
 }
 
@@ -554,8 +557,8 @@ impl SseStream {
             queue = queue.with_overflow_signal(abort);
         }
         let queue = Arc::new(queue);
-        hub.registry
-            .add_session(id, grants.user().cloned(), queue.clone());
+        let user = grants.user().cloned();
+        hub.registry.add_session(id, user.clone(), queue.clone());
         let period = hub.config.sse_heartbeat.max(Duration::from_millis(10));
         let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -563,7 +566,6 @@ impl SseStream {
             expiry: grants.expires().map(|expires| {
                 Box::pin(tokio::time::sleep_until(crate::conn::instant_of(expires)))
             }),
-            _transport: hub.metrics.open_transport(Transport::Sse),
             topics: topics
                 .into_iter()
                 .map(|topic| TopicState {
@@ -579,6 +581,7 @@ impl SseStream {
             frames: Vec::new(),
             buf: BytesMut::new(),
             pending: VecDeque::new(),
+            user,
             id,
             hub,
             _slot: slot,
