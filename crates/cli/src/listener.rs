@@ -52,6 +52,12 @@ pub struct ServeOptions {
     /// the server copy, at the cost of throughput on long, fast paths. Default: the kernel's.
     #[arg(long, value_name = "BYTES")]
     pub socket_buffer: Option<usize>,
+    /// Unsent bytes each connection may queue in its kernel send buffer (TCP_NOTSENT_LOWAT):
+    /// a write waits once this much is queued and not yet sent. Bounds what a peer that
+    /// never reads can make the server copy, without limiting the data in flight (long,
+    /// fast paths keep their throughput); 0 leaves the kernel's default (no limit).
+    #[arg(long, value_name = "BYTES", default_value = "131072")]
+    pub notsent_lowat: u32,
 }
 
 /// `--ping-interval`: seconds (fractions allowed), 0 for none.
@@ -88,6 +94,8 @@ pub struct Server {
     policy: Arc<Policy>,
     /// `--socket-buffer`.
     socket_buffer: Option<usize>,
+    /// `--notsent-lowat`.
+    notsent_lowat: u32,
 }
 
 /// What every connection is checked against before the handler sees it.
@@ -125,6 +133,7 @@ impl Server {
             listener,
             tls,
             socket_buffer: options.socket_buffer,
+            notsent_lowat: options.notsent_lowat,
             policy: Arc::new(Policy {
                 allowed_origins: options.allowed_origins.clone(),
                 config,
@@ -163,10 +172,13 @@ impl Server {
                 }
             };
             let _ = tcp.set_nodelay(true);
+            let socket = socket2::SockRef::from(&tcp);
             if let Some(bytes) = self.socket_buffer {
-                let socket = socket2::SockRef::from(&tcp);
                 let _ = socket.set_send_buffer_size(bytes);
                 let _ = socket.set_recv_buffer_size(bytes);
+            }
+            if self.notsent_lowat > 0 {
+                let _ = socket.set_tcp_notsent_lowat(self.notsent_lowat);
             }
             let tls = self.tls.clone();
             let policy = self.policy.clone();

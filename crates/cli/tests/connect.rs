@@ -639,3 +639,82 @@ fn echo_with_a_fixed_socket_buffer() {
     out.assert_ok();
     assert_eq!(out.stdout, format!("small\n{big}\n"));
 }
+
+/// The bytes queued in the kernel's send buffer of the server's side of the connection from
+/// `client` to `server_port` (`tx_queue` in `/proc/net/tcp`: sent and not acknowledged, plus
+/// not yet sent; over loopback with a full receive window, the unsent bytes).
+fn server_send_queue(server_port: u16, client: std::net::SocketAddr) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let port = |address: &str| u16::from_str_radix(address.rsplit(':').next()?, 16).ok();
+        let (local, remote, queues) = (fields.get(1)?, fields.get(2)?, fields.get(4)?);
+        (port(local)? == server_port && port(remote)? == client.port())
+            .then(|| u64::from_str_radix(queues.split(':').next()?, 16).ok())?
+    })
+}
+
+/// Sends 64 KiB binary messages to an echo server without reading anything back, until the
+/// server stops taking them (no progress for a second, at most 20 s), and returns the
+/// server's send queue for the connection then.
+fn send_queue_of_a_peer_that_never_reads(server: &Background) -> u64 {
+    use std::io::{Read, Write};
+    let address = server.url.trim_start_matches("ws://");
+    let port: u16 = address.rsplit(':').next().unwrap().parse().unwrap();
+    let mut tcp = std::net::TcpStream::connect(address).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.write_all(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        tcp.read_exact(&mut byte).expect("the handshake's answer");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+    // A masked binary frame of 64 KiB (mask key zero: the payload goes as it is).
+    let mut frame = vec![0x82, 0xff];
+    frame.extend_from_slice(&65_536u64.to_be_bytes());
+    frame.extend_from_slice(&[0; 4]);
+    frame.resize(frame.len() + 65_536, b'x');
+    tcp.set_nonblocking(true).unwrap();
+    let started = Instant::now();
+    let mut last_progress = Instant::now();
+    let mut at = 0;
+    while last_progress.elapsed() < Duration::from_secs(1)
+        && started.elapsed() < Duration::from_secs(20)
+    {
+        match tcp.write(&frame[at..]) {
+            Ok(written) => {
+                at = (at + written) % frame.len();
+                last_progress = Instant::now();
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(error) => panic!("send: {error}"),
+        }
+    }
+    let client = tcp.local_addr().unwrap();
+    server_send_queue(port, client).expect("the connection in /proc/net/tcp")
+}
+
+/// `fdx echo` limits what a peer that never reads makes it queue in the kernel
+/// (`--notsent-lowat`, 128 KiB by default); `--notsent-lowat 0` leaves the kernel's limit
+/// (its send buffer, autotuned to megabytes).
+#[test]
+fn echo_bounds_the_unsent_bytes_of_a_peer_that_never_reads() {
+    let server = echo_server();
+    let bounded = send_queue_of_a_peer_that_never_reads(&server);
+    // The limit, plus what one write may add beyond it.
+    assert!(bounded <= 256 << 10, "{bounded} bytes queued");
+    let server = Background::start(&["echo", "127.0.0.1:0", "--notsent-lowat", "0"]);
+    let unbounded = send_queue_of_a_peer_that_never_reads(&server);
+    assert!(
+        unbounded > bounded * 4,
+        "{unbounded} bytes queued without the limit, {bounded} with it"
+    );
+}
