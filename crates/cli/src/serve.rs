@@ -53,6 +53,12 @@ pub struct ServeArgs {
     /// Most HTTP connections at once that are not (yet) WebSockets; more are closed at once.
     #[arg(long, default_value_t = 1024, value_name = "N")]
     pub max_http_connections: usize,
+    /// Unsent bytes a connection may queue in its kernel send buffer (TCP_NOTSENT_LOWAT):
+    /// beyond it, messages wait in the connection's queue (--max-queued-bytes), so a
+    /// subscriber that does not read is found sooner and holds less kernel memory. Data in
+    /// flight is not limited. 0: the kernel's default (no limit).
+    #[arg(long, default_value_t = 131072, value_name = "BYTES")]
+    pub notsent_lowat: u32,
     /// PEM certificate chain: serve HTTPS and wss:// (ALPN h2 and http/1.1; needs
     /// --tls-key). Without it the port speaks cleartext HTTP/1.1 and h2c with prior
     /// knowledge.
@@ -185,6 +191,7 @@ impl ServeArgs {
         };
         config.anonymous_publish = self.anonymous_publish.then_some(true);
         config.max_http_connections = self.max_http_connections;
+        config.notsent_lowat = self.notsent_lowat;
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
             let tls = crate::tls::server_config(cert, key)
                 .map_err(|e| Failure::with_code(crate::EXIT_USAGE, e))?;

@@ -119,6 +119,11 @@ pub struct HubConfig {
     pub anonymous_publish: Option<bool>,
     /// Most HTTP connections at once that are not (yet) WebSockets; more are closed at once.
     pub max_http_connections: usize,
+    /// Unsent bytes a connection may queue in its kernel send buffer (`TCP_NOTSENT_LOWAT`,
+    /// 128 KiB by default; 0: the kernel's default, no limit): beyond it, frames wait in the
+    /// connection's queue, where `max_queued_bytes` bounds them. Data in flight is not
+    /// limited.
+    pub notsent_lowat: u32,
     /// How often an idle Server-Sent Events stream sends a `: ping` comment
     /// ([`sse::HEARTBEAT`] by default).
     pub sse_heartbeat: Duration,
@@ -152,6 +157,7 @@ impl Default for HubConfig {
             hooks: hooks::HookConfig::default(),
             anonymous_publish: None,
             max_http_connections: 1024,
+            notsent_lowat: 128 << 10,
             sse_heartbeat: sse::HEARTBEAT,
             compression: true,
             compression_threshold: deflate::DEFAULT_THRESHOLD,

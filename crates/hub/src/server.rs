@@ -90,6 +90,10 @@ impl Hub {
                 continue;
             };
             let _ = tcp.set_nodelay(true);
+            if self.config.notsent_lowat > 0 {
+                let _ =
+                    socket2::SockRef::from(&tcp).set_tcp_notsent_lowat(self.config.notsent_lowat);
+            }
             let hub = self.clone();
             let tls = tls.clone();
             // Boxed: the connection's state (about 6 KB) is a plain allocation, and the

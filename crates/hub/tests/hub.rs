@@ -180,6 +180,13 @@ async fn a_client_that_never_reads_does_not_hold_up_the_others() {
             let slowest = |p: &Vec<u64>| p.iter().copied().min().unwrap_or(0);
             let _ = rx.wait_for(|p| slowest(p) + 100 >= published).await;
         }
+        // Found after its queue (256 KiB), the kernel's unsent bytes (`notsent_lowat`, 128
+        // KiB) and its receive buffer filled: about 1,500 messages of 1 KB. Without the
+        // unsent limit the kernel's send buffer grows to megabytes first (about 5,200).
+        assert!(
+            published <= 2_500,
+            "{published} messages before the stalled client was disconnected"
+        );
         hub.hub.publish(&topic, "\"end\"").await.expect("publish");
         for task in tasks {
             assert_eq!(task.await.expect("reader"), published + 1);
