@@ -270,22 +270,20 @@ impl Connection {
             queue = queue.with_driver(driver, index);
         }
         let queue = Arc::new(queue);
-        let grants = grants.into_shared();
-        let extras =
-            (headers.is_some() || token_user.is_some() || hooked || grants.expires().is_some())
-                .then(|| {
-                    Box::new(Extras {
-                        headers,
-                        token_user,
-                        hooked,
-                        ..Extras::default()
-                    })
-                });
+        // A token's expiry gets its box from `schedule_expiry` below.
+        let extras = (headers.is_some() || token_user.is_some() || hooked).then(|| {
+            Box::new(Extras {
+                headers,
+                token_user,
+                hooked,
+                ..Extras::default()
+            })
+        });
         let mut session = Session {
             id: hub.next_conn_id(),
             queue: queue.clone(),
             topics: Vec::new(),
-            grants,
+            grants: grants.into_shared(),
             publishes: Bucket::full(publish_rate(&hub), now),
             new_topics: Bucket::full(new_topic_rate(&hub), now),
             reply_id: None,

@@ -126,16 +126,20 @@ where
 
     pub(crate) fn set_protocol(&mut self, protocol: Option<String>) {
         if let Some(protocol) = protocol {
-            self.extras.get_or_insert_with(Box::default).protocol = Some(protocol.into());
+            self.extras_mut().protocol = Some(protocol.into());
         } else if let Some(extras) = &mut self.extras {
             extras.protocol = None;
         }
     }
 
+    /// The rarely needed state, boxed on first use.
+    fn extras_mut(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Box::default)
+    }
+
     /// Keeps `error` (unless one is kept already) to report once the close frame is out.
     fn defer_error(&mut self, error: Error) {
-        let extras = self.extras.get_or_insert_with(Box::default);
-        extras.pending_error.get_or_insert(error);
+        self.extras_mut().pending_error.get_or_insert(error);
     }
 
     /// The error kept by [`defer_error`](Self::defer_error), once.
@@ -551,9 +555,7 @@ where
                     self.done = true;
                     return Poll::Ready(Some(Err(Error::Protocol(ProtocolError::UnexpectedEof))));
                 }
-                Err(error) => {
-                    self.extras.get_or_insert_with(Box::default).pending_error = Some(error.into());
-                }
+                Err(error) => self.extras_mut().pending_error = Some(error.into()),
             }
             if self.conn.state() == State::Closed {
                 self.timers.start_close_timer(self.close_timeout());
